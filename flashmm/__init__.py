@@ -1,0 +1,7 @@
+"""FlashMM: an AI-driven market maker for Sei's central limit order book.
+
+Nothing under this package imports the console (`textual`): the engine runs headless, and the console in
+`tui/` reads its snapshots.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""The engine's L2 order book: snapshot + diff application with sequence-gap detection.
+
+A gap marks the book stale and it stays stale until a new snapshot arrives: it is never patched.
+Rejected input (a gap, a diff while stale, a negative size, a crossed result) is counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import islice
+
+from sortedcontainers import SortedDict
+
+from flashmm.domain import BookDiff, BookSnapshot
+
+
+class L2Book:
+    __slots__ = ("bids", "asks", "seq", "stale", "stale_reason", "ts_ns", "rejects", "updates")
+
+    def __init__(self) -> None:
+        self.bids: SortedDict = SortedDict()  # price_ticks -> lots; best bid is the last key
+        self.asks: SortedDict = SortedDict()  # best ask is the first key
+        self.seq = -1
+        self.stale = True
+        self.stale_reason = "no snapshot yet"
+        self.ts_ns = 0
+        self.rejects: Counter[str] = Counter()
+        self.updates = 0
+
+    # ---- input -----------------------------------------------------------------------------------
+    def apply_snapshot(self, snap: BookSnapshot) -> bool:
+        for side in (snap.bids, snap.asks):
+            for _, lots in side:
+                if lots <= 0:
+                    self.rejects["snapshot_bad_size"] += 1
+                    return False
+        self.bids = SortedDict(snap.bids)
+        self.asks = SortedDict(snap.asks)
+        self.seq = snap.seq
+        self.ts_ns = snap.ts_ns
+        self.stale = False
+        self.stale_reason = ""
+        self.updates += 1
+        if self.crossed():
+            self._mark_stale("snapshot_crossed")
+        return True
+
+    def apply_diff(self, diff: BookDiff) -> bool:
+        """Apply a diff covering first_seq..last_seq. Returns True when applied."""
+        if self.stale:
+            self.rejects["diff_while_stale"] += 1
+            return False
+        if diff.last_seq <= self.seq:
+            self.rejects["diff_already_applied"] += 1
+            return False
+        if diff.first_seq > self.seq + 1:
+            self._mark_stale("sequence_gap")
+            return False
+        for _, lots in diff.bids:
+            if lots < 0:
+                self.rejects["diff_bad_size"] += 1
+                return False
+        for _, lots in diff.asks:
+            if lots < 0:
+                self.rejects["diff_bad_size"] += 1
+                return False
+        _apply_levels(self.bids, diff.bids)
+        _apply_levels(self.asks, diff.asks)
+        self.seq = diff.last_seq
+        self.ts_ns = diff.ts_ns
+        self.updates += 1
+        if self.crossed():
+            self._mark_stale("crossed_after_diff")
+            return False
+        return True
+
+    def mark_stale(self, reason: str) -> None:
+        """External staleness (feed disconnect): the book is unusable until the next snapshot."""
+        self._mark_stale(reason)
+
+    def _mark_stale(self, reason: str) -> None:
+        self.stale = True
+        self.stale_reason = reason
+        self.rejects[reason] += 1
+
+    # ---- queries ---------------------------------------------------------------------------------
+    def crossed(self) -> bool:
+        return bool(self.bids) and bool(self.asks) and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0]
+
+    def best_bid(self) -> tuple[int, int] | None:
+        return self.bids.peekitem(-1) if self.bids else None
+
+    def best_ask(self) -> tuple[int, int] | None:
+        return self.asks.peekitem(0) if self.asks else None
+
+    def two_sided(self) -> bool:
+        return bool(self.bids) and bool(self.asks)
+
+    def mid_ticks(self) -> float:
+        return (self.bids.peekitem(-1)[0] + self.asks.peekitem(0)[0]) / 2.0
+
+    def spread_ticks(self) -> int:
+        return self.asks.peekitem(0)[0] - self.bids.peekitem(-1)[0]
+
+    def top_bids(self, n: int) -> list[tuple[int, int]]:
+        """Best first."""
+        b = self.bids
+        return [(p, b[p]) for p in islice(reversed(b.keys()), n)]
+
+    def top_asks(self, n: int) -> list[tuple[int, int]]:
+        a = self.asks
+        return [(p, a[p]) for p in islice(a.keys(), n)]
+
+    def depth_within(self, ticks: int) -> tuple[int, int]:
+        """Total lots on each side within `ticks` of the best price on that side (inclusive)."""
+        bid_total = ask_total = 0
+        if self.bids:
+            best = self.bids.peekitem(-1)[0]
+            for p in self.bids.irange(best - ticks, best):
+                bid_total += self.bids[p]
+        if self.asks:
+            best = self.asks.peekitem(0)[0]
+            for p in self.asks.irange(best, best + ticks):
+                ask_total += self.asks[p]
+        return bid_total, ask_total
+
+
+def _apply_levels(levels: SortedDict, changes: list[tuple[int, int]]) -> None:
+    for price, lots in changes:
+        if lots == 0:
+            levels.pop(price, None)
+        else:
+            levels[price] = lots

@@ -1,0 +1,94 @@
+"""Command lines: `flashmm-tui` (the console; `--no-ui` is the daemon) and `flashmm` (tools)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from flashmm.config import Config, ConfigError, load_config
+
+USAGE_NO_UI = (
+    "flashmm-tui: the terminal console is not part of this build yet.\n"
+    "Run the headless daemon instead, e.g.:\n"
+    "  flashmm-tui --no-ui --duration 60 --speed 10 --summary run.json\n"
+)
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return v
+
+    return parse
+
+
+def _load(path: str | None, **run_overrides: Any) -> Config:
+    """Config file (or FLASHMM_CONFIG, or the built-in defaults), then command-line overrides of [run]."""
+    path = path or os.environ.get("FLASHMM_CONFIG") or None
+    cfg = load_config(path)
+    run = {k: v for k, v in run_overrides.items() if v is not None}
+    if run:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run)})
+    return cfg
+
+
+def tui_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="flashmm-tui", description="FlashMM market maker: console, or daemon with --no-ui")
+    p.add_argument("--config", help="config.toml path (default: $FLASHMM_CONFIG, else built-in defaults)")
+    p.add_argument("--venue", choices=["sim"], help="market to trade (default from config: sim)")
+    p.add_argument("--seed", type=int, help="seed of the simulated market")
+    p.add_argument("--speed", type=_positive(float), help="venue clock speed as a multiple of wall time (sim)")
+    p.add_argument("--no-ui", action="store_true", help="run headless (the daemon)")
+    p.add_argument("--duration", type=_positive(float), help="stop after S seconds of venue time")
+    p.add_argument("--summary", help="write a JSON summary of the run to PATH")
+    args = p.parse_args(argv)
+    try:
+        cfg = _load(args.config, venue=args.venue, seed=args.seed, speed=args.speed)
+    except ConfigError as exc:
+        print(f"flashmm-tui: {exc}", file=sys.stderr)
+        return 2
+    if not args.no_ui:
+        sys.stderr.write(USAGE_NO_UI)
+        return 2
+    from flashmm.daemon import run_daemon
+
+    return asyncio.run(run_daemon(cfg, args.duration, args.summary, None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="flashmm", description="FlashMM tools")
+    sub = p.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="benchmarks with JSON output")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    lat = bench_sub.add_parser("latency", help="tick-to-quote and per-stage latency on the simulated market at full speed")
+    lat.add_argument("--json", required=True, help="write results to PATH")
+    lat.add_argument("--seconds", type=_positive(float), default=3600.0, help="simulated seconds (default 3600)")
+    lat.add_argument("--seed", type=int, default=7)
+    lat.add_argument("--config", help="config.toml path")
+    args = p.parse_args(argv)
+    try:
+        cfg = _load(args.config, seed=args.seed)
+    except ConfigError as exc:
+        print(f"flashmm: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "bench" and args.bench == "latency":
+        from flashmm.bench import bench_latency
+
+        result = bench_latency(cfg, args.seconds, args.json)
+        print(f"tick-to-quote p50 {result['tick_to_quote_us']['p50']} us, p99 {result['tick_to_quote_us']['p99']} us, "
+              f"p99.9 {result['tick_to_quote_us']['p999']} us; {result['events_per_s']:.0f} events/s; "
+              f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

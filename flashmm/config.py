@@ -1,0 +1,218 @@
+"""Configuration: frozen pydantic models of config.toml, unknown keys rejected, environment overrides.
+
+Every default here is also written, with a comment, in the repository's config.toml (a test keeps the
+two equal). Environment variables `FLASHMM_<SECTION>__<KEY>` override a file value (secrets and
+endpoints belong there, not in committed files); the value is read as a TOML literal when it parses as
+one, else as a string.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flashmm.domain import Instrument
+
+ENV_PREFIX = "FLASHMM_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class RunConfig(_Section):
+    venue: Literal["sim"] = Field("sim", description="Market to trade: sim (embedded simulated Sei market).")
+    seed: int = Field(7, description="Seed of the simulated market; the same seed gives the same run.")
+    speed: float = Field(1.0, gt=0, description="Venue clock speed as a multiple of wall time (sim only).")
+    status_interval_s: float = Field(5.0, gt=0, description="Seconds of wall time between daemon status lines.")
+
+
+class InstrumentConfig(_Section):
+    symbol: str = "SEI/USDC"
+    base: str = "SEI"
+    quote: str = "USDC"
+    price_tick: str = Field("0.0001", description="Price tick in quote currency (a decimal string).")
+    lot_size: str = Field("1", description="Quantity step in base currency (a decimal string).")
+
+    @model_validator(mode="after")
+    def _positive_decimals(self) -> "InstrumentConfig":
+        for name in ("price_tick", "lot_size"):
+            try:
+                v = Decimal(getattr(self, name))
+            except Exception as exc:  # decimal.InvalidOperation
+                raise ValueError(f"{name} must be a decimal string, got {getattr(self, name)!r}") from exc
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0")
+        return self
+
+    def instrument(self) -> Instrument:
+        return Instrument(self.symbol, self.base, self.quote, Decimal(self.price_tick), Decimal(self.lot_size))
+
+
+class SimConfig(_Section):
+    """The embedded simulated market. Defaults calibrated against Binance BTCUSDT (see README)."""
+
+    block_ms: int = Field(400, ge=50, le=5000, description="Block interval of the simulated chain.")
+    initial_price: float = Field(0.40, gt=0, description="Starting fair price in quote currency.")
+    vol_calm_bps: float = Field(0.8, ge=0, description="Fair-price volatility in the calm regime, bps per sqrt(s).")
+    vol_volatile_bps: float = Field(2.2, ge=0, description="Fair-price volatility in the volatile regime.")
+    regime_switch_per_s: float = Field(0.01, ge=0, description="Rate of calm->volatile switches per second.")
+    regime_revert_per_s: float = Field(0.05, ge=0, description="Rate of volatile->calm switches per second.")
+    jump_rate_per_s: float = Field(0.0005, ge=0, description="Rate of fair-price jumps per second.")
+    jump_bps: float = Field(30.0, ge=0, description="Mean absolute jump size in bps (exponential).")
+    lp_orders_per_s: float = Field(60.0, ge=0, description="Rate of other traders' limit orders.")
+    lp_distance_ticks: float = Field(2.0, gt=0, description="Mean extra distance (geometric) of limit orders beyond the touch of the fair price, in ticks.")
+    lp_size_mean_lots: float = Field(1700.0, gt=0, description="Mean size of other traders' limit orders.")
+    cancel_per_s: float = Field(0.08, ge=0, description="Per-order cancellation rate of resting limit orders.")
+    stale_cancel_prob: float = Field(0.5, ge=0, le=1, description="Chance per block that an order on the wrong side of the fair price is pulled.")
+    noise_trades_per_s: float = Field(27.0, ge=0, description="Rate of uninformed market orders.")
+    informed_trades_per_s: float = Field(10.0, ge=0, description="Peak rate of informed market orders (scaled by mispricing).")
+    informed_threshold_ticks: float = Field(0.25, ge=0, description="Mispricing (fair - mid, ticks) at which informed flow starts.")
+    trade_size_median_lots: float = Field(13.0, gt=0, description="Median market-order size (lognormal).")
+    trade_size_mean_lots: float = Field(650.0, gt=0, description="Mean market-order size (lognormal; heavy tail).")
+    initial_levels: int = Field(30, ge=2, description="Price levels per side seeded at start.")
+    maker_fee_bps: float = Field(0.0, description="Maker fee in bps of notional (negative = rebate).")
+    taker_fee_bps: float = Field(0.0, description="Taker fee in bps of notional.")
+    gas_price_usei: float = Field(0.02, ge=0, description="Gas price in usei per gas (pacific-1 minimum).")
+    gas_per_tx: int = Field(200_000, ge=0, description="Gas limit of one order transaction.")
+    dex_fee_usei_per_order: float = Field(5500.0, ge=0, description="x/dex charge per placed order (55000 x 0.1 usei).")
+    dex_fee_usei_per_cancel: float = Field(5300.0, ge=0, description="x/dex charge per cancellation.")
+    our_account_funds_usdc: float = Field(100_000.0, gt=0, description="Quote balance of our account at start.")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "SimConfig":
+        if self.trade_size_mean_lots < self.trade_size_median_lots:
+            raise ValueError("trade_size_mean_lots must be >= trade_size_median_lots (lognormal)")
+        return self
+
+
+class StrategyConfig(_Section):
+    model: Literal["glft", "avellaneda_stoikov"] = Field("glft", description="Closed-form quoting model.")
+    risk_aversion: float = Field(0.05, gt=0, description="gamma: inventory risk aversion (per order-size unit).")
+    arrival_intensity: float = Field(1.0, gt=0, description="A: fill intensity at zero distance, fills per second.")
+    arrival_decay: float = Field(3.0, gt=0, description="k: decay of fill intensity per tick of distance.")
+    horizon_s: float = Field(60.0, gt=0, description="T - t for Avellaneda-Stoikov, seconds.")
+    order_levels: int = Field(2, ge=1, le=10, description="Quote levels per side.")
+    level_spacing_ticks: int = Field(1, ge=1, description="Distance between consecutive levels.")
+    order_amount_usdc: float = Field(200.0, gt=0, description="Size of a level-1 order in quote currency.")
+    level_size_multiplier: float = Field(1.5, gt=0, description="Each further level is this many times larger.")
+    inventory_size_skew: bool = Field(True, description="Shrink the side that adds to inventory in proportion to position/limit.")
+    min_edge_bps: float = Field(0.5, ge=0, description="Minimum half-spread beyond the maker fee, in bps.")
+    refresh_tolerance_ticks: int = Field(0, ge=0, description="Keep a resting order whose price is within this many ticks of the new target.")
+    refresh_tolerance_size_pct: float = Field(20.0, ge=0, description="Keep a resting order whose size is within this % of the target.")
+    order_refresh_time_s: float = Field(30.0, gt=0, description="Replace resting orders older than this even if unchanged.")
+    vol_halflife_s: float = Field(30.0, gt=0, description="Half-life of the EWMA volatility estimate.")
+    vol_floor_ticks: float = Field(0.1, ge=0, description="Lower bound on volatility used for quoting, ticks per sqrt(s).")
+    prediction_skew_ticks: float = Field(1.0, ge=0, description="Reservation shift at full confidence (model issue).")
+    post_only: bool = Field(True, description="Never quote through the opposite best price.")
+
+
+class RiskConfig(_Section):
+    capital_usdc: float = Field(100_000.0, gt=0, description="Capital the inventory % is measured against.")
+    max_position_usdc: float = Field(2_000.0, gt=0, description="Position limit, both sides (2 % of capital).")
+    max_order_usdc: float = Field(1_000.0, gt=0, description="Largest single order.")
+    max_orders_per_s: float = Field(20.0, gt=0, description="Order placements per second of venue time (token bucket).")
+    order_burst: int = Field(20, ge=1, description="Token-bucket burst for placements.")
+    max_drawdown_usdc: float = Field(500.0, gt=0, description="PnL drawdown from its peak that pauses quoting.")
+    feed_stale_s: float = Field(3.0, gt=0, description="No market data for this long: pause quoting.")
+    latency_widen_ms: float = Field(250.0, gt=0, description="Tick-to-quote p95 above this: widen.")
+    latency_widen_factor: float = Field(2.0, ge=1, description="Spread multiplier while the latency breaker is tripped.")
+    extreme_move_bps: float = Field(300.0, gt=0, description="Mid move within extreme_window_s that kills trading.")
+    extreme_window_s: float = Field(5.0, gt=0)
+    venue_reject_limit: int = Field(10, ge=1, description="Rejections within reject_window_s that pause quoting.")
+    reject_window_s: float = Field(10.0, gt=0)
+    breaker_cooldown_s: float = Field(10.0, ge=0, description="Time a cleared breaker stays in cooling-down before ok.")
+
+
+class ControlsConfig(_Section):
+    widen_step: float = Field(1.5, gt=1, description="Spread multiplier per widen press.")
+    widen_max: float = Field(8.0, ge=1, description="Cap on the widen multiplier.")
+    flatten_slippage_bps: float = Field(50.0, gt=0, description="Worst price of flatten orders, bps from mid.")
+    shutdown_timeout_s: float = Field(10.0, gt=0, description="Wall seconds to wait for cancel confirmations at exit.")
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str = Field("", description="Log file path; empty = stderr.")
+    audit_file: str = Field("var/audit.jsonl", description="Append-only audit log of operator controls.")
+
+
+class Config(_Section):
+    run: RunConfig = RunConfig()
+    instrument: InstrumentConfig = InstrumentConfig()
+    sim: SimConfig = SimConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    controls: ControlsConfig = ControlsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+class ConfigError(Exception):
+    """One clear message naming the file and the key."""
+
+
+def default_instrument() -> Instrument:
+    return InstrumentConfig().instrument()
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for section, values in over.items():
+        target = merged.setdefault(section, {})
+        if isinstance(target, dict):
+            target.update(values)
+    return merged
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load config.toml (or the built-in defaults when path is None) and apply FLASHMM_* overrides."""
+    environ = dict(os.environ) if environ is None else environ
+    source = "built-in defaults"
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p}: not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
+    overrides = _env_overrides(environ)
+    try:
+        return Config.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        origin = source
+        section = str(err["loc"][0]) if err["loc"] else ""
+        leaf = str(err["loc"][1]) if len(err["loc"]) > 1 else ""
+        if leaf and leaf in overrides.get(section, {}):
+            origin = f"environment {ENV_PREFIX}{section.upper()}__{leaf.upper()}"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"config error in {origin}: {key}: {msg}{got}{more}") from None

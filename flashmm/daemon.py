@@ -1,0 +1,90 @@
+"""The headless runner (`flashmm-tui --no-ui`): the engine, JSON logs, a status line every few seconds,
+and on SIGINT/SIGTERM every order cancelled before exit 0 with the summary written."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flashmm.config import Config
+from flashmm.engine import Engine
+from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger
+from flashmm.venues.factory import make_venue
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    tmp.replace(p)
+
+
+def status_fields(engine: Engine) -> dict[str, Any]:
+    s = engine.snapshot(depth=1)
+    return {
+        "mode": s.mode,
+        "uptime_s": round(s.uptime_s, 1),
+        "mid": engine._px(s.mid_ticks) if s.mid_ticks else None,
+        "position_lots": s.position_lots,
+        "inventory_pct": round(s.inventory_pct, 3),
+        "pnl_usdc": round(s.pnl.total, 4),
+        "open_orders": len(s.orders),
+        "fills": s.counters["fills"],
+        "t2q_p99_us": s.latency_us["tick_to_quote"]["p99"],
+        "breakers": {b.name: b.state for b in s.breakers if b.state != "ok"},
+    }
+
+
+async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None) -> int:
+    run_id = uuid.uuid4().hex[:12]
+    configure_logging(cfg.logging.level, cfg.logging.file, run_id)
+    log = get_logger("daemon")
+    venue = make_venue(cfg, speed)
+    engine = Engine(cfg, venue, audit=AuditLog(cfg.logging.audit_file or None))
+    loop = asyncio.get_running_loop()
+    signals_seen: list[str] = []
+
+    def on_signal(name: str) -> None:
+        signals_seen.append(name)
+        log.info("signal", signal=name, action="cancel all orders and exit")
+        engine.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    async def status_loop() -> None:
+        while True:
+            await asyncio.sleep(cfg.run.status_interval_s)
+            log.info("status", **status_fields(engine))
+
+    log.info("start", venue=venue.name, symbol=venue.instrument.symbol, seed=cfg.run.seed,
+             speed=speed if speed is not None else cfg.run.speed, duration_s=duration_s)
+    status = asyncio.create_task(status_loop())
+    rc = 0
+    t0 = time.monotonic()
+    try:
+        await engine.run(duration_s)
+    except Exception:
+        rc = 1  # engine.run logged the fault; orders are still cancelled below
+    finally:
+        status.cancel()
+        clean = await engine.shutdown()
+        summary = engine.summary()
+        summary["exit"] = {"signal": signals_seen[0] if signals_seen else None, "orders_cancelled_cleanly": clean,
+                           "wall_s": round(time.monotonic() - t0, 3)}
+        if summary_path:
+            write_summary(summary_path, summary)
+        log.info("stop", **{k: summary[k] for k in ("events", "quotes", "orders_placed", "fills", "pnl_usdc",
+                                                      "inventory_pct", "spread_improvement_pct")}, clean=clean)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if not clean and rc == 0:
+        rc = 1
+    return rc

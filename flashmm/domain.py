@@ -1,0 +1,183 @@
+"""Value types shared by the engine and the venues.
+
+Prices are integer ticks and sizes integer lots inside the engine (no float equality on prices);
+`Instrument` converts to and from decimal strings at venue boundaries. Fill prices may fall between
+ticks (x/dex settles crossed orders at the midpoint and takers at a VWAP), so a fill carries its price
+as a float number of ticks: it is used for accounting, never compared for equality.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+
+
+class Side(enum.IntEnum):
+    BUY = 1
+    SELL = -1
+
+    @property
+    def opposite(self) -> "Side":
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(enum.IntEnum):
+    LIMIT = 0
+    MARKET = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    symbol: str
+    base: str
+    quote: str
+    price_tick: Decimal  # quote currency per tick
+    lot_size: Decimal  # base currency per lot
+
+    def price_to_ticks(self, price: Decimal | str) -> int:
+        """Exact conversion; a price that is not a multiple of the tick is an error, never rounded."""
+        q = Decimal(price) / self.price_tick
+        if q != q.to_integral_value():
+            raise ValueError(f"price {price} is not a multiple of the tick {self.price_tick}")
+        return int(q)
+
+    def price_to_ticks_floor(self, price: Decimal | str) -> int:
+        return int((Decimal(price) / self.price_tick).to_integral_value(rounding=ROUND_FLOOR))
+
+    def qty_to_lots(self, qty: Decimal | str) -> int:
+        q = Decimal(qty) / self.lot_size
+        if q != q.to_integral_value():
+            raise ValueError(f"quantity {qty} is not a multiple of the lot {self.lot_size}")
+        return int(q)
+
+    def ticks_to_price(self, ticks: int) -> Decimal:
+        return self.price_tick * ticks
+
+    def lots_to_qty(self, lots: int) -> Decimal:
+        return self.lot_size * lots
+
+    @property
+    def tick_f(self) -> float:
+        return float(self.price_tick)
+
+    @property
+    def lot_f(self) -> float:
+        return float(self.lot_size)
+
+    def notional(self, price_ticks: float, lots: int) -> float:
+        """Quote-currency value of `lots` at `price_ticks` (accounting only)."""
+        return price_ticks * float(self.price_tick) * lots * float(self.lot_size)
+
+
+# ---- events delivered by venues (one batch per venue step: a block, a frame) ----------------------
+
+
+@dataclass(slots=True)
+class BookSnapshot:
+    seq: int
+    bids: list[tuple[int, int]]  # (price_ticks, lots), any order
+    asks: list[tuple[int, int]]
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class BookDiff:
+    """Absolute sizes per changed level (0 removes the level); covers sequence numbers first_seq..last_seq."""
+
+    first_seq: int
+    last_seq: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class Trade:
+    price_ticks: float
+    lots: int
+    aggressor: Side | None  # None when the venue does not say
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class OrderAck:
+    client_id: int
+    venue_order_id: int
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class OrderReject:
+    client_id: int
+    reason: str
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class CancelAck:
+    client_id: int
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class CancelReject:
+    client_id: int
+    reason: str
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class Fill:
+    client_id: int
+    side: Side
+    price_ticks: float
+    lots: int
+    fee_quote: float  # fee paid in quote currency (negative = rebate)
+    is_maker: bool
+    ts_ns: int
+    done: bool  # the order has no remaining quantity after this fill
+
+
+@dataclass(slots=True)
+class FeeCharge:
+    """A charge not tied to a fill (gas, per-order exchange charges), in quote currency."""
+
+    amount_quote: float
+    reason: str
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class VenueStatus:
+    """Venue liveness: connected/disconnected, block height, a reason."""
+
+    connected: bool
+    height: int
+    reason: str
+    ts_ns: int
+
+
+Event = (
+    BookSnapshot | BookDiff | Trade | OrderAck | OrderReject | CancelAck | CancelReject | Fill | FeeCharge | VenueStatus
+)
+
+
+# ---- what the engine sends to a venue -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    client_id: int
+    side: Side
+    price_ticks: int  # worst acceptable price for MARKET (0 = none)
+    lots: int
+    order_type: OrderType = OrderType.LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    client_id: int
+
+
+OrderAction = PlaceOrder | CancelOrder

@@ -1,0 +1,662 @@
+"""The engine: venue events -> book -> features -> prediction -> quotes -> risk -> orders -> venue.
+
+The hot path (`on_batch`) is synchronous and timestamps each stage with perf_counter_ns into latency
+histograms. The engine knows nothing of the console: it publishes an immutable `EngineSnapshot` on
+request, and operator controls come in as method calls, each written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import islice
+from time import perf_counter_ns
+from typing import Any
+
+from flashmm.book import L2Book
+from flashmm.clock import NS_PER_S
+from flashmm.config import Config
+from flashmm.domain import (
+    BookDiff,
+    BookSnapshot,
+    CancelAck,
+    CancelReject,
+    Event,
+    FeeCharge,
+    Fill,
+    OrderAck,
+    OrderAction,
+    OrderReject,
+    OrderType,
+    Side,
+    Trade,
+    VenueStatus,
+)
+from flashmm.execution import OrderManager, OrderView
+from flashmm.features import FeatureEngine
+from flashmm.metrics import TimeWeightedSpreads, fill_rate, inventory_pct, spread_bps, spread_improvement_pct
+from flashmm.model.predictor import NoModelPredictor, Prediction, Predictor
+from flashmm.risk import BreakerAction, BreakerView, RiskManager
+from flashmm.state import PnL, Portfolio
+from flashmm.strategy import Quoter
+from flashmm.telemetry.histogram import LatencyHistogram
+from flashmm.telemetry.logging import AuditLog, get_logger
+from flashmm.venues.base import Venue
+
+STAGES = ("book", "features", "predict", "quote", "risk", "orders", "submit")
+
+
+class Mode(enum.StrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    WIDENED = "WIDENED"
+    FLATTENING = "FLATTENING"
+    KILLED = "KILLED"
+    FAULTED = "FAULTED"
+    STOPPED = "STOPPED"
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    ts_ns: int
+    kind: str  # fill | control | breaker | venue | engine
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """An immutable picture of the engine for the console, the daemon's status line and tests."""
+
+    seq: int
+    ts_ns: int
+    venue: str
+    symbol: str
+    price_tick: str
+    mode: str
+    widen: float
+    uptime_s: float
+    bids: tuple[tuple[int, int, int], ...]  # (price_ticks, lots, our lots), best first
+    asks: tuple[tuple[int, int, int], ...]
+    mid_ticks: float
+    book_stale: bool
+    stale_reason: str
+    orders: tuple[OrderView, ...]
+    position_lots: int
+    position_usdc: float
+    inventory_pct: float
+    max_abs_inventory_pct: float
+    max_position_usdc: float
+    reservation_ticks: float
+    half_spread_ticks: float
+    inventory_skew_ticks: float
+    pnl: PnL
+    predictor: str
+    prediction: Prediction | None
+    breakers: tuple[BreakerView, ...]
+    latency_us: dict[str, dict[str, float]]
+    counters: dict[str, int]
+    features: dict[str, float]
+    log: tuple[LogLine, ...]
+    fault: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, cfg: Config, venue: Venue, predictor: Predictor | None = None,
+                 audit: AuditLog | None = None, seed: int | None = None) -> None:
+        self.cfg = cfg
+        self.venue = venue
+        self.clock = venue.clock
+        self.instrument = venue.instrument
+        self.seed = cfg.run.seed if seed is None else seed
+        self.predictor: Predictor = predictor or NoModelPredictor()
+        self.audit = audit or AuditLog(None)
+        self.log = get_logger("engine")
+        self.book = L2Book()
+        sc = cfg.strategy
+        self.features = FeatureEngine(vol_halflife_s=sc.vol_halflife_s)
+        maker_fee = cfg.sim.maker_fee_bps if venue.name == "sim" else 0.0
+        self.quoter = Quoter(sc, cfg.risk, self.instrument, maker_fee)
+        self.risk = RiskManager(cfg.risk, self.instrument)
+        self.oms = OrderManager(sc.refresh_tolerance_ticks, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
+                                cfg.risk.max_orders_per_s, cfg.risk.order_burst)
+        self.portfolio = Portfolio(self.instrument)
+        self.hist = {s: LatencyHistogram() for s in STAGES}
+        self.tick_to_quote = LatencyHistogram()
+        self._window_t2q = LatencyHistogram()  # for the latency breaker
+        self._window_start_ns = 0
+        self.spreads = TimeWeightedSpreads()
+        self.events_log: deque[LogLine] = deque(maxlen=500)
+        self.counters: dict[str, int] = {"events": 0, "batches": 0, "quotes": 0, "fills": 0, "trades": 0,
+                                         "book_updates": 0, "venue_rejects": 0, "reconcile_mismatches": 0,
+                                         "position_mismatches": 0}
+        # operator / breaker state
+        self.paused = False
+        self.killed = False
+        self.flatten_reason = ""  # "" | operator | kill | breaker
+        self.widen = 1.0
+        self.fault = ""
+        self.mode = Mode.STARTING
+        self.start_ns = -1
+        self.wall_start = time.monotonic()
+        self.seq = 0
+        self.max_abs_inventory_pct = 0.0
+        self.last_prediction: Prediction | None = None
+        self.last_proposal = None
+        self._mids: deque[tuple[int, float]] = deque()
+        self._rejects: deque[int] = deque()
+        self._stop = asyncio.Event()
+        self._quoting = True
+        self._last_reconcile_ns = 0
+        if not self.predictor.available:
+            self.risk.breakers["model"].trip("no model loaded: model-free pricing", 0)
+        self._handlers = {
+            BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, Trade: self._on_trade,
+            OrderAck: self._on_ack, OrderReject: self._on_reject, CancelAck: self._on_cancel_ack,
+            CancelReject: self._on_cancel_reject, Fill: self._on_fill, FeeCharge: self._on_fee,
+            VenueStatus: self._on_status,
+        }
+        self._batch_book_ns = 0
+        self._batch_feat_ns = 0
+        self._market_in_batch = False
+
+    # ================================================================== run loop ======================
+    async def run(self, duration_s: float | None = None) -> None:
+        """Trade until `duration_s` of venue time has passed, the venue ends, or stop() is called."""
+        await self.venue.start()
+        self.start_ns = self.clock.now_ns()
+        self.mode = Mode.RUNNING
+        self._event("engine", f"started on {self.venue.name} {self.instrument.symbol} seed={self.seed}")
+        end_ns = self.start_ns + int(duration_s * NS_PER_S) if duration_s is not None else None
+        reconcile_ns = 5 * NS_PER_S
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = await asyncio.wait_for(self.venue.next_batch(), timeout=self.cfg.risk.feed_stale_s)
+                except TimeoutError:
+                    self.on_feed_timeout()
+                    continue
+                if batch is None:
+                    self._event("venue", "venue ended")
+                    break
+                self.on_batch(batch)
+                now = self.clock.now_ns()
+                if now - self._last_reconcile_ns >= reconcile_ns:
+                    self._last_reconcile_ns = now
+                    await self.reconcile()
+                if end_ns is not None and now >= end_ns:
+                    break
+        except Exception as exc:  # the engine must not die silently: record, fault, let shutdown cancel
+            self.fault = f"{type(exc).__name__}: {exc}"
+            self.mode = Mode.FAULTED
+            self.log.exception("engine_fault", error=self.fault)
+            self._event("engine", f"FAULTED: {self.fault}")
+            raise
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Cancel every order and wait until the venue confirms (or the timeout). Returns True when
+        no order is left open."""
+        self._quoting = False
+        timeout_s = self.cfg.controls.shutdown_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        actions = self.oms.cancel_all()
+        if actions:
+            self.venue.submit(actions)
+        while self.oms.orders and time.monotonic() < deadline:
+            try:
+                batch = await asyncio.wait_for(self.venue.next_batch(), timeout=max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if batch is None:
+                break
+            self.on_batch(batch)
+            again = self.oms.cancel_all()  # orders acknowledged after the first cancel round
+            if again:
+                self.venue.submit(again)
+        clean = not self.oms.orders
+        if self.mode is not Mode.FAULTED:
+            self.mode = Mode.STOPPED
+        self._event("engine", "all orders cancelled" if clean else f"{len(self.oms.orders)} orders left open at exit")
+        self.log.info("shutdown", clean=clean, open_orders=len(self.oms.orders))
+        await self.venue.stop()
+        return clean
+
+    async def reconcile(self) -> None:
+        state = await self.venue.account_state()
+        problems, actions = self.oms.reconcile(state)
+        if state.position_lots != self.portfolio.position_lots:
+            problems.append(f"position {self.portfolio.position_lots} here, {state.position_lots} at venue")
+            self.counters["position_mismatches"] += 1
+            self.risk.breakers["venue_errors"].trip("position differs from the venue's record", self.clock.now_ns())
+        for p in problems:
+            self.counters["reconcile_mismatches"] += 1
+            self.log.warning("reconcile_mismatch", detail=p)
+            self._event("venue", f"reconcile: {p}")
+        if actions:
+            self.venue.submit(actions)
+
+    # ================================================================== hot path ======================
+    def on_batch(self, batch: list[Event]) -> None:
+        t0 = perf_counter_ns()
+        self._batch_book_ns = self._batch_feat_ns = 0
+        self._market_in_batch = False
+        handlers = self._handlers
+        for ev in batch:
+            handlers[type(ev)](ev)
+        self.counters["events"] += len(batch)
+        self.counters["batches"] += 1
+        if self._market_in_batch:
+            self.hist["book"].record(self._batch_book_ns)
+            self.hist["features"].record(self._batch_feat_ns)
+            if self._quoting:
+                self._quote_cycle(t0)
+
+    def _quote_cycle(self, t0: int) -> None:
+        now = self.clock.now_ns()
+        book = self.book
+        self._update_breakers(now)
+        risk = self.risk
+        actions: list[OrderAction]
+        t4 = perf_counter_ns()
+        if self.flatten_reason:
+            actions = self._flatten_step(now)
+        elif (self.killed or self.paused or book.stale or not book.two_sided() or risk.active(BreakerAction.PAUSE)
+              or risk.active(BreakerAction.FLATTEN) or risk.active(BreakerAction.KILL)):
+            actions = self.oms.cancel_all()
+            self.last_proposal = None
+        else:
+            tb = perf_counter_ns()
+            mid = book.mid_ticks()
+            prediction = None
+            if not risk.breakers["model"].active:
+                prediction = self.predictor.predict(self.features.values)
+            self.last_prediction = prediction
+            t1 = perf_counter_ns()
+            widen = self.widen * (self.cfg.risk.latency_widen_factor if risk.active(BreakerAction.WIDEN) else 1.0)
+            proposal = self.quoter.propose(mid, book.bids.peekitem(-1)[0], book.asks.peekitem(0)[0],
+                                           self.features.volatility_ticks, self.portfolio.position_lots,
+                                           prediction, widen)
+            self.last_proposal = proposal
+            t2 = perf_counter_ns()
+            desired = risk.trim(proposal.levels, self.portfolio.position_lots, mid,
+                                self.oms.locked_lots(Side.BUY), self.oms.locked_lots(Side.SELL))
+            t3 = perf_counter_ns()
+            actions = self.oms.sync(desired, now)
+            t4 = perf_counter_ns()
+            if desired:
+                self.counters["quotes"] += 1
+            h = self.hist
+            h["predict"].record(t1 - tb)
+            h["quote"].record(t2 - t1)
+            h["risk"].record(t3 - t2)
+            h["orders"].record(t4 - t3)
+        if actions:
+            self.venue.submit(actions)
+        t5 = perf_counter_ns()
+        self.hist["submit"].record(t5 - t4)
+        self.tick_to_quote.record(t5 - t0)
+        self._window_t2q.record(t5 - t0)
+        self._observe_spreads(now)
+
+    # ---- event handlers -------------------------------------------------------------------------------
+    def _on_snapshot(self, ev: BookSnapshot) -> None:
+        t = perf_counter_ns()
+        ok = self.book.apply_snapshot(ev)
+        t1 = perf_counter_ns()
+        if ok:
+            self.features.on_book(self.book, ev.ts_ns)
+            self._market_in_batch = True
+            self.counters["book_updates"] += 1
+            self._event("venue", f"book snapshot at seq {ev.seq}")
+        self._batch_book_ns += t1 - t
+        self._batch_feat_ns += perf_counter_ns() - t1
+
+    def _on_diff(self, ev: BookDiff) -> None:
+        t = perf_counter_ns()
+        was_stale = self.book.stale
+        ok = self.book.apply_diff(ev)
+        t1 = perf_counter_ns()
+        if ok:
+            self.features.on_book(self.book, ev.ts_ns)
+            self.counters["book_updates"] += 1
+        elif self.book.stale and not was_stale:
+            self.log.warning("book_stale", reason=self.book.stale_reason, seq=self.book.seq, first_seq=ev.first_seq)
+            self._event("venue", f"book stale: {self.book.stale_reason}")
+        self._market_in_batch = True
+        self._batch_book_ns += t1 - t
+        self._batch_feat_ns += perf_counter_ns() - t1
+
+    def _on_trade(self, ev: Trade) -> None:
+        t = perf_counter_ns()
+        self.features.on_trade(ev)
+        self.counters["trades"] += 1
+        self._market_in_batch = True
+        self._batch_feat_ns += perf_counter_ns() - t
+
+    def _on_ack(self, ev: OrderAck) -> None:
+        self.oms.on_ack(ev.client_id, ev.venue_order_id)
+
+    def _on_reject(self, ev: OrderReject) -> None:
+        self.oms.on_reject(ev.client_id, ev.reason)
+        self.counters["venue_rejects"] += 1
+        self._rejects.append(ev.ts_ns)
+        self.log.warning("order_rejected", client_id=ev.client_id, reason=ev.reason)
+        self._event("venue", f"order {ev.client_id} rejected: {ev.reason}")
+
+    def _on_cancel_ack(self, ev: CancelAck) -> None:
+        self.oms.on_cancel_ack(ev.client_id)
+
+    def _on_cancel_reject(self, ev: CancelReject) -> None:
+        self.oms.on_cancel_reject(ev.client_id, ev.reason)
+
+    def _on_fill(self, ev: Fill) -> None:
+        mid = self.book.mid_ticks() if self.book.two_sided() else ev.price_ticks
+        self.oms.on_fill(ev.client_id, ev.lots, ev.done)
+        self.portfolio.on_fill(ev, mid)
+        self.counters["fills"] += 1
+        self._track_inventory(mid)
+        side = "BUY" if ev.side is Side.BUY else "SELL"
+        self.log.info("fill", client_id=ev.client_id, side=side, price_ticks=ev.price_ticks, lots=ev.lots,
+                      maker=ev.is_maker, position_lots=self.portfolio.position_lots)
+        self._event("fill", f"{side} {ev.lots} @ {self._px(ev.price_ticks)} ({'maker' if ev.is_maker else 'taker'}) "
+                            f"pos {self.portfolio.position_lots}")
+
+    def _on_fee(self, ev: FeeCharge) -> None:
+        self.portfolio.on_fee(ev.amount_quote)
+
+    def _on_status(self, ev: VenueStatus) -> None:
+        if not ev.connected:
+            self.book.mark_stale(f"venue disconnected: {ev.reason}")
+            self._event("venue", f"disconnected: {ev.reason}")
+
+    def on_feed_timeout(self) -> None:
+        """No batch for feed_stale_s: pull quotes (the next batch's cycle re-evaluates)."""
+        now = self.clock.now_ns()
+        if self.risk.breakers["feed"].trip(f"no market data for {self.cfg.risk.feed_stale_s:g}s", now):
+            self._event("breaker", "feed tripped: no market data")
+        actions = self.oms.cancel_all()
+        if actions:
+            self.venue.submit(actions)
+
+    # ---- breakers -----------------------------------------------------------------------------------
+    def _update_breakers(self, now: int) -> None:
+        r = self.cfg.risk
+        b = self.risk.breakers
+        book = self.book
+        self._set(b["feed"], book.stale, f"book stale: {book.stale_reason}", now)
+        if book.two_sided() and not book.stale:
+            mid = book.mid_ticks()
+            self._track_inventory(mid)
+            # extreme market: mid range within the window
+            mids = self._mids
+            mids.append((now, mid))
+            horizon = now - int(r.extreme_window_s * NS_PER_S)
+            while mids and mids[0][0] < horizon:
+                mids.popleft()
+            lo = min(m for _, m in mids)
+            hi = max(m for _, m in mids)
+            move_bps = 1e4 * (hi - lo) / lo
+            if move_bps > r.extreme_move_bps and not self.killed:
+                b["extreme_market"].trip(f"mid moved {move_bps:.0f} bps in {r.extreme_window_s:g}s", now)
+                self._event("breaker", f"extreme_market tripped: {move_bps:.0f} bps")
+                self.kill("breaker:extreme_market", "extreme market move")
+            pnl = self.portfolio.pnl(mid).total
+            self.portfolio.peak_pnl = max(self.portfolio.peak_pnl, pnl)
+            if self.portfolio.peak_pnl - pnl > r.max_drawdown_usdc and not b["drawdown"].active:
+                b["drawdown"].trip(f"drawdown {self.portfolio.peak_pnl - pnl:.2f} > {r.max_drawdown_usdc:g} USDC", now)
+                self._event("breaker", "drawdown tripped: quoting paused until resume")
+            pos_usdc = self.portfolio.position_value(mid)
+            if abs(pos_usdc) > r.max_position_usdc and not self.flatten_reason:
+                if b["inventory"].trip(f"position {pos_usdc:.0f} USDC beyond {r.max_position_usdc:g}", now):
+                    self._event("breaker", "inventory tripped: flattening")
+                    self.flatten_reason = "breaker"
+                    self.log.warning("inventory_breach", position_usdc=pos_usdc)
+        horizon = now - int(r.reject_window_s * NS_PER_S)
+        while self._rejects and self._rejects[0] < horizon:
+            self._rejects.popleft()
+        self._set(b["venue_errors"], len(self._rejects) >= r.venue_reject_limit,
+                  f"{len(self._rejects)} rejections in {r.reject_window_s:g}s", now,
+                  sticky_reason="position differs from the venue's record")
+        if now - self._window_start_ns >= 10 * NS_PER_S:
+            if self._window_t2q.count:
+                p95_ms = self._window_t2q.percentile(95) / 1e6
+                self._set(b["latency"], p95_ms > r.latency_widen_ms, f"tick-to-quote p95 {p95_ms:.1f} ms", now)
+            self._window_t2q.reset()
+            self._window_start_ns = now
+        inv = b["inventory"]
+        if inv.state == "cooling_down" and inv.clear(now):
+            self._event("breaker", "inventory ok")
+
+    def _set(self, breaker, condition: bool, reason: str, now: int, sticky_reason: str = "") -> None:
+        if condition:
+            if breaker.trip(reason, now):
+                self._event("breaker", f"{breaker.name} tripped: {reason}")
+                self.log.warning("breaker_tripped", breaker=breaker.name, reason=reason)
+        elif breaker.active and breaker.reason != sticky_reason:
+            if breaker.clear(now):
+                self._event("breaker", f"{breaker.name} {breaker.state}")
+                self.log.info("breaker_changed", breaker=breaker.name, state=str(breaker.state))
+
+    def _track_inventory(self, mid: float) -> None:
+        pct = abs(inventory_pct(self.portfolio.position_value(mid), self.cfg.risk.capital_usdc))
+        if pct > self.max_abs_inventory_pct:
+            self.max_abs_inventory_pct = pct
+
+    # ---- flatten ------------------------------------------------------------------------------------
+    def _flatten_step(self, now: int) -> list[OrderAction]:
+        actions = self.oms.cancel_all()
+        pos = self.portfolio.position_lots
+        market_live = any(o.order_type is OrderType.MARKET for o in self.oms.orders.values())
+        if pos != 0 and not market_live and self.book.two_sided():
+            mid = self.book.mid_ticks()
+            slip = mid * self.cfg.controls.flatten_slippage_bps / 1e4
+            side = Side.SELL if pos > 0 else Side.BUY
+            worst = math.floor(mid - slip) if side is Side.SELL else math.ceil(mid + slip)
+            actions.append(self.oms.market_order(side, abs(pos), max(worst, 1), now))
+            self._event("engine", f"flatten: {side.name} {abs(pos)} worst {self._px(worst)}")
+        elif pos == 0 and not self.oms.orders:
+            reason, self.flatten_reason = self.flatten_reason, ""
+            self._event("engine", "flat")
+            if reason == "operator":
+                self.paused = True
+            elif reason == "breaker":
+                self.risk.breakers["inventory"].clear(now)
+        return actions
+
+    # ================================================================== controls =====================
+    def _control(self, action: str, who: str, why: str, result: str) -> str:
+        self.audit.write(action, who, why, result, self.clock.now_ns())
+        self.log.info("control", action=action, who=who, why=why, result=result)
+        self._event("control", f"{action} by {who}: {result}")
+        return result
+
+    def _cancel_now(self) -> None:
+        actions = self.oms.cancel_all()
+        if actions:
+            self.venue.submit(actions)
+
+    def pause(self, who: str = "operator", why: str = "") -> str:
+        if self.killed:
+            return self._control("pause", who, why, "ignored: killed")
+        self.paused = True
+        self._cancel_now()
+        return self._control("pause", who, why, "paused, orders cancelled")
+
+    def resume(self, who: str = "operator", why: str = "") -> str:
+        if self.killed:
+            return self._control("resume", who, why, "refused: killed until restart")
+        self.paused = False
+        dd = self.risk.breakers["drawdown"]
+        if dd.active:
+            dd.clear(self.clock.now_ns())
+            self.portfolio.peak_pnl = self.portfolio.pnl(self.book.mid_ticks()).total if self.book.two_sided() else 0.0
+        return self._control("resume", who, why, "running")
+
+    def toggle_pause(self, who: str = "operator", why: str = "") -> str:
+        return self.resume(who, why) if self.paused else self.pause(who, why)
+
+    def widen_spread(self, who: str = "operator", why: str = "") -> str:
+        c = self.cfg.controls
+        self.widen = min(self.widen * c.widen_step, c.widen_max)
+        return self._control("widen", who, why, f"spread x{self.widen:.2f}")
+
+    def tighten(self, who: str = "operator", why: str = "") -> str:
+        self.widen = max(1.0, self.widen / self.cfg.controls.widen_step)
+        if self.widen < 1.0001:
+            self.widen = 1.0
+        return self._control("tighten", who, why, f"spread x{self.widen:.2f}")
+
+    def flatten(self, who: str = "operator", why: str = "") -> str:
+        if self.killed:
+            return self._control("flatten", who, why, "ignored: killed (already flattening)")
+        self.flatten_reason = "operator"
+        self._cancel_now()
+        return self._control("flatten", who, why, f"flattening position {self.portfolio.position_lots}")
+
+    def kill(self, who: str = "operator", why: str = "") -> str:
+        self.killed = True
+        self.paused = True
+        self.flatten_reason = "kill"
+        self._cancel_now()
+        return self._control("kill", who, why, "killed: orders cancelled, flattening, trading disabled until restart")
+
+    # ================================================================== views ========================
+    @property
+    def current_mode(self) -> Mode:
+        if self.mode in (Mode.FAULTED, Mode.STOPPED, Mode.STARTING):
+            return self.mode
+        if self.killed:
+            return Mode.KILLED
+        if self.flatten_reason:
+            return Mode.FLATTENING
+        if self.paused or self.risk.active(BreakerAction.PAUSE):
+            return Mode.PAUSED
+        if self.widen > 1.0 or self.risk.active(BreakerAction.WIDEN):
+            return Mode.WIDENED
+        return Mode.RUNNING
+
+    def _px(self, ticks: float) -> str:
+        return f"{ticks * self.instrument.tick_f:.{max(0, -self.instrument.price_tick.as_tuple().exponent) + 1}f}"
+
+    def _event(self, kind: str, text: str) -> None:
+        self.events_log.append(LogLine(self.clock.now_ns(), kind, text))
+
+    def _our_lots_by_price(self, side: Side) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for o in self.oms.orders.values():
+            if o.side is side and o.order_type is OrderType.LIMIT and o.state != "pending":
+                out[o.price_ticks] = out.get(o.price_ticks, 0) + o.remaining
+        return out
+
+    def market_best_ex_us(self) -> tuple[int | None, int | None]:
+        """Best bid and ask of everyone else: the market's own spread, without our orders."""
+        ours_b = self._our_lots_by_price(Side.BUY)
+        ours_a = self._our_lots_by_price(Side.SELL)
+        bid = next((p for p in islice(reversed(self.book.bids.keys()), 50)
+                    if self.book.bids[p] > ours_b.get(p, 0)), None)
+        ask = next((p for p in islice(self.book.asks.keys(), 50) if self.book.asks[p] > ours_a.get(p, 0)), None)
+        return bid, ask
+
+    def _observe_spreads(self, now: int) -> None:
+        market = ours = None
+        if self.book.two_sided() and not self.book.stale:
+            mid = self.book.mid_ticks()
+            mb, ma = self.market_best_ex_us()
+            our_b = max(self._our_lots_by_price(Side.BUY), default=None)
+            our_a = min(self._our_lots_by_price(Side.SELL), default=None)
+            if mb is not None and ma is not None and our_b is not None and our_a is not None:
+                market = spread_bps(ma - mb, mid)
+                ours = spread_bps(our_a - our_b, mid)
+        self.spreads.observe(now, market, ours)
+
+    def snapshot(self, depth: int = 10) -> EngineSnapshot:
+        self.seq += 1
+        now = self.clock.now_ns()
+        book = self.book
+        ours_b = self._our_lots_by_price(Side.BUY)
+        ours_a = self._our_lots_by_price(Side.SELL)
+        bids = tuple((p, q, ours_b.get(p, 0)) for p, q in book.top_bids(depth))
+        asks = tuple((p, q, ours_a.get(p, 0)) for p, q in book.top_asks(depth))
+        mid = book.mid_ticks() if book.two_sided() else 0.0
+        pos_usdc = self.portfolio.position_value(mid) if mid else 0.0
+        prop = self.last_proposal
+        lat = {s: h.summary_us() for s, h in self.hist.items()}
+        lat["tick_to_quote"] = self.tick_to_quote.summary_us()
+        return EngineSnapshot(
+            seq=self.seq, ts_ns=now, venue=self.venue.name, symbol=self.instrument.symbol,
+            price_tick=str(self.instrument.price_tick), mode=self.current_mode.value, widen=self.widen,
+            uptime_s=(now - self.start_ns) / NS_PER_S if self.start_ns >= 0 else 0.0,
+            bids=bids, asks=asks, mid_ticks=mid, book_stale=book.stale, stale_reason=book.stale_reason,
+            orders=self.oms.views(now), position_lots=self.portfolio.position_lots, position_usdc=pos_usdc,
+            inventory_pct=inventory_pct(pos_usdc, self.cfg.risk.capital_usdc),
+            max_abs_inventory_pct=self.max_abs_inventory_pct, max_position_usdc=self.cfg.risk.max_position_usdc,
+            reservation_ticks=prop.reservation_ticks if prop else 0.0,
+            half_spread_ticks=prop.half_spread_ticks if prop else 0.0,
+            inventory_skew_ticks=prop.inventory_skew_ticks if prop else 0.0,
+            pnl=self.portfolio.pnl(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid),
+            predictor=self.predictor.name, prediction=self.last_prediction, breakers=self.risk.views(),
+            latency_us=lat, counters=self.all_counters(), features=self.features.as_dict(),
+            log=tuple(self.events_log), fault=self.fault,
+        )
+
+    def all_counters(self) -> dict[str, int]:
+        c = dict(self.counters)
+        c.update({k: int(v) for k, v in self.oms.counts.items()})
+        for reason, n in self.book.rejects.items():
+            c[f"book_{reason}"] = n
+        c["open_orders"] = len(self.oms.orders)
+        return c
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary: its keys are the metric names of DESIGN.md."""
+        now = self.clock.now_ns()
+        mid = self.book.mid_ticks() if self.book.two_sided() else 0.0
+        pnl = self.portfolio.pnl(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid)
+        pos_usdc = self.portfolio.position_value(mid) if mid else 0.0
+        counts = self.all_counters()
+        t2q = self.tick_to_quote.summary_us()
+        return {
+            "venue": self.venue.name,
+            "symbol": self.instrument.symbol,
+            "seed": self.seed,
+            "mode": self.current_mode.value,
+            "fault": self.fault,
+            "uptime_s": round((now - self.start_ns) / NS_PER_S, 3) if self.start_ns >= 0 else 0.0,
+            "wall_s": round(time.monotonic() - self.wall_start, 3),
+            "events": counts["events"],
+            "quotes": counts["quotes"],
+            "orders_placed": counts.get("orders_placed", 0),
+            "orders_cancelled": counts.get("orders_cancelled", 0),
+            "orders_rejected": counts.get("rejects", 0),
+            "open_orders": counts["open_orders"],
+            "fills": counts["fills"],
+            "fill_rate": round(fill_rate(counts["fills"], counts.get("orders_placed", 0)), 4),
+            "volume_base": float(self.instrument.lots_to_qty(self.portfolio.volume_lots)),
+            "position_base": float(self.instrument.lots_to_qty(self.portfolio.position_lots)),
+            "position_usdc": round(pos_usdc, 4),
+            "inventory_pct": round(inventory_pct(pos_usdc, self.cfg.risk.capital_usdc), 4),
+            "max_abs_inventory_pct": round(self.max_abs_inventory_pct, 4),
+            "pnl_usdc": round(pnl.total, 4),
+            "pnl_breakdown": {"spread_capture": round(pnl.spread_capture, 4), "inventory": round(pnl.inventory, 4),
+                              "fees": round(pnl.fees, 4)},
+            "market_spread_bps": round(self.spreads.market_bps, 4),
+            "our_spread_bps": round(self.spreads.ours_bps, 4),
+            "spread_improvement_pct": round(spread_improvement_pct(self.spreads.market_bps, self.spreads.ours_bps), 2),
+            "quoting_time_s": round(self.spreads.time_ns / NS_PER_S, 3),
+            "tick_to_quote_us": {"p50": t2q["p50"], "p99": t2q["p99"], "p999": t2q["p999"], "max": t2q["max"],
+                                 "count": t2q["count"]},
+            "stage_latency_us": {s: {k: v for k, v in h.summary_us().items() if k in ("p50", "p99", "p999")}
+                                 for s, h in self.hist.items()},
+            "breakers": {b.name: {"state": b.state, "trips": b.trips, "reason": b.reason, "action": b.action}
+                         for b in self.risk.views()},
+            "model": self.predictor.name,
+            "counters": counts,
+        }

@@ -1,0 +1,246 @@
+"""Order manager: desired quotes -> place/cancel actions against live orders, with client order ids,
+a lifecycle state machine, a placement rate limit, and reconciliation with the venue's record.
+
+Lifecycle: PENDING (sent) -> OPEN (acknowledged) -> PARTIALLY_FILLED -> FILLED | CANCELLED;
+PENDING -> REJECTED. A cancel request marks the order `cancel_requested` until the venue confirms.
+x/dex has no replace: a changed quote is a cancel and a place in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass
+
+from flashmm.clock import NS_PER_S
+from flashmm.domain import CancelOrder, OrderAction, OrderType, PlaceOrder, Side
+from flashmm.risk import TokenBucket
+from flashmm.strategy import QuoteLevel
+from flashmm.venues.base import AccountState
+
+
+class OrderState(enum.StrEnum):
+    PENDING = "pending"
+    OPEN = "open"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+TERMINAL = frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED})
+_ALLOWED: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.PENDING: frozenset({OrderState.OPEN, OrderState.REJECTED, OrderState.PARTIALLY_FILLED,
+                                   OrderState.FILLED, OrderState.CANCELLED}),
+    OrderState.OPEN: frozenset({OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED}),
+    OrderState.PARTIALLY_FILLED: frozenset({OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED}),
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class ManagedOrder:
+    client_id: int
+    side: Side
+    price_ticks: int
+    lots: int
+    level: int  # quote level; -1 for flatten orders
+    order_type: OrderType
+    created_ns: int
+    state: OrderState = OrderState.PENDING
+    filled_lots: int = 0
+    venue_order_id: int = -1
+    cancel_requested: bool = False
+    reject_reason: str = ""
+
+    @property
+    def remaining(self) -> int:
+        return self.lots - self.filled_lots
+
+    @property
+    def live(self) -> bool:
+        return self.state not in TERMINAL
+
+    def transition(self, new: OrderState) -> None:
+        if new not in _ALLOWED.get(self.state, frozenset()):
+            raise InvalidTransition(f"order {self.client_id}: {self.state} -> {new}")
+        self.state = new
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    client_id: int
+    side: Side
+    level: int
+    price_ticks: int
+    lots: int
+    filled_lots: int
+    state: str
+    age_ns: int
+    cancel_requested: bool
+
+
+class OrderManager:
+    def __init__(self, refresh_tolerance_ticks: int, refresh_tolerance_size_pct: float, order_refresh_time_s: float,
+                 max_orders_per_s: float, order_burst: int, client_id_start: int = 1) -> None:
+        self.tol_ticks = refresh_tolerance_ticks
+        self.tol_size = refresh_tolerance_size_pct / 100.0
+        self.refresh_ns = int(order_refresh_time_s * NS_PER_S)
+        self.bucket = TokenBucket(max_orders_per_s, order_burst)
+        self.orders: dict[int, ManagedOrder] = {}  # live orders only
+        self.done: list[ManagedOrder] = []  # terminal orders, most recent last (bounded)
+        self.next_client_id = client_id_start
+        self.counts: Counter[str] = Counter()
+
+    # ---- desired -> actions --------------------------------------------------------------------------
+    def sync(self, desired: list[QuoteLevel], now_ns: int) -> list[OrderAction]:
+        """Cancel what no longer matches, place what is missing. Cancels come first in the list."""
+        want = {(q.side, q.level): q for q in desired}
+        cancels: list[OrderAction] = []
+        keep: set[tuple[Side, int]] = set()
+        for o in self.orders.values():
+            if o.cancel_requested or o.level < 0:
+                continue
+            q = want.get((o.side, o.level))
+            if q is not None and (o.side, o.level) not in keep and self._close_enough(o, q, now_ns):
+                keep.add((o.side, o.level))
+                continue
+            o.cancel_requested = True
+            cancels.append(CancelOrder(o.client_id))
+        places: list[OrderAction] = []
+        for key, q in want.items():
+            if key in keep:
+                continue
+            if not self.bucket.take(now_ns):
+                self.counts["rate_limited"] += 1
+                continue
+            places.append(self._new(q.side, q.price_ticks, q.lots, q.level, OrderType.LIMIT, now_ns))
+        self.counts["cancels_sent"] += len(cancels)
+        return cancels + places
+
+    def _close_enough(self, o: ManagedOrder, q: QuoteLevel, now_ns: int) -> bool:
+        if abs(o.price_ticks - q.price_ticks) > self.tol_ticks:
+            return False
+        if abs(o.remaining - q.lots) > self.tol_size * q.lots:
+            return False
+        return now_ns - o.created_ns < self.refresh_ns
+
+    def cancel_all(self) -> list[OrderAction]:
+        out: list[OrderAction] = []
+        for o in self.orders.values():
+            if not o.cancel_requested and o.order_type is OrderType.LIMIT:
+                o.cancel_requested = True
+                out.append(CancelOrder(o.client_id))
+        self.counts["cancels_sent"] += len(out)
+        return out
+
+    def market_order(self, side: Side, lots: int, worst_price_ticks: int, now_ns: int) -> PlaceOrder:
+        """A marketable order (flatten): not rate limited, since it reduces risk."""
+        return self._new(side, worst_price_ticks, lots, -1, OrderType.MARKET, now_ns)
+
+    def _new(self, side: Side, price: int, lots: int, level: int, otype: OrderType, now_ns: int) -> PlaceOrder:
+        cid = self.next_client_id
+        self.next_client_id += 1
+        self.orders[cid] = ManagedOrder(cid, side, price, lots, level, otype, now_ns)
+        self.counts["orders_placed"] += 1
+        return PlaceOrder(cid, side, price, lots, otype)
+
+    # ---- venue events -------------------------------------------------------------------------------
+    def _get(self, client_id: int, what: str) -> ManagedOrder | None:
+        o = self.orders.get(client_id)
+        if o is None:
+            self.counts[f"unknown_{what}"] += 1
+        return o
+
+    def _finish(self, o: ManagedOrder, state: OrderState) -> None:
+        o.transition(state)
+        del self.orders[o.client_id]
+        self.done.append(o)
+        if len(self.done) > 1000:
+            del self.done[:500]
+
+    def on_ack(self, client_id: int, venue_order_id: int) -> None:
+        o = self._get(client_id, "ack")
+        if o is None:
+            return
+        o.venue_order_id = venue_order_id
+        if o.state is OrderState.PENDING:
+            o.transition(OrderState.OPEN)
+        self.counts["acks"] += 1
+
+    def on_reject(self, client_id: int, reason: str) -> None:
+        o = self._get(client_id, "reject")
+        if o is None:
+            return
+        o.reject_reason = reason
+        self._finish(o, OrderState.REJECTED)
+        self.counts["rejects"] += 1
+
+    def on_cancel_ack(self, client_id: int) -> None:
+        o = self._get(client_id, "cancel_ack")
+        if o is None:
+            return
+        self._finish(o, OrderState.CANCELLED)
+        self.counts["orders_cancelled"] += 1
+
+    def on_cancel_reject(self, client_id: int, reason: str) -> None:
+        # the order is gone from the venue (filled in the same block) or unknown: the fill, if any,
+        # arrives as its own event; a live order here is left for reconciliation to settle
+        o = self.orders.get(client_id)
+        self.counts["cancel_rejects"] += 1
+        if o is not None and o.remaining > 0:
+            o.cancel_requested = False
+
+    def on_fill(self, client_id: int, lots: int, done: bool) -> ManagedOrder | None:
+        o = self._get(client_id, "fill")
+        if o is None:
+            return None
+        o.filled_lots += lots
+        if o.filled_lots > o.lots:
+            self.counts["overfill"] += 1
+        if done or o.remaining <= 0:
+            self._finish(o, OrderState.FILLED)
+        else:
+            o.transition(OrderState.PARTIALLY_FILLED)
+        self.counts["fills"] += 1
+        return o
+
+    # ---- reconciliation ---------------------------------------------------------------------------------
+    def reconcile(self, venue: AccountState) -> tuple[list[str], list[OrderAction]]:
+        """Compare our live orders with the venue's record; report every mismatch.
+
+        An order we think is live but the venue does not have (and that is not merely unacknowledged)
+        is closed as cancelled; an order the venue has that we do not know is reported and cancelled."""
+        problems: list[str] = []
+        actions: list[OrderAction] = []
+        for cid, o in list(self.orders.items()):
+            v = venue.open_orders.get(cid)
+            if v is None and o.state is not OrderState.PENDING and o.order_type is OrderType.LIMIT:
+                problems.append(f"order {cid} live here, absent at venue: closed as cancelled")
+                self._finish(o, OrderState.CANCELLED)
+            elif v is not None and v.remaining_lots != o.remaining:
+                problems.append(f"order {cid} remaining {o.remaining} here, {v.remaining_lots} at venue")
+        for cid in venue.open_orders:
+            if cid not in self.orders:
+                problems.append(f"order {cid} open at venue, unknown here: cancelling")
+                actions.append(CancelOrder(cid))
+        self.counts["reconcile_mismatches"] += len(problems)
+        return problems, actions
+
+    # ---- views ----------------------------------------------------------------------------------------
+    def resting(self, side: Side) -> list[ManagedOrder]:
+        return [o for o in self.orders.values() if o.side is side and o.order_type is OrderType.LIMIT]
+
+    def locked_lots(self, side: Side) -> int:
+        """Lots that could still fill on `side` from orders awaiting a cancel confirmation."""
+        return sum(o.remaining for o in self.orders.values() if o.side is side and o.cancel_requested)
+
+    def views(self, now_ns: int) -> tuple[OrderView, ...]:
+        return tuple(
+            OrderView(o.client_id, o.side, o.level, o.price_ticks, o.lots, o.filled_lots, o.state.value,
+                      now_ns - o.created_ns, o.cancel_requested)
+            for o in sorted(self.orders.values(), key=lambda x: (-int(x.side), x.level))
+        )

@@ -1,0 +1,132 @@
+"""Microstructure features, updated incrementally per event in O(levels).
+
+One code path serves live quoting and (later) model training, so there is no training/serving skew.
+All decays are in venue time, so the same event stream gives the same features at any replay speed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from flashmm.book import L2Book
+from flashmm.clock import NS_PER_S
+from flashmm.domain import Trade
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "spread_ticks",
+    "microprice_offset_ticks",  # microprice - mid
+    "imbalance_1",  # (bid - ask) / (bid + ask) lots at the best level
+    "imbalance_3",
+    "imbalance_5",
+    "order_flow_imbalance",  # Cont-Kukanov-Stoikov OFI, EWMA, normalised by best-level depth
+    "trade_flow_imbalance",  # EWMA signed taker volume / EWMA taker volume
+    "volatility_ticks",  # EWMA realised volatility of the mid, ticks per sqrt(second)
+    "momentum_ticks",  # mid - EWMA(mid)
+    "bid_queue_lots",
+    "ask_queue_lots",
+)
+F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def _imbalance(bids: list[tuple[int, int]], asks: list[tuple[int, int]], n: int) -> float:
+    b = sum(q for _, q in bids[:n])
+    a = sum(q for _, q in asks[:n])
+    return (b - a) / (b + a) if b + a else 0.0
+
+
+class FeatureEngine:
+    __slots__ = (
+        "values", "vol_tau_s", "flow_tau_s", "mom_tau_s", "_last_ts", "_mid", "_ema_mid",
+        "_var_sum", "_var_time", "_prev_top", "_ofi", "_depth", "_flow_signed", "_flow_total",
+        "_flow_ts", "ready",
+    )
+
+    def __init__(self, vol_halflife_s: float = 30.0, flow_halflife_s: float = 5.0, momentum_halflife_s: float = 2.0):
+        self.values = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
+        ln2 = math.log(2.0)
+        self.vol_tau_s = vol_halflife_s / ln2
+        self.flow_tau_s = flow_halflife_s / ln2
+        self.mom_tau_s = momentum_halflife_s / ln2
+        self._last_ts = 0
+        self._mid = math.nan
+        self._ema_mid = math.nan
+        self._var_sum = 0.0
+        self._var_time = 0.0
+        self._prev_top: tuple[int, int, int, int] | None = None  # bid px, bid lots, ask px, ask lots
+        self._ofi = 0.0
+        self._depth = 0.0
+        self._flow_signed = 0.0
+        self._flow_total = 0.0
+        self._flow_ts = 0
+        self.ready = False
+
+    def on_book(self, book: L2Book, ts_ns: int) -> None:
+        if book.stale or not book.two_sided():
+            return
+        v = self.values
+        bids = book.top_bids(5)
+        asks = book.top_asks(5)
+        bp, bq = bids[0]
+        ap, aq = asks[0]
+        mid = (bp + ap) / 2.0
+        dt = (ts_ns - self._last_ts) / NS_PER_S if self._last_ts else 0.0
+
+        # realised variance as decayed sum of squared mid changes over decayed elapsed time
+        if self.ready and dt > 0:
+            d_vol = math.exp(-dt / self.vol_tau_s)
+            dm = mid - self._mid
+            self._var_sum = self._var_sum * d_vol + dm * dm
+            self._var_time = self._var_time * d_vol + dt
+            a_mom = 1.0 - math.exp(-dt / self.mom_tau_s)
+            self._ema_mid += a_mom * (mid - self._ema_mid)
+        elif not self.ready:
+            self._ema_mid = mid
+
+        # order-flow imbalance at the best level (Cont, Kukanov & Stoikov 2014)
+        if self._prev_top is not None:
+            pbp, pbq, pap, paq = self._prev_top
+            e = (bq if bp >= pbp else 0) - (pbq if bp <= pbp else 0) - (aq if ap <= pap else 0) + (paq if ap >= pap else 0)
+            d_flow = math.exp(-dt / self.flow_tau_s) if dt > 0 else 1.0
+            self._ofi = self._ofi * d_flow + e
+            self._depth = self._depth * d_flow + (1.0 - d_flow) * (bq + aq) / 2.0 if self.ready else (bq + aq) / 2.0
+        else:
+            self._depth = (bq + aq) / 2.0
+        self._prev_top = (bp, bq, ap, aq)
+
+        self._mid = mid
+        self._last_ts = ts_ns
+        self.ready = True
+        v[0] = ap - bp
+        v[1] = (bp * aq + ap * bq) / (bq + aq) - mid
+        v[2] = (bq - aq) / (bq + aq)
+        v[3] = _imbalance(bids, asks, 3)
+        v[4] = _imbalance(bids, asks, 5)
+        v[5] = self._ofi / self._depth if self._depth > 0 else 0.0
+        v[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
+        v[7] = math.sqrt(self._var_sum / self._var_time) if self._var_time > 0 else 0.0
+        v[8] = mid - self._ema_mid
+        v[9] = bq
+        v[10] = aq
+
+    def on_trade(self, trade: Trade) -> None:
+        if trade.aggressor is None:
+            return
+        dt = (trade.ts_ns - self._flow_ts) / NS_PER_S if self._flow_ts else 0.0
+        d = math.exp(-dt / self.flow_tau_s) if dt > 0 else 1.0
+        self._flow_signed = self._flow_signed * d + int(trade.aggressor) * trade.lots
+        self._flow_total = self._flow_total * d + trade.lots
+        self._flow_ts = trade.ts_ns
+        self.values[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
+
+    @property
+    def volatility_ticks(self) -> float:
+        return float(self.values[7])
+
+    @property
+    def mid_ticks(self) -> float:
+        return self._mid
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(self.values[i]) for i, name in enumerate(FEATURE_NAMES)}

@@ -1,0 +1,404 @@
+"""Market statistics of an L2 book + trade stream, to calibrate the simulated market against real data.
+
+`MarketStatsCollector` is fed book states and trades as they happen (O(1) appends per event; everything
+is computed in `result()` with numpy). Conventions, so that real and simulated figures compare:
+
+- Time-weighted statistics weight each valid book state by how long it lasted: from its update to the
+  next book update (valid or not), the last one until the end of the run (the latest event seen, or
+  `result(end_ns=...)`). Stale or one-sided states are skipped (counted) and their time is excluded.
+- Weighted quantiles are the lower quantile: the smallest value whose cumulative weight reaches q.
+- Depth statistics are plain means over valid book updates (not time-weighted).
+- Volatility: the mid is sampled on a 1 s grid starting at the first valid book state (the last valid
+  mid at or before each grid point; a grid point that falls in a stale period has no mid and the
+  returns touching it are dropped); `vol_*` are the sample standard deviations (ddof=1) of the 1 s
+  log returns (in basis points) and of the 1 s mid changes (in ticks).
+- `mid_changes_per_s` counts changes of the mid between consecutive valid book updates, per second of
+  valid book time. It can be no faster than the feed's update cadence (100 ms for Binance depth diffs,
+  one block for the simulator).
+
+`binance_market_stats` builds the book from recorded Binance spot frames with Binance's sync rule;
+`sim_market_stats` runs the embedded simulated market with no engine attached.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable
+from decimal import ROUND_CEILING, Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from flashmm.book import L2Book
+from flashmm.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
+
+NS_PER_S = 1_000_000_000
+DEPTH_TICKS = 10
+
+
+def binance_spot_btcusdt() -> Instrument:
+    """Binance spot BTCUSDT: tick 0.01 USDT, lot 0.00001 BTC."""
+    return Instrument("BTCUSDT", "BTC", "USDT", Decimal("0.01"), Decimal("0.00001"))
+
+
+class MarketStatsCollector:
+    __slots__ = (
+        "instrument", "_ts", "_bid", "_ask", "_valid", "_bid_q", "_ask_q", "_d10_bid", "_d10_ask",
+        "_tr_ts", "_tr_px", "_tr_lots", "_tr_side", "stale_updates", "one_sided_updates",
+        "_first_ns", "_last_ns",
+    )
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        # one entry per book state (valid or not), in arrival order
+        self._ts: list[int] = []
+        self._bid: list[int] = []
+        self._ask: list[int] = []
+        self._valid: list[bool] = []
+        # one entry per valid book state
+        self._bid_q: list[int] = []
+        self._ask_q: list[int] = []
+        self._d10_bid: list[int] = []
+        self._d10_ask: list[int] = []
+        # trades
+        self._tr_ts: list[int] = []
+        self._tr_px: list[float] = []
+        self._tr_lots: list[int] = []
+        self._tr_side: list[int] = []  # +1 buy aggressor, -1 sell, 0 unknown
+        self.stale_updates = 0
+        self.one_sided_updates = 0
+        self._first_ns: int | None = None
+        self._last_ns: int | None = None
+
+    def _see(self, ts_ns: int) -> None:
+        if self._first_ns is None or ts_ns < self._first_ns:
+            self._first_ns = ts_ns
+        if self._last_ns is None or ts_ns > self._last_ns:
+            self._last_ns = ts_ns
+
+    # ---- events ------------------------------------------------------------------------------------
+    def on_book(self, book: L2Book, ts_ns: int) -> None:
+        """Call after each book update (including one that left the book stale)."""
+        self._see(ts_ns)
+        self._ts.append(ts_ns)
+        if book.stale or not book.two_sided():
+            if book.stale:
+                self.stale_updates += 1
+            else:
+                self.one_sided_updates += 1
+            self._bid.append(0)
+            self._ask.append(0)
+            self._valid.append(False)
+            return
+        bp, bq = book.best_bid()
+        ap, aq = book.best_ask()
+        self._bid.append(bp)
+        self._ask.append(ap)
+        self._valid.append(True)
+        self._bid_q.append(bq)
+        self._ask_q.append(aq)
+        db, da = book.depth_within(DEPTH_TICKS)
+        self._d10_bid.append(db)
+        self._d10_ask.append(da)
+
+    def on_trade(self, trade: Trade) -> None:
+        self._see(trade.ts_ns)
+        self._tr_ts.append(trade.ts_ns)
+        self._tr_px.append(float(trade.price_ticks))
+        self._tr_lots.append(int(trade.lots))
+        self._tr_side.append(0 if trade.aggressor is None else int(trade.aggressor))
+
+    # ---- result ------------------------------------------------------------------------------------
+    def result(self, end_ns: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first = self._first_ns
+        end = self._last_ns if end_ns is None else max(end_ns, self._last_ns or end_ns)
+        duration_s = 0.0 if first is None or end is None else (end - first) / NS_PER_S
+        out["duration_s"] = duration_s
+        out["book_updates"] = int(sum(self._valid))
+        out["stale_updates"] = self.stale_updates
+        out["one_sided_updates"] = self.one_sided_updates
+
+        ts = np.asarray(self._ts, dtype=np.int64)
+        valid = np.asarray(self._valid, dtype=bool)
+        bid = np.asarray(self._bid, dtype=np.int64)
+        ask = np.asarray(self._ask, dtype=np.int64)
+        n = ts.size
+
+        # time weights of every state: until the next state, the last until the end
+        if n:
+            w = np.empty(n, dtype=np.float64)
+            w[:-1] = np.diff(ts) / NS_PER_S
+            w[-1] = (end - ts[-1]) / NS_PER_S
+            w[w < 0] = 0.0  # out-of-order input must not produce negative time
+        else:
+            w = np.empty(0)
+        wv = w[valid]
+        spread = (ask - bid)[valid].astype(np.float64)
+        mid = ((ask + bid) / 2.0)[valid]
+        valid_time = float(wv.sum())
+        out["valid_time_s"] = valid_time
+
+        if spread.size and valid_time > 0:
+            out["spread_ticks_median"] = _wquantile(spread, wv, 0.5)
+            out["spread_ticks_mean"] = float(np.dot(spread, wv) / valid_time)
+            out["spread_ticks_p90"] = _wquantile(spread, wv, 0.9)
+            out["spread_one_tick_frac"] = float(wv[spread == 1].sum() / valid_time)
+            out["spread_bps_median"] = _wquantile(spread / mid * 1e4, wv, 0.5)
+        else:
+            for k in ("spread_ticks_median", "spread_ticks_mean", "spread_ticks_p90",
+                      "spread_one_tick_frac", "spread_bps_median"):
+                out[k] = None
+
+        # depth: plain means over valid book updates
+        if self._bid_q:
+            out["depth_best_lots"] = float(
+                (np.mean(self._bid_q, dtype=np.float64) + np.mean(self._ask_q, dtype=np.float64)) / 2.0)
+            out["depth10_lots"] = float(
+                (np.mean(self._d10_bid, dtype=np.float64) + np.mean(self._d10_ask, dtype=np.float64)) / 2.0)
+        else:
+            out["depth_best_lots"] = out["depth10_lots"] = None
+
+        # trades
+        lots = np.asarray(self._tr_lots, dtype=np.float64)
+        px = np.asarray(self._tr_px, dtype=np.float64)
+        side = np.asarray(self._tr_side, dtype=np.int64)
+        out["trades"] = int(lots.size)
+        out["trade_rate_per_s"] = lots.size / duration_s if duration_s > 0 else None
+        if lots.size:
+            mean_lots = float(lots.mean())
+            out["trade_size_mean_lots"] = mean_lots
+            out["trade_size_median_lots"] = float(np.median(lots))
+            out["trade_size_median_over_mean"] = (
+                out["trade_size_median_lots"] / mean_lots if mean_lots else None)
+            out["trade_notional_mean_quote"] = float(
+                np.mean(px * lots) * self.instrument.tick_f * self.instrument.lot_f)
+        else:
+            mean_lots = 0.0
+            out["trade_size_mean_lots"] = out["trade_size_median_lots"] = None
+            out["trade_size_median_over_mean"] = out["trade_notional_mean_quote"] = None
+        known = side != 0
+        out["trades_known_side"] = int(known.sum())
+        out["buy_aggressor_frac"] = float((side[known] > 0).mean()) if known.any() else None
+        for k_out, k_in in (("depth_best_in_mean_trades", "depth_best_lots"),
+                            ("depth10_in_mean_trades", "depth10_lots")):
+            out[k_out] = out[k_in] / mean_lots if (out[k_in] is not None and mean_lots > 0) else None
+
+        # volatility on a 1 s grid
+        out.update(self._vol(ts, valid, bid, ask, end))
+
+        # mid changes between consecutive valid updates, per second of valid book time
+        mid2 = bid + ask  # twice the mid, integer: no float equality
+        if n >= 2 and valid_time > 0:
+            both = valid[1:] & valid[:-1]
+            changes = int(np.count_nonzero(both & (mid2[1:] != mid2[:-1])))
+            out["mid_changes"] = changes
+            out["mid_changes_per_s"] = changes / valid_time
+        else:
+            out["mid_changes"] = 0
+            out["mid_changes_per_s"] = None
+        return out
+
+    @staticmethod
+    def _vol(ts: np.ndarray, valid: np.ndarray, bid: np.ndarray, ask: np.ndarray, end: int | None) -> dict:
+        res: dict[str, Any] = {"vol_samples": 0, "vol_bps_per_sqrt_s": None, "vol_ticks_per_sqrt_s": None}
+        if not valid.any() or end is None:
+            return res
+        t0 = int(ts[np.argmax(valid)])
+        k = (end - t0) // NS_PER_S
+        grid = t0 + np.arange(k + 1, dtype=np.int64) * NS_PER_S
+        idx = np.searchsorted(ts, grid, side="right") - 1  # the state in force at each grid point
+        mid = np.where(valid[idx], (bid[idx] + ask[idx]) / 2.0, np.nan)
+        dmid = np.diff(mid)
+        logret = np.diff(np.log(mid))
+        ok = np.isfinite(dmid)
+        res["vol_samples"] = int(ok.sum())
+        if ok.sum() >= 2:
+            res["vol_bps_per_sqrt_s"] = float(np.std(logret[ok], ddof=1) * 1e4)
+            res["vol_ticks_per_sqrt_s"] = float(np.std(dmid[ok], ddof=1))
+        return res
+
+
+def _wquantile(values: np.ndarray, weights: np.ndarray, q: float) -> float | None:
+    """Lower weighted quantile: the smallest value whose cumulative weight reaches q of the total."""
+    total = weights.sum()
+    if values.size == 0 or total <= 0:
+        return None
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    cw = np.cumsum(weights[order])
+    i = int(np.searchsorted(cw, q * total - 1e-12 * total, side="left"))
+    return float(v[min(i, v.size - 1)])
+
+
+# ---- Binance recorded frames ----------------------------------------------------------------------
+
+
+def _lots_ceil(instrument: Instrument, qty: str, counts: dict[str, int]) -> int:
+    """Quantity in lots. A book quantity off the lot grid (Binance BTCUSDT carries a few 6-decimal
+    quantities from orders older than its 0.00001 step) is rounded up, so that a positive size never
+    becomes 0 (which would remove the level), and counted."""
+    try:
+        return instrument.qty_to_lots(qty)
+    except ValueError:
+        counts["qty_off_lot_grid"] += 1
+        q = Decimal(qty) / instrument.lot_size
+        return int(q.to_integral_value(rounding=ROUND_CEILING))
+
+
+def _levels(instrument: Instrument, raw: Iterable[list[str]],
+            counts: dict[str, int]) -> list[tuple[int, int]]:
+    p2t = instrument.price_to_ticks
+    return [(p2t(p), _lots_ceil(instrument, q, counts)) for p, q in raw]
+
+
+def binance_market_stats(paths: list[Path], instrument: Instrument) -> dict[str, Any]:
+    """Stats of recorded Binance spot frames (`<local_receive_ns> <json>` per line, gzip), read in the
+    given order as one stream. Event time is the local receive time.
+
+    Sync (Binance spot rule): diffs that arrive before the REST snapshot are buffered; at the snapshot,
+    diffs with u <= lastUpdateId are dropped and the rest applied (the first must have
+    U <= lastUpdateId+1 <= u, then each U == previous u + 1; L2Book marks any break stale). A stale book
+    stays stale until another snapshot line arrives (none in the 20240808 recording): its states are
+    skipped by the stats and the gap is counted.
+
+    Also cross-checks the book against bookTicker frames: whenever a bookTicker's update id equals the
+    last update id of an applied diff, the book's best bid/ask (price and size) must equal it.
+    """
+    book = L2Book()
+    col = MarketStatsCollector(instrument)
+    p2t = instrument.price_to_ticks
+    pending: list[tuple[int, dict]] = []  # diffs received before the first snapshot
+    snapshot_seen = False
+    counts = {"lines": 0, "depth_diffs": 0, "diffs_applied": 0, "diffs_dropped_before_sync": 0,
+              "diffs_duplicate": 0, "snapshots": 0, "trades": 0, "book_tickers": 0, "bad_lines": 0,
+              "qty_off_lot_grid": 0}
+    tickers: dict[int, tuple[int, int, int, int]] = {}
+    book_bbo: dict[int, tuple[int, int, int, int]] = {}
+    last_ts = 0
+    first_diff_after_snapshot: dict[str, int] | None = None
+
+    def apply_diff(ts: int, d: dict) -> None:
+        nonlocal first_diff_after_snapshot
+        if not book.stale and d["u"] <= book.seq:
+            before_sync = first_diff_after_snapshot is None
+            counts["diffs_dropped_before_sync" if before_sync else "diffs_duplicate"] += 1
+            return
+        if book.stale:  # a gap happened: nothing applies until a new snapshot; the state is skipped
+            book.apply_diff(BookDiff(d["U"], d["u"], [], [], ts))  # counted as diff_while_stale
+            col.on_book(book, ts)
+            return
+        if first_diff_after_snapshot is None:
+            first_diff_after_snapshot = {"U": d["U"], "u": d["u"], "lastUpdateId": book.seq}
+        diff = BookDiff(d["U"], d["u"], _levels(instrument, d["b"], counts),
+                        _levels(instrument, d["a"], counts), ts)
+        if book.apply_diff(diff):
+            counts["diffs_applied"] += 1
+            bb, ba = book.best_bid(), book.best_ask()
+            if bb and ba:
+                book_bbo[d["u"]] = (bb[0], bb[1], ba[0], ba[1])
+        col.on_book(book, ts)  # applied, or rejected and now stale (a gap): the collector skips it
+
+    for path in paths:
+        with gzip.open(path, "rb") as fh:
+            for line in fh:
+                counts["lines"] += 1
+                sp = line.find(b" ")
+                try:
+                    ts = int(line[:sp])
+                    msg = orjson.loads(line[sp + 1:])
+                except (ValueError, orjson.JSONDecodeError):
+                    counts["bad_lines"] += 1
+                    continue
+                ts = max(ts, last_ts)  # the event clock never goes backwards
+                last_ts = ts
+                stream = msg.get("stream")
+                if stream is None:
+                    if "lastUpdateId" not in msg:
+                        counts["bad_lines"] += 1
+                        continue
+                    counts["snapshots"] += 1
+                    snap = BookSnapshot(msg["lastUpdateId"], _levels(instrument, msg["bids"], counts),
+                                        _levels(instrument, msg["asks"], counts), ts)
+                    book.apply_snapshot(snap)
+                    first_diff_after_snapshot = None
+                    col.on_book(book, ts)
+                    if not snapshot_seen:
+                        snapshot_seen = True
+                        for _, d in pending:
+                            apply_diff(ts, d)  # applied when the snapshot arrived, not earlier
+                        pending.clear()
+                    continue
+                data = msg["data"]
+                if "@depth" in stream:
+                    counts["depth_diffs"] += 1
+                    if not snapshot_seen:
+                        pending.append((ts, data))
+                    else:
+                        apply_diff(ts, data)
+                elif stream.endswith("@trade"):
+                    counts["trades"] += 1
+                    col.on_trade(Trade(float(p2t(data["p"])), _lots_ceil(instrument, data["q"], counts),
+                                       Side.SELL if data["m"] else Side.BUY, ts))
+                elif stream.endswith("@bookTicker"):
+                    counts["book_tickers"] += 1
+                    tickers[data["u"]] = (p2t(data["b"]), _lots_ceil(instrument, data["B"], counts),
+                                          p2t(data["a"]), _lots_ceil(instrument, data["A"], counts))
+
+    res = col.result()
+    common = tickers.keys() & book_bbo.keys()
+    mismatched = sum(1 for u in common if tickers[u] != book_bbo[u])
+    res["gaps"] = int(book.rejects["sequence_gap"])
+    res["book_rejects"] = dict(book.rejects)
+    res["bbo_crosscheck"] = {"compared": len(common), "mismatched": mismatched}
+    res["sync"] = first_diff_after_snapshot
+    res["counts"] = counts
+    res["source"] = [Path(p).name for p in paths]
+    res["instrument"] = _instrument_dict(instrument)
+    return res
+
+
+def _instrument_dict(instrument: Instrument) -> dict[str, str]:
+    return {"symbol": instrument.symbol, "base": instrument.base, "quote": instrument.quote,
+            "price_tick": str(instrument.price_tick), "lot_size": str(instrument.lot_size)}
+
+
+# ---- the embedded simulated market ----------------------------------------------------------------
+
+
+def sim_market_stats(seconds: float, seed: int, sim_config=None) -> dict[str, Any]:
+    """Run the embedded simulated market (no engine attached) for `seconds` of simulated time and
+    collect the same statistics from its public events."""
+    from flashmm.config import SimConfig, default_instrument
+    from flashmm.venues.sim import SimMarket
+
+    cfg = SimConfig() if sim_config is None else sim_config
+    instrument = default_instrument()
+    m = SimMarket(cfg, instrument, seed)
+    book = L2Book()
+    col = MarketStatsCollector(instrument)
+    start = m.clock.now_ns()
+    stop = start + int(seconds * NS_PER_S)
+    steps = 0
+    while m.clock.now_ns() < stop:
+        events = m.step()
+        steps += 1
+        for ev in events:
+            if isinstance(ev, BookSnapshot):
+                book.apply_snapshot(ev)
+                col.on_book(book, ev.ts_ns)
+            elif isinstance(ev, BookDiff):
+                if book.apply_diff(ev) or book.stale:
+                    col.on_book(book, ev.ts_ns)
+            elif isinstance(ev, Trade):
+                col.on_trade(ev)
+    res = col.result(end_ns=m.clock.now_ns())
+    res["gaps"] = int(book.rejects["sequence_gap"])
+    res["book_rejects"] = dict(book.rejects)
+    res["steps"] = steps
+    res["seed"] = seed
+    res["source"] = f"flashmm.venues.sim.SimMarket seed={seed} seconds={seconds}"
+    res["instrument"] = _instrument_dict(instrument)
+    return res

@@ -1,0 +1,163 @@
+"""Risk: limits that trim a quote proposal, and circuit breakers with an explicit state machine.
+
+Proposal -> risk -> execution are separate steps: the strategy proposes, `RiskManager.trim` cuts the
+proposal down to what the limits allow, and the breakers decide how the engine may trade at all.
+Any doubt moves the engine toward fewer and wider quotes, never more.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from flashmm.clock import NS_PER_S
+from flashmm.config import RiskConfig
+from flashmm.domain import Instrument, Side
+from flashmm.strategy import QuoteLevel
+
+
+class BreakerState(enum.StrEnum):
+    OK = "ok"
+    TRIPPED = "tripped"
+    COOLING_DOWN = "cooling_down"
+
+
+class BreakerAction(enum.StrEnum):
+    PAUSE = "pause"  # no quotes
+    WIDEN = "widen"  # quotes widened
+    FLATTEN = "flatten"  # close the position, no new quotes
+    KILL = "kill"  # cancel all, flatten, disable trading until restart
+    FALLBACK = "fallback"  # model-free pricing
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    name: str
+    action: str
+    state: str
+    reason: str
+    since_ns: int
+    trips: int
+
+
+class Breaker:
+    """ok -> tripped (on trip) -> cooling_down (on clear) -> ok (after the cooldown)."""
+
+    __slots__ = ("name", "action", "state", "reason", "since_ns", "trips", "cooldown_ns")
+
+    def __init__(self, name: str, action: BreakerAction, cooldown_s: float) -> None:
+        self.name = name
+        self.action = action
+        self.state = BreakerState.OK
+        self.reason = ""
+        self.since_ns = 0
+        self.trips = 0
+        self.cooldown_ns = int(cooldown_s * NS_PER_S)
+
+    @property
+    def active(self) -> bool:
+        """Does it still restrict trading? (tripped or cooling down)"""
+        return self.state is not BreakerState.OK
+
+    def trip(self, reason: str, now_ns: int) -> bool:
+        """Returns True when this is a new trip."""
+        if self.state is BreakerState.TRIPPED:
+            self.reason = reason
+            return False
+        self.state = BreakerState.TRIPPED
+        self.reason = reason
+        self.since_ns = now_ns
+        self.trips += 1
+        return True
+
+    def clear(self, now_ns: int) -> bool:
+        """The condition is gone: start cooling down (or finish it). Returns True on a state change."""
+        if self.state is BreakerState.TRIPPED:
+            self.state = BreakerState.COOLING_DOWN if self.cooldown_ns else BreakerState.OK
+            self.since_ns = now_ns
+            if self.state is BreakerState.OK:
+                self.reason = ""
+            return True
+        if self.state is BreakerState.COOLING_DOWN and now_ns - self.since_ns >= self.cooldown_ns:
+            self.state = BreakerState.OK
+            self.reason = ""
+            self.since_ns = now_ns
+            return True
+        return False
+
+    def view(self) -> BreakerView:
+        return BreakerView(self.name, self.action.value, self.state.value, self.reason, self.since_ns, self.trips)
+
+
+BREAKER_ACTIONS: dict[str, BreakerAction] = {
+    "feed": BreakerAction.PAUSE,  # stale or disconnected market data, stale book
+    "venue_errors": BreakerAction.PAUSE,  # too many rejections
+    "drawdown": BreakerAction.PAUSE,  # PnL drawdown limit
+    "latency": BreakerAction.WIDEN,  # slow tick-to-quote
+    "inventory": BreakerAction.FLATTEN,  # position beyond its limit
+    "extreme_market": BreakerAction.KILL,  # jump or volatility spike
+    "model": BreakerAction.FALLBACK,  # no model, drift, low confidence
+}
+
+
+class TokenBucket:
+    """Rate limit in venue time."""
+
+    __slots__ = ("rate_per_ns", "burst", "tokens", "last_ns")
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_ns = rate_per_s / NS_PER_S
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.last_ns = -1
+
+    def take(self, now_ns: int, n: int = 1) -> bool:
+        if self.last_ns >= 0:
+            self.tokens = min(self.burst, self.tokens + (now_ns - self.last_ns) * self.rate_per_ns)
+        self.last_ns = now_ns
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+
+class RiskManager:
+    def __init__(self, cfg: RiskConfig, instrument: Instrument) -> None:
+        self.cfg = cfg
+        self.instrument = instrument
+        self.breakers = {name: Breaker(name, action, cfg.breaker_cooldown_s) for name, action in BREAKER_ACTIONS.items()}
+        self.trimmed_orders = 0
+
+    def lots_for_usdc(self, usdc: float, mid_ticks: float) -> int:
+        return int(usdc / (mid_ticks * self.instrument.tick_f * self.instrument.lot_f))
+
+    def trim(
+        self,
+        levels: tuple[QuoteLevel, ...],
+        position_lots: int,
+        mid_ticks: float,
+        locked_bid_lots: int = 0,
+        locked_ask_lots: int = 0,
+    ) -> list[QuoteLevel]:
+        """Cap order sizes, and cap resting exposure so that if every bid (or every ask) filled,
+        including orders still waiting for a cancel confirmation (`locked_*`), the position would stay
+        within the limit. Deeper levels are cut first."""
+        max_order = self.lots_for_usdc(self.cfg.max_order_usdc, mid_ticks)
+        max_pos = self.lots_for_usdc(self.cfg.max_position_usdc, mid_ticks)
+        room = {Side.BUY: max_pos - position_lots - locked_bid_lots, Side.SELL: max_pos + position_lots - locked_ask_lots}
+        out: list[QuoteLevel] = []
+        for lv in sorted(levels, key=lambda x: x.level):
+            lots = min(lv.lots, max_order, max(room[lv.side], 0))
+            if lots != lv.lots:
+                self.trimmed_orders += 1
+            if lots <= 0:
+                continue
+            room[lv.side] -= lots
+            out.append(lv if lots == lv.lots else QuoteLevel(lv.side, lv.level, lv.price_ticks, lots))
+        return out
+
+    def active(self, action: BreakerAction) -> list[Breaker]:
+        return [b for b in self.breakers.values() if b.action is action and b.active]
+
+    def views(self) -> tuple[BreakerView, ...]:
+        return tuple(b.view() for b in self.breakers.values())

@@ -1,0 +1,121 @@
+"""Quote generation: Gueant-Lehalle-Fernandez-Tapia (GLFT) or Avellaneda-Stoikov closed forms.
+
+Everything here is in ticks and order-size units. The reservation price leans against inventory and
+with the prediction (scaled by its confidence); the half-spread comes from volatility and the fill
+intensity lambda(delta) = A exp(-k delta); inventory also skews sizes. The output is a proposal:
+the risk manager trims it and the order manager turns it into actions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from flashmm.config import RiskConfig, SimConfig, StrategyConfig
+from flashmm.domain import Instrument, Side
+from flashmm.model.predictor import Prediction
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteLevel:
+    side: Side
+    level: int  # 0 = closest to the mid
+    price_ticks: int
+    lots: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteProposal:
+    levels: tuple[QuoteLevel, ...]
+    reservation_ticks: float
+    half_spread_ticks: float
+    inventory_skew_ticks: float  # reservation shift from inventory (negative when long)
+    prediction_skew_ticks: float
+
+
+def glft_coefficients(gamma: float, a: float, k: float, delta: float = 1.0) -> tuple[float, float]:
+    """c1, c2 of the GLFT asymptotic solution (Gueant 2017), xi = gamma.
+
+    half_spread = c1 + delta/2 * sigma * c2 ;  skew per unit of inventory = sigma * c2.
+    """
+    xi_d = gamma * delta
+    c1 = math.log1p(xi_d / k) / xi_d
+    c2 = math.sqrt(gamma / (2.0 * a * delta * k) * (1.0 + xi_d / k) ** (k / xi_d + 1.0))
+    return c1, c2
+
+
+def glft_depths(sigma: float, q: float, gamma: float, a: float, k: float) -> tuple[float, float, float, float]:
+    """(half_spread, skew, bid_depth, ask_depth) in ticks for inventory q in order-size units."""
+    c1, c2 = glft_coefficients(gamma, a, k)
+    half = c1 + 0.5 * sigma * c2
+    skew = sigma * c2
+    return half, skew, half + skew * q, half - skew * q
+
+
+def avellaneda_stoikov(sigma: float, q: float, gamma: float, k: float, horizon_s: float) -> tuple[float, float]:
+    """(reservation shift, half_spread) in ticks: r = s - q gamma sigma^2 T, spread = gamma sigma^2 T + 2/gamma ln(1 + gamma/k)."""
+    shift = -q * gamma * sigma * sigma * horizon_s
+    half = 0.5 * gamma * sigma * sigma * horizon_s + math.log1p(gamma / k) / gamma
+    return shift, half
+
+
+class Quoter:
+    def __init__(self, cfg: StrategyConfig, risk: RiskConfig, instrument: Instrument, maker_fee_bps: float = 0.0):
+        self.cfg = cfg
+        self.risk = risk
+        self.instrument = instrument
+        self.maker_fee_bps = maker_fee_bps
+
+    def base_lots(self, mid_ticks: float) -> int:
+        price = mid_ticks * self.instrument.tick_f
+        return max(1, int(self.cfg.order_amount_usdc / (price * self.instrument.lot_f)))
+
+    def propose(
+        self,
+        mid_ticks: float,
+        best_bid: int,
+        best_ask: int,
+        sigma_ticks: float,
+        position_lots: int,
+        prediction: Prediction | None,
+        widen: float = 1.0,
+    ) -> QuoteProposal:
+        c = self.cfg
+        sigma = max(sigma_ticks, c.vol_floor_ticks)
+        unit = self.base_lots(mid_ticks)
+        q = position_lots / unit  # inventory in order-size units
+        if c.model == "glft":
+            half, skew, _, _ = glft_depths(sigma, q, c.risk_aversion, c.arrival_intensity, c.arrival_decay)
+            inv_shift = -skew * q
+        else:
+            inv_shift, half = avellaneda_stoikov(sigma, q, c.risk_aversion, c.arrival_decay, c.horizon_s)
+        pred_shift = 0.0
+        if prediction is not None:
+            pred_shift = c.prediction_skew_ticks * prediction.confidence * prediction.direction
+        # never quote inside the fees plus a minimum edge
+        min_half = mid_ticks * (self.maker_fee_bps + c.min_edge_bps) / 1e4
+        half = max(half, min_half) * widen
+        reservation = mid_ticks + inv_shift + pred_shift
+
+        max_pos_lots = self.risk.max_position_usdc / (mid_ticks * self.instrument.tick_f * self.instrument.lot_f)
+        u = max(-1.0, min(1.0, position_lots / max_pos_lots)) if c.inventory_size_skew else 0.0
+        levels: list[QuoteLevel] = []
+        for i in range(c.order_levels):
+            size = unit * c.level_size_multiplier**i
+            off = half + i * c.level_spacing_ticks
+            bid = math.floor(reservation - off + 1e-9)
+            ask = math.ceil(reservation + off - 1e-9)
+            if c.post_only:
+                bid = min(bid, best_ask - 1 - i * c.level_spacing_ticks)
+                ask = max(ask, best_bid + 1 + i * c.level_spacing_ticks)
+            bid_lots = int(size * (1.0 - max(u, 0.0)))
+            ask_lots = int(size * (1.0 + min(u, 0.0)))
+            if bid_lots > 0 and bid > 0:
+                levels.append(QuoteLevel(Side.BUY, i, bid, bid_lots))
+            if ask_lots > 0:
+                levels.append(QuoteLevel(Side.SELL, i, ask, ask_lots))
+        return QuoteProposal(tuple(levels), reservation, half, inv_shift, pred_shift)
+
+
+def maker_fee_bps_for(venue_cfg: SimConfig | None) -> float:
+    return venue_cfg.maker_fee_bps if venue_cfg is not None else 0.0

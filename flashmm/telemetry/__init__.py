@@ -1,0 +1,1 @@
+"""Latency histograms, structured logs and the audit log."""

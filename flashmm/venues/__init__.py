@@ -1,0 +1,1 @@
+"""Venues: the engine talks to every market through `flashmm.venues.base.Venue`."""

@@ -1,0 +1,56 @@
+"""The one interface between the engine and any market (simulated, replayed, live).
+
+Nothing in the strategy knows which venue it is talking to: a venue delivers batches of events
+(a block, a frame) and accepts order actions, whose outcomes come back later as events.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from flashmm.clock import Clock
+from flashmm.domain import Event, Instrument, OrderAction, Side
+
+
+@dataclass(frozen=True, slots=True)
+class VenueOrder:
+    client_id: int
+    side: Side
+    price_ticks: int
+    remaining_lots: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """The venue's own record of our account, for reconciliation."""
+
+    position_lots: int
+    open_orders: dict[int, VenueOrder] = field(default_factory=dict)
+
+
+class Venue(ABC):
+    name: str
+    instrument: Instrument
+    clock: Clock
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect; the first batch delivered afterwards starts with a book snapshot."""
+
+    @abstractmethod
+    async def next_batch(self) -> list[Event] | None:
+        """Wait for the next batch of events; None when the venue has ended (a replay ran out)."""
+
+    @abstractmethod
+    def submit(self, actions: Sequence[OrderAction]) -> None:
+        """Hand order actions to the venue without waiting; acknowledgements arrive as events."""
+
+    @abstractmethod
+    async def account_state(self) -> AccountState:
+        """The venue's record of our position and open orders."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Disconnect. Cancelling orders first is the engine's job (Engine.shutdown)."""
