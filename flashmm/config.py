@@ -33,9 +33,9 @@ class RunConfig(_Section):
 
 
 class InstrumentConfig(_Section):
-    symbol: str = "SEI/USDC"
-    base: str = "SEI"
-    quote: str = "USDC"
+    symbol: str = Field("SEI/USDC", description="Pair name shown in logs and the console.")
+    base: str = Field("SEI", description="Base asset (what the position is counted in).")
+    quote: str = Field("USDC", description="Quote asset (what prices and PnL are in).")
     price_tick: str = Field("0.0001", description="Price tick in quote currency (a decimal string).")
     lot_size: str = Field("1", description="Quantity step in base currency (a decimal string).")
 
@@ -123,9 +123,9 @@ class RiskConfig(_Section):
     latency_widen_ms: float = Field(250.0, gt=0, description="Tick-to-quote p95 above this: widen.")
     latency_widen_factor: float = Field(2.0, ge=1, description="Spread multiplier while the latency breaker is tripped.")
     extreme_move_bps: float = Field(300.0, gt=0, description="Mid move within extreme_window_s that kills trading.")
-    extreme_window_s: float = Field(5.0, gt=0)
+    extreme_window_s: float = Field(5.0, gt=0, description="Window of the extreme-move check, seconds of venue time.")
     venue_reject_limit: int = Field(10, ge=1, description="Rejections within reject_window_s that pause quoting.")
-    reject_window_s: float = Field(10.0, gt=0)
+    reject_window_s: float = Field(10.0, gt=0, description="Window of the rejection count, seconds of venue time.")
     breaker_cooldown_s: float = Field(10.0, ge=0, description="Time a cleared breaker stays in cooling-down before ok.")
 
 
@@ -137,7 +137,7 @@ class ControlsConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written: debug, info, warning, error.")
     file: str = Field("", description="Log file path; empty = stderr.")
     audit_file: str = Field("var/audit.jsonl", description="Append-only audit log of operator controls.")
 

@@ -286,10 +286,11 @@ class Engine:
                                            prediction, widen)
             self.last_proposal = proposal
             t2 = perf_counter_ns()
-            desired = risk.trim(proposal.levels, self.portfolio.position_lots, mid,
-                                self.oms.locked_lots(Side.BUY), self.oms.locked_lots(Side.SELL))
+            room = risk.room(self.portfolio.position_lots, mid, self.oms.locked_lots(Side.BUY),
+                             self.oms.locked_lots(Side.SELL))
+            desired = risk.trim(proposal.levels, mid, room)
             t3 = perf_counter_ns()
-            actions = self.oms.sync(desired, now)
+            actions = self.oms.sync(desired, now, room)
             t4 = perf_counter_ns()
             if desired:
                 self.counters["quotes"] += 1
@@ -635,7 +636,8 @@ class Engine:
             "quotes": counts["quotes"],
             "orders_placed": counts.get("orders_placed", 0),
             "orders_cancelled": counts.get("orders_cancelled", 0),
-            "orders_rejected": counts.get("rejects", 0),
+            "orders_filled": counts.get("orders_filled", 0),
+            "orders_rejected": counts.get("orders_rejected", 0),
             "open_orders": counts["open_orders"],
             "fills": counts["fills"],
             "fill_rate": round(fill_rate(counts["fills"], counts.get("orders_placed", 0)), 4),

@@ -96,28 +96,42 @@ class OrderManager:
         self.counts: Counter[str] = Counter()
 
     # ---- desired -> actions --------------------------------------------------------------------------
-    def sync(self, desired: list[QuoteLevel], now_ns: int) -> list[OrderAction]:
-        """Cancel what no longer matches, place what is missing. Cancels come first in the list."""
+    def sync(self, desired: list[QuoteLevel], now_ns: int, room: dict[Side, int] | None = None) -> list[OrderAction]:
+        """Cancel what no longer matches, place what is missing; cancels come first in the list.
+
+        `room` caps the lots left resting per side (kept plus new orders, closest level first): an
+        order kept for being within the size tolerance may be larger than its target, so the cap is
+        enforced here rather than trusted from the proposal."""
         want = {(q.side, q.level): q for q in desired}
+        left = dict(room) if room is not None else None
         cancels: list[OrderAction] = []
         keep: set[tuple[Side, int]] = set()
-        for o in self.orders.values():
+        for o in sorted(self.orders.values(), key=lambda x: x.level):
             if o.cancel_requested or o.level < 0:
                 continue
             q = want.get((o.side, o.level))
-            if q is not None and (o.side, o.level) not in keep and self._close_enough(o, q, now_ns):
+            if (q is not None and (o.side, o.level) not in keep and self._close_enough(o, q, now_ns)
+                    and (left is None or o.remaining <= left[o.side])):
                 keep.add((o.side, o.level))
+                if left is not None:
+                    left[o.side] -= o.remaining
                 continue
             o.cancel_requested = True
             cancels.append(CancelOrder(o.client_id))
         places: list[OrderAction] = []
-        for key, q in want.items():
+        for key in sorted(want, key=lambda k: k[1]):
             if key in keep:
+                continue
+            q = want[key]
+            lots = q.lots if left is None else min(q.lots, left[q.side])
+            if lots <= 0:
                 continue
             if not self.bucket.take(now_ns):
                 self.counts["rate_limited"] += 1
                 continue
-            places.append(self._new(q.side, q.price_ticks, q.lots, q.level, OrderType.LIMIT, now_ns))
+            if left is not None:
+                left[q.side] -= lots
+            places.append(self._new(q.side, q.price_ticks, lots, q.level, OrderType.LIMIT, now_ns))
         self.counts["cancels_sent"] += len(cancels)
         return cancels + places
 
@@ -158,6 +172,7 @@ class OrderManager:
     def _finish(self, o: ManagedOrder, state: OrderState) -> None:
         o.transition(state)
         del self.orders[o.client_id]
+        self.counts[f"orders_{state.value}"] += 1
         self.done.append(o)
         if len(self.done) > 1000:
             del self.done[:500]
@@ -177,14 +192,12 @@ class OrderManager:
             return
         o.reject_reason = reason
         self._finish(o, OrderState.REJECTED)
-        self.counts["rejects"] += 1
 
     def on_cancel_ack(self, client_id: int) -> None:
         o = self._get(client_id, "cancel_ack")
         if o is None:
             return
         self._finish(o, OrderState.CANCELLED)
-        self.counts["orders_cancelled"] += 1
 
     def on_cancel_reject(self, client_id: int, reason: str) -> None:
         # the order is gone from the venue (filled in the same block) or unknown: the fill, if any,

@@ -131,28 +131,26 @@ class RiskManager:
     def lots_for_usdc(self, usdc: float, mid_ticks: float) -> int:
         return int(usdc / (mid_ticks * self.instrument.tick_f * self.instrument.lot_f))
 
-    def trim(
-        self,
-        levels: tuple[QuoteLevel, ...],
-        position_lots: int,
-        mid_ticks: float,
-        locked_bid_lots: int = 0,
-        locked_ask_lots: int = 0,
-    ) -> list[QuoteLevel]:
-        """Cap order sizes, and cap resting exposure so that if every bid (or every ask) filled,
-        including orders still waiting for a cancel confirmation (`locked_*`), the position would stay
-        within the limit. Deeper levels are cut first."""
-        max_order = self.lots_for_usdc(self.cfg.max_order_usdc, mid_ticks)
+    def room(self, position_lots: int, mid_ticks: float, locked_bid_lots: int = 0, locked_ask_lots: int = 0) -> dict[Side, int]:
+        """Lots that may rest on each side so that if all of them filled, including orders still waiting
+        for a cancel confirmation (`locked_*`), the position would stay within the limit."""
         max_pos = self.lots_for_usdc(self.cfg.max_position_usdc, mid_ticks)
-        room = {Side.BUY: max_pos - position_lots - locked_bid_lots, Side.SELL: max_pos + position_lots - locked_ask_lots}
+        return {Side.BUY: max(0, max_pos - position_lots - locked_bid_lots),
+                Side.SELL: max(0, max_pos + position_lots - locked_ask_lots)}
+
+    def trim(self, levels: tuple[QuoteLevel, ...], mid_ticks: float, room: dict[Side, int]) -> list[QuoteLevel]:
+        """Cap order sizes at max_order_usdc and cumulative size per side at `room`; deeper levels are
+        cut first."""
+        max_order = self.lots_for_usdc(self.cfg.max_order_usdc, mid_ticks)
+        left = dict(room)
         out: list[QuoteLevel] = []
         for lv in sorted(levels, key=lambda x: x.level):
-            lots = min(lv.lots, max_order, max(room[lv.side], 0))
+            lots = min(lv.lots, max_order, left[lv.side])
             if lots != lv.lots:
                 self.trimmed_orders += 1
             if lots <= 0:
                 continue
-            room[lv.side] -= lots
+            left[lv.side] -= lots
             out.append(lv if lots == lv.lots else QuoteLevel(lv.side, lv.level, lv.price_ticks, lots))
         return out
 

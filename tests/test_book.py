@@ -1,0 +1,157 @@
+"""L2Book: snapshot + diff application, sequence-gap detection, rejections counted by reason, and the
+queries the strategy reads (best prices, mid, spread, top levels, depth), all checked on hand-made books."""
+
+from __future__ import annotations
+
+from flashmm.book import L2Book
+from flashmm.domain import BookDiff, BookSnapshot
+
+
+def _book() -> L2Book:
+    """bids 100x5, 99x7, 97x2; asks 102x3, 103x4, 106x9; seq 10."""
+    book = L2Book()
+    assert book.apply_snapshot(BookSnapshot(10, [(99, 7), (100, 5), (97, 2)], [(106, 9), (102, 3), (103, 4)], 1_000))
+    return book
+
+
+def _levels(book: L2Book) -> tuple[dict[int, int], dict[int, int]]:
+    return dict(book.bids), dict(book.asks)
+
+
+def test_new_book_is_stale_until_the_first_snapshot():
+    book = L2Book()
+    assert book.stale
+    assert not book.apply_diff(BookDiff(1, 1, [(100, 1)], [], 0))
+    assert book.rejects["diff_while_stale"] == 1
+    assert not book.bids
+
+
+def test_snapshot_then_contiguous_diffs_are_applied_in_order():
+    book = _book()
+    assert not book.stale and book.seq == 10 and book.ts_ns == 1_000
+    assert book.apply_diff(BookDiff(11, 11, [(100, 8)], [], 2_000))
+    assert book.apply_diff(BookDiff(12, 12, [(101, 1)], [(104, 6)], 3_000))
+    assert book.seq == 12 and book.ts_ns == 3_000 and book.updates == 3
+    assert _levels(book) == ({97: 2, 99: 7, 100: 8, 101: 1}, {102: 3, 103: 4, 104: 6, 106: 9})
+    assert not book.stale and not book.rejects
+
+
+def test_size_zero_removes_the_level_and_unknown_zero_is_harmless():
+    book = _book()
+    assert book.apply_diff(BookDiff(11, 11, [(100, 0), (50, 0)], [(102, 0)], 2_000))
+    assert _levels(book) == ({97: 2, 99: 7}, {103: 4, 106: 9})
+    assert book.best_bid() == (99, 7) and book.best_ask() == (103, 4)
+
+
+def test_sequence_gap_marks_stale_and_does_not_apply_the_diff():
+    book = _book()
+    before = _levels(book)
+    assert not book.apply_diff(BookDiff(12, 12, [(101, 50)], [(102, 0)], 2_000))  # 11 is missing
+    assert book.stale and book.stale_reason == "sequence_gap"
+    assert book.rejects["sequence_gap"] == 1
+    assert _levels(book) == before
+    assert book.seq == 10
+
+
+def test_diffs_while_stale_are_rejected_and_counted_until_a_new_snapshot():
+    book = _book()
+    book.apply_diff(BookDiff(12, 12, [], [], 2_000))  # gap
+    before = _levels(book)
+    for s in (11, 12, 13):  # even the contiguous one is refused: a stale book is never patched
+        assert not book.apply_diff(BookDiff(s, s, [(100, 1)], [], 2_000))
+    assert book.rejects["diff_while_stale"] == 3
+    assert _levels(book) == before
+    assert book.apply_snapshot(BookSnapshot(20, [(200, 1)], [(201, 2)], 5_000))
+    assert not book.stale and book.stale_reason == ""
+    assert book.seq == 20 and _levels(book) == ({200: 1}, {201: 2})
+    assert book.apply_diff(BookDiff(21, 21, [(199, 4)], [], 6_000))
+    assert book.bids[199] == 4
+
+
+def test_already_applied_diff_is_dropped_and_counted():
+    book = _book()
+    assert book.apply_diff(BookDiff(11, 11, [(100, 8)], [], 2_000))
+    assert not book.apply_diff(BookDiff(11, 11, [(100, 1)], [], 2_000))  # replayed
+    assert not book.apply_diff(BookDiff(9, 10, [(100, 2)], [], 2_000))  # older still
+    assert book.rejects["diff_already_applied"] == 2
+    assert book.bids[100] == 8 and book.seq == 11
+    assert not book.stale
+
+
+def test_diff_spanning_the_next_sequence_number_is_applied_binance_style():
+    book = _book()
+    # first_seq 8 <= seq+1 = 11 <= last_seq 15: the diff overlaps what we have and covers the next id
+    assert book.apply_diff(BookDiff(8, 15, [(100, 6)], [(102, 1)], 2_000))
+    assert book.seq == 15 and book.bids[100] == 6 and book.asks[102] == 1
+    # and the next one must start at or before 16
+    assert book.apply_diff(BookDiff(16, 18, [], [(103, 0)], 3_000))
+    assert book.seq == 18 and 103 not in book.asks
+    assert not book.stale
+
+
+def test_negative_size_in_a_diff_is_rejected_without_changing_the_book():
+    book = _book()
+    before = _levels(book)
+    assert not book.apply_diff(BookDiff(11, 11, [(100, 3)], [(102, -1)], 2_000))
+    assert book.rejects["diff_bad_size"] == 1
+    assert _levels(book) == before and book.seq == 10
+    assert not book.stale  # a bad diff is refused, the next good one still applies
+    assert book.apply_diff(BookDiff(11, 11, [(100, 3)], [], 2_000))
+
+
+def test_snapshot_with_non_positive_size_is_rejected():
+    book = L2Book()
+    assert not book.apply_snapshot(BookSnapshot(5, [(100, 0)], [(101, 1)], 0))
+    assert book.rejects["snapshot_bad_size"] == 1
+    assert book.stale and book.seq == -1
+
+
+def test_diff_that_crosses_the_book_marks_it_stale():
+    book = _book()
+    assert not book.apply_diff(BookDiff(11, 11, [(102, 1)], [], 2_000))  # bid 102 >= ask 102
+    assert book.stale and book.stale_reason == "crossed_after_diff"
+    assert book.rejects["crossed_after_diff"] == 1
+    assert not book.apply_diff(BookDiff(12, 12, [(102, 0)], [], 3_000))
+    assert book.rejects["diff_while_stale"] == 1
+
+
+def test_crossed_snapshot_marks_stale():
+    book = L2Book()
+    book.apply_snapshot(BookSnapshot(1, [(101, 1)], [(100, 1)], 0))
+    assert book.stale and book.stale_reason == "snapshot_crossed"
+
+
+def test_external_mark_stale_keeps_the_reason():
+    book = _book()
+    book.mark_stale("feed_disconnected")
+    assert book.stale and book.stale_reason == "feed_disconnected"
+    assert book.rejects["feed_disconnected"] == 1
+
+
+def test_queries_by_hand():
+    book = _book()
+    assert book.best_bid() == (100, 5)
+    assert book.best_ask() == (102, 3)
+    assert book.two_sided()
+    assert book.mid_ticks() == 101.0  # (100 + 102) / 2
+    assert book.spread_ticks() == 2
+    assert book.top_bids(2) == [(100, 5), (99, 7)]
+    assert book.top_bids(10) == [(100, 5), (99, 7), (97, 2)]
+    assert book.top_asks(2) == [(102, 3), (103, 4)]
+    assert book.top_asks(10) == [(102, 3), (103, 4), (106, 9)]
+    # within 0 ticks: the best level only; within 2: bids 100..98 -> 5+7, asks 102..104 -> 3+4
+    assert book.depth_within(0) == (5, 3)
+    assert book.depth_within(2) == (12, 7)
+    # within 3: bids 100..97 -> 5+7+2 = 14; asks 102..105 -> 7; within 4: asks reach 106 -> 16
+    assert book.depth_within(3) == (14, 7)
+    assert book.depth_within(4) == (14, 16)
+
+
+def test_half_tick_mid_and_one_sided_book():
+    book = L2Book()
+    book.apply_snapshot(BookSnapshot(1, [(100, 1)], [(101, 1)], 0))
+    assert book.mid_ticks() == 100.5 and book.spread_ticks() == 1
+    book.apply_diff(BookDiff(2, 2, [], [(101, 0)], 0))
+    assert not book.two_sided()
+    assert book.best_ask() is None and book.best_bid() == (100, 1)
+    assert book.depth_within(5) == (1, 0)

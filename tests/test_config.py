@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from flashmm.config import Config, ConfigError, load_config
+from tests.conftest import ROOT
+
+
+def test_committed_config_toml_equals_built_in_defaults():
+    assert load_config(ROOT / "config.toml", environ={}) == Config()
+
+
+def test_every_key_in_config_toml_has_a_comment_line_above_it():
+    lines = (ROOT / "config.toml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith(("#", "[")):
+            assert lines[i - 1].startswith("# ") and len(lines[i - 1]) > 4, f"key without comment: {line}"
+    data = tomllib.loads((ROOT / "config.toml").read_text())
+    assert set(data) == set(Config.model_fields)
+
+
+def test_config_is_frozen():
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.run.seed = 3  # type: ignore[misc]
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[strategy]\norder_levelz = 2\n", "strategy.order_levelz: unknown key"),
+        ("[strategy]\norder_levels = \"two\"\n", "strategy.order_levels"),
+        ("[strategy]\norder_levels = 0\n", "strategy.order_levels: Input should be greater than or equal to 1"),
+        ("[risk]\nmax_position_usdc = -5\n", "risk.max_position_usdc"),
+        ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
+        ("[run]\nspeed = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_file_and_the_key(tmp_path, text, expected):
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, environ={})
+    assert str(p) in str(e.value)
+    assert expected in str(e.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_environment_overrides_file_and_is_validated():
+    cfg = load_config(None, environ={"FLASHMM_RUN__SEED": "11", "FLASHMM_LOGGING__FILE": "/tmp/x.log"})
+    assert cfg.run.seed == 11 and cfg.logging.file == "/tmp/x.log"
+    with pytest.raises(ConfigError, match="environment FLASHMM_RUN__SPEED"):
+        load_config(None, environ={"FLASHMM_RUN__SPEED": "-1"})
+
+
+def test_cli_exits_2_with_one_line_and_no_traceback_on_bad_config(tmp_path):
+    p = _write(tmp_path, "[strategy]\norder_levels = \"many\"\n")
+    r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", "--config", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert str(p) in r.stderr and "strategy.order_levels" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_console_without_no_ui_explains_and_exits_2():
+    r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--no-ui" in r.stderr
