@@ -47,7 +47,7 @@ from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import AuditLog, get_logger
 from flashmm.venues.base import Venue
 
-STAGES = ("book", "features", "predict", "quote", "risk", "orders", "submit")
+STAGES = ("book", "features", "predict", "quote", "risk", "orders", "submit")  # risk = breakers + limits
 
 
 class Mode(enum.StrEnum):
@@ -262,7 +262,9 @@ class Engine:
     def _quote_cycle(self, t0: int) -> None:
         now = self.clock.now_ns()
         book = self.book
+        tr = perf_counter_ns()
         self._update_breakers(now)
+        breakers_ns = perf_counter_ns() - tr
         risk = self.risk
         actions: list[OrderAction]
         t4 = perf_counter_ns()
@@ -297,7 +299,7 @@ class Engine:
             h = self.hist
             h["predict"].record(t1 - tb)
             h["quote"].record(t2 - t1)
-            h["risk"].record(t3 - t2)
+            h["risk"].record(t3 - t2 + breakers_ns)  # breaker evaluation + limits
             h["orders"].record(t4 - t3)
         if actions:
             self.venue.submit(actions)

@@ -13,8 +13,10 @@ want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)-${FLASHMM_EXTRAS
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "flashmm: installing into $VENV (first run or pyproject.toml changed)" >&2
     # torch first and exactly: 2.13.0 is the local CPU wheel; nothing may pull a CUDA build.
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[${FLASHMM_EXTRAS:-test}]"
+    # (the machine's pip config names index folders that may be absent; pip warns per package: noise)
+    quiet() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
+    quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+    quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[${FLASHMM_EXTRAS:-test}]"
     if "$VENV/bin/python" -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
         echo "flashmm: a CUDA package was installed; refusing (torch must be the CPU wheel)" >&2
         exit 1
