@@ -434,9 +434,9 @@ class Engine:
                 self._set(b["latency"], p95_ms > r.latency_widen_ms, f"tick-to-quote p95 {p95_ms:.1f} ms", now)
             self._window_t2q.reset()
             self._window_start_ns = now
-        inv = b["inventory"]
-        if inv.state == "cooling_down" and inv.clear(now):
-            self._event("breaker", "inventory ok")
+        for breaker in b.values():  # a cleared breaker returns to ok once its cooldown has passed
+            if breaker.state == "cooling_down" and breaker.clear(now):
+                self._event("breaker", f"{breaker.name} ok")
 
     def _set(self, breaker, condition: bool, reason: str, now: int, sticky_reason: str = "") -> None:
         if condition:
@@ -497,11 +497,14 @@ class Engine:
         if self.killed:
             return self._control("resume", who, why, "refused: killed until restart")
         self.paused = False
-        dd = self.risk.breakers["drawdown"]
-        if dd.active:
-            dd.clear(self.clock.now_ns())
+        # sticky breakers (drawdown, a position mismatch) wait for an operator: resuming acknowledges them
+        now = self.clock.now_ns()
+        cleared = [b.name for b in (self.risk.breakers["drawdown"], self.risk.breakers["venue_errors"])
+                   if b.state == "tripped" and b.clear(now)]
+        if "drawdown" in cleared:
             self.portfolio.peak_pnl = self.portfolio.pnl(self.book.mid_ticks()).total if self.book.two_sided() else 0.0
-        return self._control("resume", who, why, "running")
+        result = "running" + (f"; acknowledged {', '.join(cleared)}" if cleared else "")
+        return self._control("resume", who, why, result)
 
     def toggle_pause(self, who: str = "operator", why: str = "") -> str:
         return self.resume(who, why) if self.paused else self.pause(who, why)

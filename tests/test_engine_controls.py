@@ -143,3 +143,25 @@ def test_stale_book_pulls_quotes():
     run_for(engine, 2)
     assert engine.risk.breakers["feed"].state == "tripped"
     assert not _limit_orders(engine)
+
+
+def test_drawdown_stop_pauses_until_the_operator_resumes():
+    cfg = Config(risk=RiskConfig(max_drawdown_usdc=0.01))
+    engine, venue = make_engine(cfg, seed=3)
+    for _ in range(60):
+        run_for(engine, 10)
+        if engine.risk.breakers["drawdown"].state == "tripped":
+            break
+    assert engine.risk.breakers["drawdown"].state == "tripped"
+    assert engine.current_mode is Mode.PAUSED
+    run_for(engine, 30)  # sticky: no automatic recovery
+    assert engine.risk.breakers["drawdown"].state == "tripped" and not _limit_orders(engine)
+    m = venue.mark()
+    result = engine.resume("test", "reviewed the drawdown")
+    assert "acknowledged drawdown" in result
+    run_for(engine, 2)
+    assert engine.risk.breakers["drawdown"].state == "cooling_down"
+    assert [p for p in venue.places_since(m) if p.order_type is OrderType.LIMIT] == []
+    run_for(engine, cfg.risk.breaker_cooldown_s + 2)
+    # after the cooldown it quotes again (with a 0.01 USDC limit it may well trip again afterwards)
+    assert [p for p in venue.places_since(m) if p.order_type is OrderType.LIMIT]
