@@ -1,0 +1,196 @@
+"""Portfolio PnL split, the success metrics, the latency histogram and the microstructure features, each on
+a hand-worked example."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flashmm.book import L2Book
+from flashmm.clock import NS_PER_S
+from flashmm.config import default_instrument
+from flashmm.domain import BookDiff, BookSnapshot, Fill, Side, Trade
+from flashmm.features import F, FeatureEngine
+from flashmm.metrics import TimeWeightedSpreads, fill_rate, inventory_pct, spread_bps, spread_improvement_pct
+from flashmm.state import Portfolio
+from flashmm.telemetry.histogram import LatencyHistogram
+
+# ---- Portfolio ---------------------------------------------------------------------------------------
+
+
+def test_pnl_split_on_a_hand_example():
+    # SEI/USDC, tick 0.0001, lot 1. Buy 100 lots at 3999 ticks while the mid is 4000, paying a 0.02 fee,
+    # then 0.005 of gas; the mid moves to 4010.
+    #   cash flow       = -3999 * 0.0001 * 100           = -39.99
+    #   spread capture  = (4000 - 3999) * 0.0001 * 100   = +0.01
+    #   position value  = 4010 * 0.0001 * 100            = 40.10
+    #   gross           = 40.10 - 39.99                  = 0.11
+    #   inventory       = gross - spread capture         = 0.10  (10 ticks * 0.0001 * 100)
+    #   fees            = -(0.02 + 0.005)                = -0.025
+    #   total           = 0.11 - 0.025                   = 0.085
+    pf = Portfolio(default_instrument())
+    pf.on_fill(Fill(1, Side.BUY, 3999.0, 100, 0.02, True, 0, False), mid_ticks=4000.0)
+    pf.on_fee(0.005)
+    pnl = pf.pnl(4010.0)
+    assert pf.position_lots == 100
+    assert pnl.spread_capture == pytest.approx(0.01)
+    assert pnl.inventory == pytest.approx(0.10)
+    assert pnl.fees == pytest.approx(-0.025)
+    assert pnl.total == pytest.approx(0.085)
+    assert pnl.total == pytest.approx(pnl.spread_capture + pnl.inventory + pnl.fees, abs=1e-12)
+    assert pf.fills[0].mid_ticks == 4000.0 and pf.volume_lots == 100
+
+
+def test_pnl_split_round_trip_sell_above_mid():
+    # then sell the 100 lots at 4012 while the mid is 4010: spread capture +2 ticks * 100 = 0.02 more,
+    # the position is flat so inventory no longer moves with the mid.
+    #   cash flow = -39.99 + 40.12 = 0.13; spread capture 0.01 + 0.02 = 0.03; inventory = 0.13 - 0.03 = 0.10
+    pf = Portfolio(default_instrument())
+    pf.on_fill(Fill(1, Side.BUY, 3999.0, 100, 0.0, True, 0, True), mid_ticks=4000.0)
+    pf.on_fill(Fill(2, Side.SELL, 4012.0, 100, -0.01, True, 0, True), mid_ticks=4010.0)  # a rebate
+    for mid in (4010.0, 3000.0):
+        pnl = pf.pnl(mid)
+        assert pnl.spread_capture == pytest.approx(0.03)
+        assert pnl.inventory == pytest.approx(0.10)
+        assert pnl.fees == pytest.approx(0.01)
+        assert pnl.total == pytest.approx(0.14)
+    assert pf.position_lots == 0 and pf.max_abs_position_lots == 100 and pf.volume_lots == 200
+
+
+# ---- metrics -------------------------------------------------------------------------------------------
+
+
+def test_spread_improvement_pct():
+    assert spread_improvement_pct(10.0, 8.0) == pytest.approx(20.0)  # 100 * (10 - 8) / 10
+    assert spread_improvement_pct(10.0, 15.0) == pytest.approx(-50.0)  # wider than the market
+    assert spread_improvement_pct(0.0, 5.0) == 0.0
+
+
+def test_inventory_pct_and_small_metrics():
+    assert inventory_pct(2_000.0, 100_000.0) == pytest.approx(2.0)
+    assert inventory_pct(-1_500.0, 100_000.0) == pytest.approx(-1.5)
+    assert fill_rate(3, 12) == 0.25 and fill_rate(3, 0) == 0.0
+    assert spread_bps(2.0, 4000.0) == pytest.approx(5.0)  # 1e4 * 2 / 4000
+
+
+def test_time_weighted_spreads_by_hand():
+    tw = TimeWeightedSpreads()
+    tw.observe(0, 10.0, 5.0)  # holds for 1 s
+    tw.observe(1 * NS_PER_S, 20.0, 8.0)  # holds for 3 s
+    tw.observe(4 * NS_PER_S, None, 3.0)  # not quoting both sides: 4 s..6 s excluded
+    tw.observe(6 * NS_PER_S, 30.0, 30.0)  # holds for 1 s
+    tw.observe(7 * NS_PER_S, 1.0, 1.0)  # closes the last interval; its own values have no time yet
+    # market = (10*1 + 20*3 + 30*1) / 5 = 100 / 5 = 20; ours = (5*1 + 8*3 + 30*1) / 5 = 59 / 5 = 11.8
+    assert tw.time_ns == 5 * NS_PER_S
+    assert tw.market_bps == pytest.approx(20.0)
+    assert tw.ours_bps == pytest.approx(11.8)
+    assert TimeWeightedSpreads().market_bps == 0.0
+
+
+# ---- LatencyHistogram ----------------------------------------------------------------------------------
+
+
+def test_histogram_is_exact_below_128_ns():
+    h = LatencyHistogram()
+    for v in (5, 17, 17, 100, 127, 64):
+        h.record(v)
+    # sorted: 5, 17, 17, 64, 100, 127; nearest rank ceil(q/100 * 6)
+    assert h.percentile(0) == 5.0
+    assert h.percentile(50) == 17.0  # rank 3
+    assert h.percentile(51) == 64.0  # rank 4
+    assert h.percentile(80) == 100.0  # rank ceil(4.8) = 5
+    assert h.percentile(100) == 127.0
+    assert (h.count, h.min, h.max, h.total) == (6, 5, 127, 330)
+    assert h.mean() == pytest.approx(55.0)
+
+
+def test_histogram_percentiles_within_two_percent_of_numpy():
+    rng = np.random.default_rng(1)
+    sample = rng.lognormal(mean=11.0, sigma=1.2, size=20_000).astype(np.int64) + 200  # ~60 us median, long tail
+    h = LatencyHistogram()
+    for v in sample.tolist():
+        h.record(v)
+    for q in (1, 10, 50, 90, 95, 99, 99.9):
+        want = float(np.percentile(sample, q, method="inverted_cdf"))
+        assert h.percentile(q) == pytest.approx(want, rel=0.02), q
+    # the top bucket's midpoint, clamped to the observed maximum
+    assert h.percentile(100) <= h.max == int(sample.max())
+    assert h.percentile(100) == pytest.approx(float(sample.max()), rel=0.02)
+    assert h.mean() == pytest.approx(float(sample.mean()))
+
+
+def test_histogram_merge_and_reset():
+    a, b = LatencyHistogram(), LatencyHistogram()
+    for v in (10, 20):
+        a.record(v)
+    for v in (5, 1_000_000):
+        b.record(v)
+    a.merge(b)
+    assert (a.count, a.min, a.max) == (4, 5, 1_000_000)
+    assert a.percentile(50) == 10.0
+    a.reset()
+    assert a.count == 0 and a.percentile(50) == 0.0
+
+
+# ---- FeatureEngine -------------------------------------------------------------------------------------
+
+
+def _book(bids, asks, seq: int = 1) -> L2Book:
+    book = L2Book()
+    assert book.apply_snapshot(BookSnapshot(seq, bids, asks, 0))
+    return book
+
+
+def test_imbalance_features_by_hand_bid_heavy():
+    book = _book([(100, 30), (99, 10), (98, 10)], [(101, 10), (102, 20), (103, 10)])
+    fe = FeatureEngine()
+    fe.on_book(book, NS_PER_S)
+    v = fe.as_dict()
+    assert v["spread_ticks"] == 1.0
+    assert v["imbalance_1"] == pytest.approx(0.5)  # (30 - 10) / 40
+    assert v["imbalance_3"] == pytest.approx(10 / 90)  # (50 - 40) / 90
+    assert v["imbalance_5"] == pytest.approx(10 / 90)  # only three levels a side
+    # microprice = (100*10 + 101*30) / 40 = 100.75; mid 100.5
+    assert v["microprice_offset_ticks"] == pytest.approx(0.25)
+    assert (v["bid_queue_lots"], v["ask_queue_lots"]) == (30.0, 10.0)
+    assert fe.mid_ticks == 100.5
+
+
+def test_imbalance_features_by_hand_ask_heavy():
+    book = _book([(100, 10), (99, 5)], [(101, 30), (102, 5), (103, 5), (104, 5), (105, 5), (106, 100)])
+    fe = FeatureEngine()
+    fe.on_book(book, NS_PER_S)
+    assert fe.values[F["imbalance_1"]] == pytest.approx(-0.5)  # (10 - 30) / 40
+    assert fe.values[F["imbalance_3"]] == pytest.approx((15 - 40) / 55)
+    assert fe.values[F["imbalance_5"]] == pytest.approx((15 - 50) / 65)  # level 6 (100 lots) excluded
+    assert fe.values[F["microprice_offset_ticks"]] == pytest.approx(-0.25)  # (100*30 + 101*10) / 40 = 100.25
+
+
+def test_stale_or_one_sided_book_is_ignored():
+    fe = FeatureEngine()
+    fe.on_book(L2Book(), NS_PER_S)
+    fe.on_book(_book([(100, 1)], []), NS_PER_S)
+    assert not fe.ready and not fe.values.any()
+
+
+def test_trade_flow_imbalance_positive_after_buys():
+    fe = FeatureEngine()
+    fe.on_trade(Trade(101.0, 10, Side.BUY, NS_PER_S))
+    fe.on_trade(Trade(100.0, 5, Side.SELL, NS_PER_S))
+    fe.on_trade(Trade(100.5, 1_000, None, NS_PER_S))  # no aggressor: ignored
+    assert fe.values[F["trade_flow_imbalance"]] == pytest.approx(5 / 15)  # (10 - 5) / (10 + 5)
+    fe2 = FeatureEngine()
+    fe2.on_trade(Trade(100.0, 7, Side.SELL, NS_PER_S))
+    assert fe2.values[F["trade_flow_imbalance"]] == pytest.approx(-1.0)
+
+
+def test_volatility_positive_after_the_mid_moves():
+    book = _book([(100, 10)], [(101, 10)])
+    fe = FeatureEngine()
+    fe.on_book(book, NS_PER_S)
+    assert fe.volatility_ticks == 0.0
+    # mid 100.5 -> 101.5 over 1 s: variance sum 1^2 over 1 s of time -> 1 tick per sqrt(s)
+    assert book.apply_diff(BookDiff(2, 2, [(100, 0), (101, 10)], [(101, 0), (102, 10)], 2 * NS_PER_S))
+    fe.on_book(book, 2 * NS_PER_S)
+    assert fe.volatility_ticks == pytest.approx(1.0)
+    assert fe.values[F["momentum_ticks"]] > 0  # the mid is above its moving average
