@@ -10,13 +10,6 @@ from typing import Any
 
 from flashmm.config import Config, ConfigError, load_config
 
-USAGE_NO_UI = (
-    "flashmm-tui: the terminal console is not part of this build yet.\n"
-    "Run the headless daemon instead, e.g.:\n"
-    "  flashmm-tui --no-ui --duration 60 --speed 10 --summary run.json\n"
-)
-
-
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -55,12 +48,13 @@ def tui_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
-    if not args.no_ui:
-        sys.stderr.write(USAGE_NO_UI)
-        return 2
-    from flashmm.daemon import run_daemon
+    if args.no_ui:
+        from flashmm.daemon import run_daemon
 
-    return asyncio.run(run_daemon(cfg, args.duration, args.summary, None))
+        return asyncio.run(run_daemon(cfg, args.duration, args.summary, None))
+    from flashmm.daemon import run_console  # imports the console package only here
+
+    return run_console(cfg, args.duration, args.summary)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,6 +136,25 @@ class ControlsConfig(_Section):
     shutdown_timeout_s: float = Field(10.0, gt=0, description="Wall seconds to wait for cancel confirmations at exit.")
 
 
+class ConsoleConfig(_Section):
+    """The terminal console. Keys are Textual key names; each binding has an id and can be remapped here."""
+
+    refresh_hz: float = Field(10.0, gt=0, le=60, description="How often the console pulls a snapshot from the engine.")
+    book_levels: int = Field(10, ge=1, le=50, description="Order book levels shown per side.")
+    key_pause: str = Field("p", description="Pause / resume quoting.")
+    key_widen: str = Field("w", description="Widen the spread one step.")
+    key_tighten: str = Field("W", description="Undo one widen step.")
+    key_flatten: str = Field("f", description="Flatten the position (asks for confirmation).")
+    key_kill: str = Field("k", description="Kill trading until restart (asks for confirmation).")
+    key_kill_now: str = Field("ctrl+k", description="Kill at once, from any focus and over dialogs.")
+    key_quit: str = Field("q", description="Cancel all orders, wait for the venue to confirm, exit.")
+    key_help: str = Field("question_mark", description="Show the keys.")
+
+    def keymap(self) -> dict[str, str]:
+        """Binding id -> key, for Textual's App.set_keymap."""
+        return {name[4:]: value for name, value in self if name.startswith("key_")}
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written: debug, info, warning, error.")
     file: str = Field("", description="Log file path; empty = stderr.")
@@ -149,6 +168,7 @@ class Config(_Section):
     strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     controls: ControlsConfig = ControlsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     logging: LoggingConfig = LoggingConfig()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +41,27 @@ def status_fields(engine: Engine) -> dict[str, Any]:
         "t2q_p99_us": s.latency_us["tick_to_quote"]["p99"],
         "breakers": {b.name: b.state for b in s.breakers if b.state != "ok"},
     }
+
+
+def run_console(cfg: Config, duration_s: float | None, summary_path: str | None) -> int:
+    """The Textual console with the engine in a worker on the app's loop. Logs go to a file (the
+    terminal belongs to the console): [logging].file, else var/flashmm.log."""
+    from tui.app import FlashMMApp  # the engine package never imports the console at module level
+
+    configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", uuid.uuid4().hex[:12])
+    venue = make_venue(cfg)
+    engine = Engine(cfg, venue, audit=AuditLog(cfg.logging.audit_file or None))
+    app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console)
+    rc = app.run()
+    if summary_path:
+        summary = engine.summary()
+        summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console"}
+        write_summary(summary_path, summary)
+    if engine.fault:
+        print(f"flashmm-tui: engine faulted: {engine.fault} (orders cancelled: {not engine.oms.orders})",
+              file=sys.stderr)
+        return 1
+    return rc if isinstance(rc, int) else (app.return_code or 0)
 
 
 async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None) -> int:

@@ -47,7 +47,11 @@ from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import AuditLog, get_logger
 from flashmm.venues.base import Venue
 
+T2Q_EDGES_NS = (0, 50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000, 5_000_000)
 STAGES = ("book", "features", "predict", "quote", "risk", "orders", "submit")  # risk = breakers + limits
+
+
+_T2Q_LABELS = ("<50us", "50-100us", "100-200us", "200-400us", "400-800us", "0.8-1.6ms", "1.6-5ms", ">=5ms")
 
 
 class Mode(enum.StrEnum):
@@ -102,6 +106,11 @@ class EngineSnapshot:
     counters: dict[str, int]
     features: dict[str, float]
     log: tuple[LogLine, ...]
+    version: int = 0  # changes whenever engine state changes (the console skips unchanged snapshots)
+    pnl_history: tuple[float, ...] = ()  # total PnL sampled each second of venue time
+    confidence_history: tuple[float, ...] = ()
+    hit_rate: float | None = None  # live directional hit rate of the model (None: no model)
+    t2q_hist: tuple[tuple[str, int], ...] = ()  # coarse tick-to-quote histogram: (bin label, count)
     fault: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -154,7 +163,7 @@ class Engine:
         self._quoting = True
         self._last_reconcile_ns = 0
         if not self.predictor.available:
-            self.risk.breakers["model"].trip("no model loaded: model-free pricing", 0)
+            self.risk.breakers["model"].trip("no model: model-free pricing", 0)
         self._handlers = {
             BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, Trade: self._on_trade,
             OrderAck: self._on_ack, OrderReject: self._on_reject, CancelAck: self._on_cancel_ack,
@@ -164,6 +173,10 @@ class Engine:
         self._batch_book_ns = 0
         self._batch_feat_ns = 0
         self._market_in_batch = False
+        self.version = 0
+        self.pnl_history: deque[float] = deque(maxlen=600)
+        self.confidence_history: deque[float] = deque(maxlen=600)
+        self._last_sample_ns = 0
 
     # ================================================================== run loop ======================
     async def run(self, duration_s: float | None = None) -> None:
@@ -171,6 +184,9 @@ class Engine:
         await self.venue.start()
         self.start_ns = self.clock.now_ns()
         self.mode = Mode.RUNNING
+        model = self.risk.breakers["model"]
+        if model.state == "tripped" and model.since_ns == 0:
+            model.since_ns = self.start_ns
         self._event("engine", f"started on {self.venue.name} {self.instrument.symbol} seed={self.seed}")
         end_ns = self.start_ns + int(duration_s * NS_PER_S) if duration_s is not None else None
         reconcile_ns = 5 * NS_PER_S
@@ -253,6 +269,7 @@ class Engine:
             handlers[type(ev)](ev)
         self.counters["events"] += len(batch)
         self.counters["batches"] += 1
+        self.version += 1
         if self._market_in_batch:
             self.hist["book"].record(self._batch_book_ns)
             self.hist["features"].record(self._batch_feat_ns)
@@ -307,7 +324,7 @@ class Engine:
         self.hist["submit"].record(t5 - t4)
         self.tick_to_quote.record(t5 - t0)
         self._window_t2q.record(t5 - t0)
-        self._observe_spreads(now)
+        self._after_cycle(now)
 
     # ---- event handlers -------------------------------------------------------------------------------
     def _on_snapshot(self, ev: BookSnapshot) -> None:
@@ -476,6 +493,7 @@ class Engine:
 
     # ================================================================== controls =====================
     def _control(self, action: str, who: str, why: str, result: str) -> str:
+        self.version += 1
         self.audit.write(action, who, why, result, self.clock.now_ns())
         self.log.info("control", action=action, who=who, why=why, result=result)
         self._event("control", f"{action} by {who}: {result}")
@@ -571,6 +589,23 @@ class Engine:
         ask = next((p for p in islice(self.book.asks.keys(), 50) if self.book.asks[p] > ours_a.get(p, 0)), None)
         return bid, ask
 
+    def _after_cycle(self, now: int) -> None:
+        """Bookkeeping after the orders are out (not part of tick-to-quote): spreads, queue estimates,
+        the console's histories."""
+        self._observe_spreads(now)
+        book = self.book
+        for o in self.oms.orders.values():
+            if o.order_type is not OrderType.LIMIT or o.state == "pending":
+                continue
+            level = book.bids.get(o.price_ticks, 0) if o.side is Side.BUY else book.asks.get(o.price_ticks, 0)
+            ahead = max(0, level - o.remaining)  # upper bound: everyone else at our price
+            o.queue_ahead = ahead if o.queue_ahead < 0 else min(o.queue_ahead, ahead)
+        if now - self._last_sample_ns >= NS_PER_S and book.two_sided():
+            self._last_sample_ns = now
+            self.pnl_history.append(self.portfolio.pnl(book.mid_ticks()).total)
+            if self.last_prediction is not None:
+                self.confidence_history.append(self.last_prediction.confidence)
+
     def _observe_spreads(self, now: int) -> None:
         market = ours = None
         if self.book.two_sided() and not self.book.stale:
@@ -610,7 +645,10 @@ class Engine:
             pnl=self.portfolio.pnl(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid),
             predictor=self.predictor.name, prediction=self.last_prediction, breakers=self.risk.views(),
             latency_us=lat, counters=self.all_counters(), features=self.features.as_dict(),
-            log=tuple(self.events_log), fault=self.fault,
+            log=tuple(self.events_log), version=self.version, pnl_history=tuple(self.pnl_history),
+            confidence_history=tuple(self.confidence_history), hit_rate=None,
+            t2q_hist=tuple(zip(_T2Q_LABELS, self.tick_to_quote.coarse(T2Q_EDGES_NS), strict=True)),
+            fault=self.fault,
         )
 
     def all_counters(self) -> dict[str, int]:

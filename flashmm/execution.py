@@ -55,6 +55,7 @@ class ManagedOrder:
     venue_order_id: int = -1
     cancel_requested: bool = False
     reject_reason: str = ""
+    queue_ahead: int = -1  # estimated lots ahead of us at our price (-1 = unknown)
 
     @property
     def remaining(self) -> int:
@@ -81,6 +82,7 @@ class OrderView:
     state: str
     age_ns: int
     cancel_requested: bool
+    queue_ahead: int  # estimate from the L2 book; -1 = unknown
 
 
 class OrderManager:
@@ -254,6 +256,6 @@ class OrderManager:
     def views(self, now_ns: int) -> tuple[OrderView, ...]:
         return tuple(
             OrderView(o.client_id, o.side, o.level, o.price_ticks, o.lots, o.filled_lots, o.state.value,
-                      now_ns - o.created_ns, o.cancel_requested)
+                      now_ns - o.created_ns, o.cancel_requested, o.queue_ahead)
             for o in sorted(self.orders.values(), key=lambda x: (-int(x.side), x.level))
         )

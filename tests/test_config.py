@@ -74,9 +74,3 @@ def test_cli_exits_2_with_one_line_and_no_traceback_on_bad_config(tmp_path):
     assert "Traceback" not in r.stderr
     assert str(p) in r.stderr and "strategy.order_levels" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-
-
-def test_console_without_no_ui_explains_and_exits_2():
-    r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    assert "--no-ui" in r.stderr

@@ -87,6 +87,12 @@ class LatencyHistogram:
         self.counts[:] = 0
         self.count = self.total = self.max = self.min = 0
 
+    def coarse(self, edges_ns: tuple[int, ...]) -> tuple[int, ...]:
+        """Counts in [edges[i], edges[i+1]) plus a last bin for >= edges[-1] (bucket midpoints decide)."""
+        bins = np.searchsorted(np.asarray(edges_ns, dtype=np.float64), _VALUES, side="right")
+        out = np.bincount(bins, weights=self.counts, minlength=len(edges_ns) + 1)
+        return tuple(int(x) for x in out[1:])
+
     def nonzero_buckets(self) -> list[tuple[float, int]]:
         """(bucket value ns, count) for the console's histogram."""
         idx = np.nonzero(self.counts)[0]
