@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--seconds", type=_positive(float), default=3600.0, help="simulated seconds (default 3600)")
     lat.add_argument("--seed", type=int, default=7)
     lat.add_argument("--config", help="config.toml path")
+    ui = bench_sub.add_parser("ui-overhead", help="tick-to-quote headless vs with the console mounted")
+    ui.add_argument("--json", required=True, help="write results to PATH")
+    ui.add_argument("--seconds", type=_positive(float), default=240.0, help="simulated seconds per run (default 240)")
+    ui.add_argument("--speed", type=_positive(float), default=20.0, help="venue clock speed (default 20x)")
+    ui.add_argument("--rounds", type=int, default=2, help="headless/console pairs (default 2)")
+    ui.add_argument("--seed", type=int, default=7)
+    ui.add_argument("--config", help="config.toml path")
     args = p.parse_args(argv)
     try:
         cfg = _load(args.config, seed=args.seed)
@@ -80,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tick-to-quote p50 {result['tick_to_quote_us']['p50']} us, p99 {result['tick_to_quote_us']['p99']} us, "
               f"p99.9 {result['tick_to_quote_us']['p999']} us; {result['events_per_s']:.0f} events/s; "
               f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
+        return 0
+    if args.command == "bench" and args.bench == "ui-overhead":
+        from flashmm.bench import bench_ui_overhead
+
+        r = bench_ui_overhead(cfg, args.seconds, args.speed, args.rounds, args.json)
+        print(f"tick-to-quote p50 {r['headless_p50_us']} -> {r['console_p50_us']} us, p99 {r['headless_p99_us']} -> "
+              f"{r['console_p99_us']} us (console adds {r['p99_difference_us']} us to p99) -> {args.json}")
         return 0
     return 2
 

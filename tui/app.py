@@ -55,6 +55,7 @@ class FlashMMApp(App[int]):
         self.engine_error = ""
         self._last_version = -1
         self._engine_worker: Worker | None = None
+        self._chart_keys: dict[str, tuple[int, float | None]] = {}
         self.pulls = 0
 
     # ---- layout -------------------------------------------------------------------------------------
@@ -79,11 +80,14 @@ class FlashMMApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_keymap(self.console_cfg.keymap())
-        if self.live:
-            self._engine_worker = self.run_worker(self._engine_main(), name="engine", group="engine",
-                                                  exit_on_error=False)
-            self.set_interval(1.0 / self.console_cfg.refresh_hz, self.pull)
         self.pull(force=True)
+        if self.live:
+            # trading starts once the first frame is on screen, so the initial layout never delays a block
+            self.call_after_refresh(self._start_engine)
+
+    def _start_engine(self) -> None:
+        self._engine_worker = self.run_worker(self._engine_main(), name="engine", group="engine", exit_on_error=False)
+        self.set_interval(1.0 / self.console_cfg.refresh_hz, self.pull)
 
     # ---- the pull -------------------------------------------------------------------------------------
     def pull(self, force: bool = False) -> None:
@@ -97,8 +101,12 @@ class FlashMMApp(App[int]):
         with self.batch_update():
             for panel in self.query(LinesPanel):
                 panel.show(snap)
-            self.query_one("#pnl-chart", Sparkline).data = list(snap.pnl_history[-120:])
-            self.query_one("#confidence-chart", Sparkline).data = list(snap.confidence_history[-120:])
+            # the histories grow once per venue second: repaint the charts only when they changed
+            for chart_id, series in (("#pnl-chart", snap.pnl_history), ("#confidence-chart", snap.confidence_history)):
+                key = (len(series), series[-1] if series else None)
+                if self._chart_keys.get(chart_id) != key:
+                    self._chart_keys[chart_id] = key
+                    self.query_one(chart_id, Sparkline).data = list(series[-120:])
 
     # ---- the engine worker ----------------------------------------------------------------------------
     async def _engine_main(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rich.text import Text
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -28,18 +29,46 @@ class LinesPanel(Widget):
         self.border_title = title
         self.snap: EngineSnapshot | None = None
         self._strips: list[Strip] | None = None
+        self._texts: list[Text] | None = None
         self._built_for = (0, 0)
 
     def show(self, snap: EngineSnapshot) -> None:
+        """Take a new snapshot; repaint only the lines whose text or style changed."""
         self.snap = snap
-        self._strips = None
-        self.refresh()
+        width, height = self.content_region.width, self.content_region.height
+        if width <= 0 or self._texts is None or self._built_for != (width, height):
+            self._strips = None  # first paint or resized: everything is rebuilt on render
+            self.refresh()
+            return
+        new = self.formatter(snap, width, height)
+        old = self._texts
+        console = self.app.console
+        strips = self._strips or []
+        for y, t in enumerate(new):
+            if y >= len(old) or t != old[y]:
+                strip = Strip(list(t.render(console, end="")))
+                if y < len(strips):
+                    strips[y] = strip
+                else:
+                    strips.append(strip)
+                self._refresh_rows(y)
+        if len(new) < len(old):
+            del strips[len(new):]
+            self._refresh_rows(len(new), len(old) - len(new))
+        self._texts = new
+        self._strips = strips
+
+    def _refresh_rows(self, y: int, count: int = 1) -> None:
+        """Mark content rows y..y+count dirty (regions are widget-relative, so offset by the border)."""
+        self.refresh(Region(0, self.gutter.top + y, self.outer_size.width, count))
 
     def _build(self, width: int, height: int) -> list[Strip]:
         if self.snap is None:
+            self._texts = None
             return []
         console = self.app.console
-        return [Strip(list(t.render(console, end=""))) for t in self.formatter(self.snap, width, height)]
+        self._texts = self.formatter(self.snap, width, height)
+        return [Strip(list(t.render(console, end=""))) for t in self._texts]
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_region.width, self.content_region.height

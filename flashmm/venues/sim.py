@@ -50,6 +50,7 @@ from flashmm.domain import (
     Side,
     Trade,
 )
+from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.venues.base import AccountState, Venue, VenueOrder
 
 OURS = 0  # owner id of our account; other traders are 1
@@ -515,6 +516,7 @@ class SimVenue(Venue):
         self._wall_start = 0.0
         self._sim_start = 0
         self._stopped = False
+        self.lateness = LatencyHistogram()  # paced runs: how late each block was handed over (event-loop lag)
 
     async def start(self) -> None:
         self._wall_start = time.monotonic()
@@ -528,6 +530,7 @@ class SimVenue(Venue):
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
         else:
             await asyncio.sleep(0)  # let other tasks (console, signal handlers) run between blocks
         return self.market.step()
