@@ -26,6 +26,8 @@ class _Section(BaseModel):
 
 
 class RunConfig(_Section):
+    """What to run."""
+
     venue: Literal["sim"] = Field("sim", description="Market to trade: sim (embedded simulated Sei market).")
     seed: int = Field(7, description="Seed of the simulated market; the same seed gives the same run.")
     speed: float = Field(1.0, gt=0, description="Venue clock speed as a multiple of wall time (sim only).")
@@ -33,6 +35,9 @@ class RunConfig(_Section):
 
 
 class InstrumentConfig(_Section):
+    """The traded pair of the simulated market; prices are integer ticks and sizes integer lots in the engine.
+    (Replayed data brings its own instrument.)"""
+
     symbol: str = Field("SEI/USDC", description="Pair name shown in logs and the console.")
     base: str = Field("SEI", description="Base asset (what the position is counted in).")
     quote: str = Field("USDC", description="Quote asset (what prices and PnL are in).")
@@ -55,7 +60,8 @@ class InstrumentConfig(_Section):
 
 
 class SimConfig(_Section):
-    """The embedded simulated market. Defaults calibrated against Binance BTCUSDT (see README)."""
+    """The embedded simulated market (x/dex batch auction per block + other traders). Defaults calibrated
+    against Binance BTCUSDT spot (scripts/calibrate_sim.py; table in README)."""
 
     block_ms: int = Field(400, ge=50, le=5000, description="Block interval of the simulated chain.")
     initial_price: float = Field(0.40, gt=0, description="Starting fair price in quote currency.")
@@ -92,27 +98,34 @@ class SimConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    model: Literal["glft", "avellaneda_stoikov"] = Field("glft", description="Closed-form quoting model.")
-    risk_aversion: float = Field(0.05, gt=0, description="gamma: inventory risk aversion (per order-size unit).")
+    """Price parameters are in bps of the mid, so one configuration means the same on any instrument;
+    the quoter converts them to ticks at the current mid."""
+
+    model: Literal["glft", "avellaneda_stoikov", "symmetric"] = Field(
+        "glft", description="Quoting model: glft, avellaneda_stoikov, or symmetric (fixed spread, no skew, no model: the baseline).")
+    symmetric_half_spread_bps: float = Field(2.5, gt=0, description="Half-spread of the symmetric baseline, bps.")
+    risk_aversion: float = Field(0.02, gt=0, description="gamma: inventory risk aversion, per bps of price per order-size unit of inventory.")
     arrival_intensity: float = Field(1.0, gt=0, description="A: fill intensity at zero distance, fills per second.")
-    arrival_decay: float = Field(3.0, gt=0, description="k: decay of fill intensity per tick of distance.")
+    arrival_decay: float = Field(1.2, gt=0, description="k: decay of fill intensity per bps of distance from the mid.")
     horizon_s: float = Field(60.0, gt=0, description="T - t for Avellaneda-Stoikov, seconds.")
     order_levels: int = Field(2, ge=1, le=10, description="Quote levels per side.")
-    level_spacing_ticks: int = Field(1, ge=1, description="Distance between consecutive levels.")
+    level_spacing_bps: float = Field(2.5, gt=0, description="Distance between consecutive levels, bps (at least one tick).")
     order_amount_usdc: float = Field(200.0, gt=0, description="Size of a level-1 order in quote currency.")
     level_size_multiplier: float = Field(1.5, gt=0, description="Each further level is this many times larger.")
     inventory_size_skew: bool = Field(True, description="Shrink the side that adds to inventory in proportion to position/limit.")
     min_edge_bps: float = Field(0.5, ge=0, description="Minimum half-spread beyond the maker fee, in bps.")
-    refresh_tolerance_ticks: int = Field(0, ge=0, description="Keep a resting order whose price is within this many ticks of the new target.")
+    refresh_tolerance_bps: float = Field(0.0, ge=0, description="Keep a resting order whose price is within this many bps of the new target.")
     refresh_tolerance_size_pct: float = Field(20.0, ge=0, description="Keep a resting order whose size is within this % of the target.")
     order_refresh_time_s: float = Field(30.0, gt=0, description="Replace resting orders older than this even if unchanged.")
     vol_halflife_s: float = Field(30.0, gt=0, description="Half-life of the EWMA volatility estimate.")
-    vol_floor_ticks: float = Field(0.1, ge=0, description="Lower bound on volatility used for quoting, ticks per sqrt(s).")
-    prediction_skew_ticks: float = Field(1.0, ge=0, description="Reservation shift at full confidence (model issue).")
+    vol_floor_bps: float = Field(0.25, ge=0, description="Lower bound on volatility used for quoting, bps per sqrt(s).")
+    prediction_skew_bps: float = Field(2.5, ge=0, description="Reservation shift at full confidence in the predicted direction, bps.")
     post_only: bool = Field(True, description="Never quote through the opposite best price.")
 
 
 class RiskConfig(_Section):
+    """Limits and circuit breakers. Position limit = 2 % of capital by default."""
+
     capital_usdc: float = Field(100_000.0, gt=0, description="Capital the inventory % is measured against.")
     max_position_usdc: float = Field(2_000.0, gt=0, description="Position limit, both sides (2 % of capital).")
     max_order_usdc: float = Field(1_000.0, gt=0, description="Largest single order.")
@@ -130,6 +143,8 @@ class RiskConfig(_Section):
 
 
 class ControlsConfig(_Section):
+    """Operator controls (pause, widen, tighten, flatten, kill)."""
+
     widen_step: float = Field(1.5, gt=1, description="Spread multiplier per widen press.")
     widen_max: float = Field(8.0, ge=1, description="Cap on the widen multiplier.")
     flatten_slippage_bps: float = Field(50.0, gt=0, description="Worst price of flatten orders, bps from mid.")
@@ -156,6 +171,8 @@ class ConsoleConfig(_Section):
 
 
 class LoggingConfig(_Section):
+    """Structured JSON logs and the append-only audit log of operator controls."""
+
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written: debug, info, warning, error.")
     file: str = Field("", description="Log file path; empty = stderr.")
     audit_file: str = Field("var/audit.jsonl", description="Append-only audit log of operator controls.")

@@ -132,7 +132,7 @@ class Engine:
         maker_fee = cfg.sim.maker_fee_bps if venue.name == "sim" else 0.0
         self.quoter = Quoter(sc, cfg.risk, self.instrument, maker_fee)
         self.risk = RiskManager(cfg.risk, self.instrument)
-        self.oms = OrderManager(sc.refresh_tolerance_ticks, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
+        self.oms = OrderManager(sc.refresh_tolerance_bps, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
                                 cfg.risk.max_orders_per_s, cfg.risk.order_burst)
         self.portfolio = Portfolio(self.instrument)
         self.hist = {s: LatencyHistogram() for s in STAGES}
@@ -309,7 +309,7 @@ class Engine:
                              self.oms.locked_lots(Side.SELL))
             desired = risk.trim(proposal.levels, mid, room)
             t3 = perf_counter_ns()
-            actions = self.oms.sync(desired, now, room)
+            actions = self.oms.sync(desired, now, room, 1e4 / mid)
             t4 = perf_counter_ns()
             if desired:
                 self.counters["quotes"] += 1

@@ -86,9 +86,10 @@ class OrderView:
 
 
 class OrderManager:
-    def __init__(self, refresh_tolerance_ticks: int, refresh_tolerance_size_pct: float, order_refresh_time_s: float,
+    def __init__(self, refresh_tolerance_bps: float, refresh_tolerance_size_pct: float, order_refresh_time_s: float,
                  max_orders_per_s: float, order_burst: int, client_id_start: int = 1) -> None:
-        self.tol_ticks = refresh_tolerance_ticks
+        self.tol_bps = refresh_tolerance_bps
+        self._bps_per_tick = 0.0
         self.tol_size = refresh_tolerance_size_pct / 100.0
         self.refresh_ns = int(order_refresh_time_s * NS_PER_S)
         self.bucket = TokenBucket(max_orders_per_s, order_burst)
@@ -98,13 +99,15 @@ class OrderManager:
         self.counts: Counter[str] = Counter()
 
     # ---- desired -> actions --------------------------------------------------------------------------
-    def sync(self, desired: list[QuoteLevel], now_ns: int, room: dict[Side, int] | None = None) -> list[OrderAction]:
+    def sync(self, desired: list[QuoteLevel], now_ns: int, room: dict[Side, int] | None = None,
+             bps_per_tick: float = 0.0) -> list[OrderAction]:
         """Cancel what no longer matches, place what is missing; cancels come first in the list.
 
         `room` caps the lots left resting per side (kept plus new orders, closest level first): an
         order kept for being within the size tolerance may be larger than its target, so the cap is
         enforced here rather than trusted from the proposal."""
         want = {(q.side, q.level): q for q in desired}
+        self._bps_per_tick = bps_per_tick
         left = dict(room) if room is not None else None
         cancels: list[OrderAction] = []
         keep: set[tuple[Side, int]] = set()
@@ -138,7 +141,7 @@ class OrderManager:
         return cancels + places
 
     def _close_enough(self, o: ManagedOrder, q: QuoteLevel, now_ns: int) -> bool:
-        if abs(o.price_ticks - q.price_ticks) > self.tol_ticks:
+        if o.price_ticks != q.price_ticks and abs(o.price_ticks - q.price_ticks) * self._bps_per_tick > self.tol_bps:
             return False
         if abs(o.remaining - q.lots) > self.tol_size * q.lots:
             return False

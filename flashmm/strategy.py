@@ -1,6 +1,7 @@
 """Quote generation: Gueant-Lehalle-Fernandez-Tapia (GLFT) or Avellaneda-Stoikov closed forms.
 
-Everything here is in ticks and order-size units. The reservation price leans against inventory and
+The configuration is in bps of the mid (one meaning on any instrument); `Quoter.propose` converts it to
+ticks at the current mid, and the closed forms below work in ticks and order-size units. The reservation price leans against inventory and
 with the prediction (scaled by its confidence); the half-spread comes from volatility and the fill
 intensity lambda(delta) = A exp(-k delta); inventory also skews sizes. The output is a proposal:
 the risk manager trims it and the order manager turns it into actions.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flashmm.config import RiskConfig, SimConfig, StrategyConfig
+from flashmm.config import RiskConfig, StrategyConfig
 from flashmm.domain import Instrument, Side
 from flashmm.model.predictor import Prediction
 
@@ -81,33 +82,41 @@ class Quoter:
         widen: float = 1.0,
     ) -> QuoteProposal:
         c = self.cfg
-        sigma = max(sigma_ticks, c.vol_floor_ticks)
+        bps_per_tick = 1e4 / mid_ticks  # the configuration is in bps; quoting is in ticks
+        sigma = max(sigma_ticks, c.vol_floor_bps / bps_per_tick)
         unit = self.base_lots(mid_ticks)
         q = position_lots / unit  # inventory in order-size units
+        gamma = c.risk_aversion * bps_per_tick
+        k = c.arrival_decay * bps_per_tick
+        inv_shift = 0.0
         if c.model == "glft":
-            half, skew, _, _ = glft_depths(sigma, q, c.risk_aversion, c.arrival_intensity, c.arrival_decay)
+            half, skew, _, _ = glft_depths(sigma, q, gamma, c.arrival_intensity, k)
             inv_shift = -skew * q
-        else:
-            inv_shift, half = avellaneda_stoikov(sigma, q, c.risk_aversion, c.arrival_decay, c.horizon_s)
+        elif c.model == "avellaneda_stoikov":
+            inv_shift, half = avellaneda_stoikov(sigma, q, gamma, k, c.horizon_s)
+        else:  # symmetric baseline: fixed half-spread, no inventory or prediction skew
+            half = c.symmetric_half_spread_bps / bps_per_tick
         pred_shift = 0.0
-        if prediction is not None:
-            pred_shift = c.prediction_skew_ticks * prediction.confidence * prediction.direction
+        if prediction is not None and c.model != "symmetric":
+            pred_shift = c.prediction_skew_bps / bps_per_tick * prediction.confidence * prediction.direction
         # never quote inside the fees plus a minimum edge
-        min_half = mid_ticks * (self.maker_fee_bps + c.min_edge_bps) / 1e4
+        min_half = (self.maker_fee_bps + c.min_edge_bps) / bps_per_tick
         half = max(half, min_half) * widen
         reservation = mid_ticks + inv_shift + pred_shift
+        spacing = max(1, round(c.level_spacing_bps / bps_per_tick))
 
         max_pos_lots = self.risk.max_position_usdc / (mid_ticks * self.instrument.tick_f * self.instrument.lot_f)
-        u = max(-1.0, min(1.0, position_lots / max_pos_lots)) if c.inventory_size_skew else 0.0
+        skew_sizes = c.inventory_size_skew and c.model != "symmetric"
+        u = max(-1.0, min(1.0, position_lots / max_pos_lots)) if skew_sizes else 0.0
         levels: list[QuoteLevel] = []
         for i in range(c.order_levels):
             size = unit * c.level_size_multiplier**i
-            off = half + i * c.level_spacing_ticks
+            off = half + i * spacing
             bid = math.floor(reservation - off + 1e-9)
             ask = math.ceil(reservation + off - 1e-9)
             if c.post_only:
-                bid = min(bid, best_ask - 1 - i * c.level_spacing_ticks)
-                ask = max(ask, best_bid + 1 + i * c.level_spacing_ticks)
+                bid = min(bid, best_ask - 1 - i * spacing)
+                ask = max(ask, best_bid + 1 + i * spacing)
             bid_lots = int(size * (1.0 - max(u, 0.0)))
             ask_lots = int(size * (1.0 + min(u, 0.0)))
             if bid_lots > 0 and bid > 0:
@@ -115,7 +124,3 @@ class Quoter:
             if ask_lots > 0:
                 levels.append(QuoteLevel(Side.SELL, i, ask, ask_lots))
         return QuoteProposal(tuple(levels), reservation, half, inv_shift, pred_shift)
-
-
-def maker_fee_bps_for(venue_cfg: SimConfig | None) -> float:
-    return venue_cfg.maker_fee_bps if venue_cfg is not None else 0.0

@@ -14,6 +14,11 @@ def test_committed_config_toml_equals_built_in_defaults():
     assert load_config(ROOT / "config.toml", environ={}) == Config()
 
 
+def test_config_toml_is_the_generated_file():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_toml.py"), "--check"], timeout=60)
+    assert r.returncode == 0, "config.toml is stale: run scripts/config_toml.py"
+
+
 def test_every_key_in_config_toml_has_a_comment_line_above_it():
     lines = (ROOT / "config.toml").read_text().splitlines()
     for i, line in enumerate(lines):

@@ -16,7 +16,7 @@ B, S = Side.BUY, Side.SELL
 
 
 def _oms(burst: int = 100, rate: float = 100.0, start: int = 1) -> OrderManager:
-    return OrderManager(refresh_tolerance_ticks=1, refresh_tolerance_size_pct=20.0, order_refresh_time_s=30.0,
+    return OrderManager(refresh_tolerance_bps=2.5, refresh_tolerance_size_pct=20.0, order_refresh_time_s=30.0,
                         max_orders_per_s=rate, order_burst=burst, client_id_start=start)
 
 
@@ -29,7 +29,7 @@ def _two_sided(bid: int = 3999, ask: int = 4001, lots: int = 100) -> list[QuoteL
 
 
 def _placed(oms: OrderManager, desired: list[QuoteLevel], now: int = T0) -> list[PlaceOrder]:
-    actions = oms.sync(desired, now)
+    actions = oms.sync(desired, now, bps_per_tick=2.5)
     assert all(isinstance(a, PlaceOrder) for a in actions)
     for a in actions:
         oms.on_ack(a.client_id, 10_000 + a.client_id)
@@ -41,7 +41,7 @@ def _placed(oms: OrderManager, desired: list[QuoteLevel], now: int = T0) -> list
 
 def test_sync_places_every_missing_level_with_increasing_client_ids():
     oms = _oms(start=100)
-    actions = oms.sync(_two_sided(), T0)
+    actions = oms.sync(_two_sided(), T0, bps_per_tick=2.5)
     assert actions == [
         PlaceOrder(100, B, 3999, 100, OrderType.LIMIT),
         PlaceOrder(101, S, 4001, 100, OrderType.LIMIT),
@@ -58,9 +58,9 @@ def test_sync_places_every_missing_level_with_increasing_client_ids():
 def test_sync_keeps_orders_within_refresh_tolerance():
     oms = _oms()
     _placed(oms, _two_sided())
-    assert oms.sync(_two_sided(), T0 + NS_PER_S) == []
+    assert oms.sync(_two_sided(), T0 + NS_PER_S, bps_per_tick=2.5) == []
     # one tick away (tolerance 1) and 15 % larger (tolerance 20 %): still no action
-    assert oms.sync(_two_sided(bid=4000, ask=4002, lots=115), T0 + 2 * NS_PER_S) == []
+    assert oms.sync(_two_sided(bid=4000, ask=4002, lots=115), T0 + 2 * NS_PER_S, bps_per_tick=2.5) == []
     assert sorted(oms.orders) == [1, 2, 3, 4]
 
 
@@ -69,33 +69,33 @@ def test_sync_replaces_an_order_whose_price_moved_beyond_tolerance_cancel_first(
     _placed(oms, _two_sided())
     desired = _two_sided()
     desired[0] = _q(B, 0, 3997)  # 2 ticks from the resting 3999
-    actions = oms.sync(desired, T0 + NS_PER_S)
+    actions = oms.sync(desired, T0 + NS_PER_S, bps_per_tick=2.5)
     assert actions == [CancelOrder(1), PlaceOrder(5, B, 3997, 100, OrderType.LIMIT)]
     assert oms.orders[1].cancel_requested and oms.orders[1].state is OrderState.OPEN
     assert oms.locked_lots(B) == 100 and oms.locked_lots(S) == 0
     # the cancel-pending order is neither kept nor cancelled again
-    assert oms.sync(desired, T0 + 2 * NS_PER_S) == []
+    assert oms.sync(desired, T0 + 2 * NS_PER_S, bps_per_tick=2.5) == []
 
 
 def test_sync_replaces_an_order_whose_size_moved_beyond_tolerance():
     oms = _oms()
     _placed(oms, [_q(B, 0, 3999, 100)])
-    actions = oms.sync([_q(B, 0, 3999, 130)], T0 + NS_PER_S)  # 30 lots off, tolerance 20 % of 130 = 26
+    actions = oms.sync([_q(B, 0, 3999, 130)], T0 + NS_PER_S, bps_per_tick=2.5)  # 30 lots off, tolerance 20 % of 130 = 26
     assert actions == [CancelOrder(1), PlaceOrder(2, B, 3999, 130, OrderType.LIMIT)]
 
 
 def test_sync_replaces_an_order_older_than_the_refresh_time():
     oms = _oms()
     _placed(oms, [_q(B, 0, 3999)])
-    assert oms.sync([_q(B, 0, 3999)], T0 + 30 * NS_PER_S - 1) == []
-    actions = oms.sync([_q(B, 0, 3999)], T0 + 30 * NS_PER_S)
+    assert oms.sync([_q(B, 0, 3999)], T0 + 30 * NS_PER_S - 1, bps_per_tick=2.5) == []
+    actions = oms.sync([_q(B, 0, 3999)], T0 + 30 * NS_PER_S, bps_per_tick=2.5)
     assert actions == [CancelOrder(1), PlaceOrder(2, B, 3999, 100, OrderType.LIMIT)]
 
 
 def test_sync_cancels_levels_no_longer_wanted():
     oms = _oms()
     _placed(oms, _two_sided())
-    actions = oms.sync([_q(B, 0, 3999), _q(S, 0, 4001)], T0 + NS_PER_S)
+    actions = oms.sync([_q(B, 0, 3999), _q(S, 0, 4001)], T0 + NS_PER_S, bps_per_tick=2.5)
     assert sorted(a.client_id for a in actions) == [3, 4]
     assert all(isinstance(a, CancelOrder) for a in actions)
 
@@ -103,12 +103,12 @@ def test_sync_cancels_levels_no_longer_wanted():
 def test_sync_room_caps_new_and_kept_orders_closest_level_first():
     oms = _oms()
     # room 150 bid lots: level 0 gets 100, level 1 the remaining 50; asks uncapped within 1000
-    actions = oms.sync(_two_sided(), T0, room={B: 150, S: 1000})
+    actions = oms.sync(_two_sided(), T0, room={B: 150, S: 1000}, bps_per_tick=2.5)
     assert [(a.side, a.lots) for a in actions] == [(B, 100), (S, 100), (B, 50), (S, 100)]
     for a in actions:
         oms.on_ack(a.client_id, a.client_id)
     # a kept order larger than the room now allowed is cancelled and re-placed at the room
-    actions = oms.sync([_q(B, 0, 3999)], T0 + NS_PER_S, room={B: 60, S: 1000})
+    actions = oms.sync([_q(B, 0, 3999)], T0 + NS_PER_S, room={B: 60, S: 1000}, bps_per_tick=2.5)
     cancels = [a for a in actions if isinstance(a, CancelOrder)]
     places = [a for a in actions if isinstance(a, PlaceOrder)]
     assert {c.client_id for c in cancels} == {1, 2, 3, 4}
@@ -121,23 +121,23 @@ def test_sync_room_caps_new_and_kept_orders_closest_level_first():
 
 def test_rate_limit_defers_placements_beyond_the_burst():
     oms = _oms(burst=2, rate=1.0)
-    actions = oms.sync(_two_sided(), T0)
+    actions = oms.sync(_two_sided(), T0, bps_per_tick=2.5)
     assert [a.client_id for a in actions] == [1, 2]  # the two level-0 orders
     assert oms.counts["rate_limited"] == 2
-    assert oms.sync(_two_sided(), T0) == []  # no tokens yet: still deferred
+    assert oms.sync(_two_sided(), T0, bps_per_tick=2.5) == []  # no tokens yet: still deferred
     assert oms.counts["rate_limited"] == 4
-    actions = oms.sync(_two_sided(), T0 + 2 * NS_PER_S)  # 2 tokens after 2 s at 1/s
+    actions = oms.sync(_two_sided(), T0 + 2 * NS_PER_S, bps_per_tick=2.5)  # 2 tokens after 2 s at 1/s
     assert [(a.client_id, a.side) for a in actions] == [(3, B), (4, S)]
     assert len(oms.orders) == 4
 
 
 def test_market_orders_skip_the_rate_limit_and_are_left_alone_by_sync_and_cancel_all():
     oms = _oms(burst=1, rate=0.001)
-    oms.sync([_q(B, 0, 3999)], T0)
+    oms.sync([_q(B, 0, 3999)], T0, bps_per_tick=2.5)
     flatten = oms.market_order(S, 500, 3900, T0)
     assert flatten == PlaceOrder(2, S, 3900, 500, OrderType.MARKET)
     assert oms.orders[2].level == -1
-    assert oms.sync([], T0) == [CancelOrder(1)]
+    assert oms.sync([], T0, bps_per_tick=2.5) == [CancelOrder(1)]
     assert oms.cancel_all() == []  # order 1 already cancel-pending, the market order is not cancellable
 
 
@@ -146,7 +146,7 @@ def test_market_orders_skip_the_rate_limit_and_are_left_alone_by_sync_and_cancel
 
 def test_lifecycle_pending_open_partially_filled_filled():
     oms = _oms()
-    (place,) = oms.sync([_q(B, 0, 3999, 100)], T0)
+    (place,) = oms.sync([_q(B, 0, 3999, 100)], T0, bps_per_tick=2.5)
     o = oms.orders[place.client_id]
     assert o.state is OrderState.PENDING and o.live
     oms.on_ack(place.client_id, 777)
@@ -163,7 +163,7 @@ def test_lifecycle_pending_open_partially_filled_filled():
 
 def test_fill_that_uses_up_the_order_finishes_it_even_without_done():
     oms = _oms()
-    (place,) = oms.sync([_q(B, 0, 3999, 100)], T0)
+    (place,) = oms.sync([_q(B, 0, 3999, 100)], T0, bps_per_tick=2.5)
     oms.on_ack(place.client_id, 1)
     oms.on_fill(place.client_id, 100, done=False)
     assert place.client_id not in oms.orders and oms.done[-1].state is OrderState.FILLED
@@ -171,7 +171,7 @@ def test_fill_that_uses_up_the_order_finishes_it_even_without_done():
 
 def test_lifecycle_pending_rejected():
     oms = _oms()
-    (place,) = oms.sync([_q(B, 0, 3999)], T0)
+    (place,) = oms.sync([_q(B, 0, 3999)], T0, bps_per_tick=2.5)
     oms.on_reject(place.client_id, "insufficient funds")
     assert place.client_id not in oms.orders
     assert oms.done[-1].state is OrderState.REJECTED and oms.done[-1].reject_reason == "insufficient funds"

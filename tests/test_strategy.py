@@ -74,7 +74,9 @@ def test_avellaneda_stoikov_by_hand():
 
 
 def _quoter(maker_fee_bps: float = 0.0, **overrides) -> Quoter:
-    kw = dict(model="glft", risk_aversion=0.05, arrival_intensity=1.0, arrival_decay=3.0, order_levels=1,
+    # the config is per bps; at MID = 4000 ticks one tick is 2.5 bps, so gamma 0.02/bps = 0.05/tick and
+    # k 1.2/bps = 3/tick: the hand-computed tick values below are unchanged
+    kw = dict(model="glft", risk_aversion=0.02, arrival_intensity=1.0, arrival_decay=1.2, order_levels=1,
               order_amount_usdc=200.0, min_edge_bps=0.0, post_only=True, inventory_size_skew=True)
     kw.update(overrides)
     return Quoter(StrategyConfig(**kw), RiskConfig(max_position_usdc=2000.0), default_instrument(), maker_fee_bps)
@@ -129,7 +131,7 @@ def test_short_inventory_raises_reservation_and_pushes_the_ask_farther():
 
 def test_avellaneda_stoikov_model_in_the_quoter():
     # q = 1000/500 = 2: r = 4000 - 3 = 3997, half 1.077898: bid floor(3995.922) = 3995, ask ceil(3998.078) = 3999
-    q = _quoter(model="avellaneda_stoikov", risk_aversion=0.1, arrival_decay=3.0, horizon_s=60.0)
+    q = _quoter(model="avellaneda_stoikov", risk_aversion=0.04, arrival_decay=1.2, horizon_s=60.0)  # 0.1/tick, 3/tick
     p = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 1000, None)
     assert p.reservation_ticks == pytest.approx(3997.0)
     assert p.half_spread_ticks == pytest.approx(1.077898, abs=1e-6)
@@ -154,7 +156,7 @@ def test_size_skew_shrinks_the_side_that_adds_to_inventory():
 
 
 def test_levels_are_spaced_by_level_spacing_and_grow_by_the_multiplier():
-    q = _quoter(order_levels=3, level_spacing_ticks=2, level_size_multiplier=1.5)
+    q = _quoter(order_levels=3, level_spacing_bps=5.0, level_size_multiplier=1.5)
     p = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None)
     # half 0.368: bids floor(3999.63 - 2i) = 3999, 3997, 3995; asks ceil(4000.37 + 2i) = 4001, 4003, 4005
     assert _prices(p) == ({0: 3999, 1: 3997, 2: 3995}, {0: 4001, 1: 4003, 2: 4005})
@@ -200,7 +202,7 @@ def test_post_only_never_crosses_the_best_opposite_price():
     down = Prediction(1.0, 0.0, 0.0)
     best_bid, best_ask = 3999, 4001
     # prediction shift +10: r = 4010; unclamped bids floor(4009.63) = 4009 and 4008 would cross 4001
-    q = _quoter(order_levels=2, prediction_skew_ticks=10.0)
+    q = _quoter(order_levels=2, prediction_skew_bps=25.0)
     p = q.propose(MID, best_bid, best_ask, 0.5, 0, up)
     assert p.prediction_skew_ticks == pytest.approx(10.0)
     bids, asks = _prices(p)
@@ -212,6 +214,6 @@ def test_post_only_never_crosses_the_best_opposite_price():
     assert asks == {0: 4000, 1: 4001}  # best_bid + 1 + i*spacing
     assert all(a > best_bid for a in asks.values())
     # without post-only the same inputs cross: the clamp above is what prevents it
-    loose = _quoter(order_levels=2, prediction_skew_ticks=10.0, post_only=False)
+    loose = _quoter(order_levels=2, prediction_skew_bps=25.0, post_only=False)
     bids, _ = _prices(loose.propose(MID, best_bid, best_ask, 0.5, 0, up))
     assert bids == {0: 4009, 1: 4008}
