@@ -105,11 +105,11 @@ class L2Book:
     def top_bids(self, n: int) -> list[tuple[int, int]]:
         """Best first."""
         b = self.bids
-        return [(p, b[p]) for p in islice(reversed(b.keys()), n)]
+        return [(p, b[p]) for p in islice(b.irange(reverse=True), n)]
 
     def top_asks(self, n: int) -> list[tuple[int, int]]:
         a = self.asks
-        return [(p, a[p]) for p in islice(a.keys(), n)]
+        return [(p, a[p]) for p in islice(a.irange(), n)]
 
     def depth_within(self, ticks: int) -> tuple[int, int]:
         """Total lots on each side within `ticks` of the best price on that side (inclusive)."""

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from flashmm.config import Config, ConfigError, load_config
+from flashmm.data.readers import DataError
 
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
@@ -36,7 +38,8 @@ def _load(path: str | None, **run_overrides: Any) -> Config:
 def tui_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="flashmm-tui", description="FlashMM market maker: console, or daemon with --no-ui")
     p.add_argument("--config", help="config.toml path (default: $FLASHMM_CONFIG, else built-in defaults)")
-    p.add_argument("--venue", choices=["sim"], help="market to trade (default from config: sim)")
+    p.add_argument("--venue", choices=["sim", "replay"], help="market to trade (default from config: sim)")
+    p.add_argument("--data", action="append", help="recording to replay (file or folder; repeat for several files)")
     p.add_argument("--seed", type=int, help="seed of the simulated market")
     p.add_argument("--speed", type=_positive(float), help="venue clock speed as a multiple of wall time (sim)")
     p.add_argument("--no-ui", action="store_true", help="run headless (the daemon)")
@@ -48,13 +51,20 @@ def tui_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
-    if args.no_ui:
-        from flashmm.daemon import run_daemon
+    if cfg.run.venue == "replay" and not args.data:
+        print("flashmm-tui: --venue replay needs --data PATH", file=sys.stderr)
+        return 2
+    try:
+        if args.no_ui:
+            from flashmm.daemon import run_daemon
 
-        return asyncio.run(run_daemon(cfg, args.duration, args.summary, None))
-    from flashmm.daemon import run_console  # imports the console package only here
+            return asyncio.run(run_daemon(cfg, args.duration, args.summary, None, args.data))
+        from flashmm.daemon import run_console  # imports the console package only here
 
-    return run_console(cfg, args.duration, args.summary)
+        return run_console(cfg, args.duration, args.summary, args.data)
+    except DataError as exc:
+        print(f"flashmm-tui: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,12 +84,43 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--rounds", type=int, default=2, help="headless/console pairs (default 2)")
     ui.add_argument("--seed", type=int, default=7)
     ui.add_argument("--config", help="config.toml path")
+    bb = bench_sub.add_parser("backtest", help="replay throughput: rows/s and messages/s, replay speed vs real time")
+    bb.add_argument("--data", action="append", required=True, help="one data set (file or folder; repeatable: files of one stream)")
+    bb.add_argument("--json", required=True, help="write results to PATH")
+    bb.add_argument("--quote-interval-ms", type=float, default=None, help="least time between quote cycles")
+    bb.add_argument("--seed", type=int, default=7)
+    bb.add_argument("--config", help="config.toml path")
+
+    bt = sub.add_parser("backtest", help="replay recorded markets through the engine and report")
+    bt.add_argument("--data", action="append", required=True, nargs="+",
+                    help="a data set: a file, the files of one stream, or a folder; repeat --data for several data sets")
+    bt.add_argument("--config", help="config.toml path")
+    bt.add_argument("--strategy", choices=["flashmm", "symmetric"], default="flashmm")
+    bt.add_argument("--report", required=True, help="write the JSON report to PATH")
+    bt.add_argument("--plot", action="store_true", help="draw PnL, inventory and spreads in the terminal")
+    bt.add_argument("--cache-dir", help="where parsed recordings are cached (default [replay].cache_dir)")
+    bt.add_argument("--seed", type=int, default=7)
+
+    rec = sub.add_parser("record", help="record a venue's market data to FlashMM's own format (.npz)")
+    rec.add_argument("--venue", choices=["sim"], default="sim")
+    rec.add_argument("--duration", type=_positive(float), required=True, help="seconds of venue time")
+    rec.add_argument("--out", required=True, help="output file (.npz)")
+    rec.add_argument("--seed", type=int, default=7)
+    rec.add_argument("--config", help="config.toml path")
     args = p.parse_args(argv)
     try:
         cfg = _load(args.config, seed=args.seed)
     except ConfigError as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _tools(args, cfg)
+    except DataError as exc:
+        print(f"flashmm: {exc}", file=sys.stderr)
+        return 2
+
+
+def _tools(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "bench" and args.bench == "latency":
         from flashmm.bench import bench_latency
 
@@ -87,6 +128,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tick-to-quote p50 {result['tick_to_quote_us']['p50']} us, p99 {result['tick_to_quote_us']['p99']} us, "
               f"p99.9 {result['tick_to_quote_us']['p999']} us; {result['events_per_s']:.0f} events/s; "
               f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
+        return 0
+    if args.command == "backtest":
+        from flashmm.backtest import run_backtest
+        from flashmm.venues.factory import default_cache_dir
+
+        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
+        report = run_backtest(cfg, args.data, args.strategy, args.report, cache, args.plot)
+        for sec in report["data_sets"]:
+            print(f"{sec['data']['symbol']} ({sec['data']['source']}, {sec['data']['duration_s']:.0f} s): "
+                  f"PnL {sec['pnl_usdc']:+.4f} USDC, fills {sec['fills']}, spread improvement "
+                  f"{sec['spread_improvement_pct']:+.1f} %, max |inventory| {sec['inventory']['max_abs_inventory_pct']:.3f} %, "
+                  f"{sec['rows_per_s']:,.0f} rows/s")
+        print(f"report -> {args.report}")
+        return 0
+    if args.command == "record":
+        from flashmm.record import record
+        from flashmm.venues.factory import make_venue
+
+        es = asyncio.run(record(make_venue(cfg, speed=float("inf")), args.duration, Path(args.out)))
+        print(f"recorded {len(es.events):,} rows, {es.messages:,} messages over {es.duration_s:.1f} s -> {args.out}")
+        return 0
+    if args.command == "bench" and args.bench == "backtest":
+        from flashmm.bench import bench_backtest
+        from flashmm.venues.factory import default_cache_dir
+
+        r = bench_backtest(cfg, args.data, args.json, default_cache_dir(cfg), args.quote_interval_ms)
+        print(f"{r['rows']:,} rows, {r['messages']:,} messages in {r['wall_s']} s: {r['rows_per_s']:,.0f} rows/s, "
+              f"{r['messages_per_s']:,.0f} messages/s, {r['replay_speed_vs_real_time']}x real time -> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "ui-overhead":
         from flashmm.bench import bench_ui_overhead

@@ -28,7 +28,8 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     """What to run."""
 
-    venue: Literal["sim"] = Field("sim", description="Market to trade: sim (embedded simulated Sei market).")
+    venue: Literal["sim", "replay"] = Field(
+        "sim", description="Market to trade: sim (embedded simulated Sei market) or replay (recorded data, --data).")
     seed: int = Field(7, description="Seed of the simulated market; the same seed gives the same run.")
     speed: float = Field(1.0, gt=0, description="Venue clock speed as a multiple of wall time (sim only).")
     status_interval_s: float = Field(5.0, gt=0, description="Seconds of wall time between daemon status lines.")
@@ -97,6 +98,16 @@ class SimConfig(_Section):
         return self
 
 
+class ReplayConfig(_Section):
+    """Replay of recorded real markets (--venue replay --data PATH, flashmm backtest). Our orders fill by a
+    queue-position model against the recorded book; the recording itself is not changed by them."""
+
+    latency_ms: float = Field(50.0, ge=0, description="Delay from a decision to its arrival at the venue (orders and cancels).")
+    maker_fee_bps: float = Field(0.0, description="Fee on passive fills, bps of notional (negative = rebate); set your tier.")
+    taker_fee_bps: float = Field(2.0, description="Fee on aggressive fills, bps of notional; set your tier.")
+    cache_dir: str = Field("", description="Where parsed recordings are cached; empty = $XDG_CACHE_HOME/flashmm or ~/.cache/flashmm.")
+
+
 class StrategyConfig(_Section):
     """Price parameters are in bps of the mid, so one configuration means the same on any instrument;
     the quoter converts them to ticks at the current mid."""
@@ -121,6 +132,7 @@ class StrategyConfig(_Section):
     vol_floor_bps: float = Field(0.25, ge=0, description="Lower bound on volatility used for quoting, bps per sqrt(s).")
     prediction_skew_bps: float = Field(2.5, ge=0, description="Reservation shift at full confidence in the predicted direction, bps.")
     post_only: bool = Field(True, description="Never quote through the opposite best price.")
+    quote_interval_ms: float = Field(0.0, ge=0, description="Least venue time between quote cycles; 0 = every market update.")
 
 
 class RiskConfig(_Section):
@@ -182,6 +194,7 @@ class Config(_Section):
     run: RunConfig = RunConfig()
     instrument: InstrumentConfig = InstrumentConfig()
     sim: SimConfig = SimConfig()
+    replay: ReplayConfig = ReplayConfig()
     strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     controls: ControlsConfig = ControlsConfig()

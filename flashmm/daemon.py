@@ -43,13 +43,13 @@ def status_fields(engine: Engine) -> dict[str, Any]:
     }
 
 
-def run_console(cfg: Config, duration_s: float | None, summary_path: str | None) -> int:
+def run_console(cfg: Config, duration_s: float | None, summary_path: str | None, data: list[str] | None = None) -> int:
     """The Textual console with the engine in a worker on the app's loop. Logs go to a file (the
     terminal belongs to the console): [logging].file, else var/flashmm.log."""
     from tui.app import FlashMMApp  # the engine package never imports the console at module level
 
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", uuid.uuid4().hex[:12])
-    venue = make_venue(cfg)
+    venue = make_venue(cfg, data=data)
     engine = Engine(cfg, venue, audit=AuditLog(cfg.logging.audit_file or None))
     app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console)
     rc = app.run()
@@ -64,11 +64,12 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None)
     return rc if isinstance(rc, int) else (app.return_code or 0)
 
 
-async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None) -> int:
+async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None,
+                     data: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:12]
     configure_logging(cfg.logging.level, cfg.logging.file, run_id)
     log = get_logger("daemon")
-    venue = make_venue(cfg, speed)
+    venue = make_venue(cfg, speed, data)
     engine = Engine(cfg, venue, audit=AuditLog(cfg.logging.audit_file or None))
     loop = asyncio.get_running_loop()
     signals_seen: list[str] = []

@@ -117,7 +117,7 @@ class EngineSnapshot:
 
 class Engine:
     def __init__(self, cfg: Config, venue: Venue, predictor: Predictor | None = None,
-                 audit: AuditLog | None = None, seed: int | None = None) -> None:
+                 audit: AuditLog | None = None, seed: int | None = None, history_len: int | None = 600) -> None:
         self.cfg = cfg
         self.venue = venue
         self.clock = venue.clock
@@ -129,8 +129,9 @@ class Engine:
         self.book = L2Book()
         sc = cfg.strategy
         self.features = FeatureEngine(vol_halflife_s=sc.vol_halflife_s)
-        maker_fee = cfg.sim.maker_fee_bps if venue.name == "sim" else 0.0
-        self.quoter = Quoter(sc, cfg.risk, self.instrument, maker_fee)
+        self.quoter = Quoter(sc, cfg.risk, self.instrument, venue.maker_fee_bps)
+        self._quote_interval_ns = int(sc.quote_interval_ms * 1_000_000)
+        self._last_quote_ns = -(1 << 62)
         self.risk = RiskManager(cfg.risk, self.instrument)
         self.oms = OrderManager(sc.refresh_tolerance_bps, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
                                 cfg.risk.max_orders_per_s, cfg.risk.order_burst)
@@ -174,9 +175,13 @@ class Engine:
         self._batch_feat_ns = 0
         self._market_in_batch = False
         self.version = 0
-        self.pnl_history: deque[float] = deque(maxlen=600)
-        self.confidence_history: deque[float] = deque(maxlen=600)
+        # per second of venue time (bounded for the console; unbounded for backtest reports)
+        self.pnl_history: deque[float] = deque(maxlen=history_len)
+        self.confidence_history: deque[float] = deque(maxlen=history_len)
+        self.inventory_history: deque[float] = deque(maxlen=history_len)  # inventory % of capital
+        self.spread_history: deque[tuple[float, float]] = deque(maxlen=history_len)  # (market, ours) bps
         self._last_sample_ns = 0
+        self._last_spreads = (math.nan, math.nan)
 
     # ================================================================== run loop ======================
     async def run(self, duration_s: float | None = None) -> None:
@@ -191,12 +196,16 @@ class Engine:
         end_ns = self.start_ns + int(duration_s * NS_PER_S) if duration_s is not None else None
         reconcile_ns = 5 * NS_PER_S
         try:
+            timed = self.venue.wall_clock_feed
             while not self._stop.is_set():
-                try:
-                    batch = await asyncio.wait_for(self.venue.next_batch(), timeout=self.cfg.risk.feed_stale_s)
-                except TimeoutError:
-                    self.on_feed_timeout()
-                    continue
+                if timed:
+                    try:
+                        batch = await asyncio.wait_for(self.venue.next_batch(), timeout=self.cfg.risk.feed_stale_s)
+                    except TimeoutError:
+                        self.on_feed_timeout()
+                        continue
+                else:
+                    batch = await self.venue.next_batch()
                 if batch is None:
                     self._event("venue", "venue ended")
                     break
@@ -273,7 +282,9 @@ class Engine:
         if self._market_in_batch:
             self.hist["book"].record(self._batch_book_ns)
             self.hist["features"].record(self._batch_feat_ns)
-            if self._quoting:
+            now = self.clock.now_ns()
+            if self._quoting and now - self._last_quote_ns >= self._quote_interval_ns:
+                self._last_quote_ns = now
                 self._quote_cycle(t0)
 
     def _quote_cycle(self, t0: int) -> None:
@@ -584,9 +595,9 @@ class Engine:
         """Best bid and ask of everyone else: the market's own spread, without our orders."""
         ours_b = self._our_lots_by_price(Side.BUY)
         ours_a = self._our_lots_by_price(Side.SELL)
-        bid = next((p for p in islice(reversed(self.book.bids.keys()), 50)
-                    if self.book.bids[p] > ours_b.get(p, 0)), None)
-        ask = next((p for p in islice(self.book.asks.keys(), 50) if self.book.asks[p] > ours_a.get(p, 0)), None)
+        bids, asks = self.book.bids, self.book.asks
+        bid = next((p for p in islice(bids.irange(reverse=True), 50) if bids[p] > ours_b.get(p, 0)), None)
+        ask = next((p for p in islice(asks.irange(), 50) if asks[p] > ours_a.get(p, 0)), None)
         return bid, ask
 
     def _after_cycle(self, now: int) -> None:
@@ -602,7 +613,10 @@ class Engine:
             o.queue_ahead = ahead if o.queue_ahead < 0 else min(o.queue_ahead, ahead)
         if now - self._last_sample_ns >= NS_PER_S and book.two_sided():
             self._last_sample_ns = now
-            self.pnl_history.append(self.portfolio.pnl(book.mid_ticks()).total)
+            mid = book.mid_ticks()
+            self.pnl_history.append(self.portfolio.pnl(mid).total)
+            self.inventory_history.append(inventory_pct(self.portfolio.position_value(mid), self.cfg.risk.capital_usdc))
+            self.spread_history.append(self._last_spreads)
             if self.last_prediction is not None:
                 self.confidence_history.append(self.last_prediction.confidence)
 
@@ -617,6 +631,7 @@ class Engine:
                 market = spread_bps(ma - mb, mid)
                 ours = spread_bps(our_a - our_b, mid)
         self.spreads.observe(now, market, ours)
+        self._last_spreads = (market if market is not None else math.nan, ours if ours is not None else math.nan)
 
     def snapshot(self, depth: int = 10) -> EngineSnapshot:
         self.seq += 1
@@ -655,7 +670,7 @@ class Engine:
         c = dict(self.counters)
         c.update({k: int(v) for k, v in self.oms.counts.items()})
         for reason, n in self.book.rejects.items():
-            c[f"book_{reason}"] = n
+            c[f"book_reject_{reason}"] = n
         c["open_orders"] = len(self.oms.orders)
         return c
 

@@ -16,22 +16,22 @@ is computed in `result()` with numpy). Conventions, so that real and simulated f
   valid book time. It can be no faster than the feed's update cadence (100 ms for Binance depth diffs,
   one block for the simulator).
 
-`binance_market_stats` builds the book from recorded Binance spot frames with Binance's sync rule;
+`binance_market_stats` replays recorded Binance spot frames (`flashmm.data.readers.read_binance`, which
+applies Binance's sync rule) through L2Book;
 `sim_market_stats` runs the embedded simulated market with no engine attached.
 """
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Iterable
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from flashmm.book import L2Book
+from flashmm.data.events import KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE
+from flashmm.data.readers import book_event, iter_messages, read_binance
 from flashmm.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
 
 NS_PER_S = 1_000_000_000
@@ -236,116 +236,55 @@ def _wquantile(values: np.ndarray, weights: np.ndarray, q: float) -> float | Non
 # ---- Binance recorded frames ----------------------------------------------------------------------
 
 
-def _lots_ceil(instrument: Instrument, qty: str, counts: dict[str, int]) -> int:
-    """Quantity in lots. A book quantity off the lot grid (Binance BTCUSDT carries a few 6-decimal
-    quantities from orders older than its 0.00001 step) is rounded up, so that a positive size never
-    becomes 0 (which would remove the level), and counted."""
-    try:
-        return instrument.qty_to_lots(qty)
-    except ValueError:
-        counts["qty_off_lot_grid"] += 1
-        q = Decimal(qty) / instrument.lot_size
-        return int(q.to_integral_value(rounding=ROUND_CEILING))
-
-
-def _levels(instrument: Instrument, raw: Iterable[list[str]],
-            counts: dict[str, int]) -> list[tuple[int, int]]:
-    p2t = instrument.price_to_ticks
-    return [(p2t(p), _lots_ceil(instrument, q, counts)) for p, q in raw]
-
-
 def binance_market_stats(paths: list[Path], instrument: Instrument) -> dict[str, Any]:
-    """Stats of recorded Binance spot frames (`<local_receive_ns> <json>` per line, gzip), read in the
-    given order as one stream. Event time is the local receive time.
+    """Stats of recorded Binance spot frames, read by `read_binance(paths, "spot")` (the given files in
+    order, as one stream; event time is the local receive time) and replayed through L2Book.
 
-    Sync (Binance spot rule): diffs that arrive before the REST snapshot are buffered; at the snapshot,
-    diffs with u <= lastUpdateId are dropped and the rest applied (the first must have
-    U <= lastUpdateId+1 <= u, then each U == previous u + 1; L2Book marks any break stale). A stale book
-    stays stale until another snapshot line arrives (none in the 20240808 recording): its states are
-    skipped by the stats and the gap is counted.
+    The reader does Binance's sync (diffs buffered until the REST snapshot, u <= lastUpdateId dropped,
+    quantities off the lot grid rounded up and counted); L2Book applies the chain rule (the first diff must
+    have U <= lastUpdateId+1 <= u, then each U == previous u + 1) and marks any break stale. A stale book
+    stays stale until another snapshot (none in the 20240808 recording): its states are skipped by the
+    stats and the gap is counted.
 
-    Also cross-checks the book against bookTicker frames: whenever a bookTicker's update id equals the
-    last update id of an applied diff, the book's best bid/ask (price and size) must equal it.
+    Also cross-checks the book against the BBO rows (bookTicker frames): whenever a bookTicker's update id
+    equals the last update id of an applied diff, the book's best bid/ask (price and size) must equal it.
     """
+    es = read_binance(list(paths), "spot")
+    if (es.instrument.price_tick, es.instrument.lot_size) != (instrument.price_tick, instrument.lot_size):
+        raise ValueError(f"instrument {instrument} does not match Binance spot BTCUSDT {es.instrument}")
     book = L2Book()
     col = MarketStatsCollector(instrument)
-    p2t = instrument.price_to_ticks
-    pending: list[tuple[int, dict]] = []  # diffs received before the first snapshot
-    snapshot_seen = False
-    counts = {"lines": 0, "depth_diffs": 0, "diffs_applied": 0, "diffs_dropped_before_sync": 0,
-              "diffs_duplicate": 0, "snapshots": 0, "trades": 0, "book_tickers": 0, "bad_lines": 0,
-              "qty_off_lot_grid": 0}
     tickers: dict[int, tuple[int, int, int, int]] = {}
     book_bbo: dict[int, tuple[int, int, int, int]] = {}
-    last_ts = 0
-    first_diff_after_snapshot: dict[str, int] | None = None
+    diffs_applied = 0
+    sync: dict[str, int] | None = None
+    snap_id: int | None = None
+    first_after_snap = False
 
-    def apply_diff(ts: int, d: dict) -> None:
-        nonlocal first_diff_after_snapshot
-        if not book.stale and d["u"] <= book.seq:
-            before_sync = first_diff_after_snapshot is None
-            counts["diffs_dropped_before_sync" if before_sync else "diffs_duplicate"] += 1
-            return
-        if book.stale:  # a gap happened: nothing applies until a new snapshot; the state is skipped
-            book.apply_diff(BookDiff(d["U"], d["u"], [], [], ts))  # counted as diff_while_stale
+    for kind, ts, seq, seq2, rows in iter_messages(es.events):
+        if kind == KIND_DIFF:
+            if first_after_snap:
+                sync = {"U": seq, "u": seq2, "lastUpdateId": snap_id}
+                first_after_snap = False
+            if book.apply_diff(book_event(kind, ts, seq, seq2, rows)):
+                diffs_applied += 1
+                bb, ba = book.best_bid(), book.best_ask()
+                if bb and ba:
+                    book_bbo[seq2] = (bb[0], bb[1], ba[0], ba[1])
+                col.on_book(book, ts)
+            elif book.stale:  # a gap (or a diff while stale): the state is recorded as stale and skipped
+                col.on_book(book, ts)
+        elif kind == KIND_TRADE:
+            side, price, lots = rows[0]
+            col.on_trade(Trade(float(price), lots, Side(side) if side else None, ts))
+        elif kind == KIND_BBO:
+            bid = next(r for r in rows if r[0] > 0)
+            ask = next(r for r in rows if r[0] < 0)
+            tickers[seq] = (bid[1], bid[2], ask[1], ask[2])
+        elif kind == KIND_SNAP:
+            book.apply_snapshot(book_event(kind, ts, seq, seq2, rows))
             col.on_book(book, ts)
-            return
-        if first_diff_after_snapshot is None:
-            first_diff_after_snapshot = {"U": d["U"], "u": d["u"], "lastUpdateId": book.seq}
-        diff = BookDiff(d["U"], d["u"], _levels(instrument, d["b"], counts),
-                        _levels(instrument, d["a"], counts), ts)
-        if book.apply_diff(diff):
-            counts["diffs_applied"] += 1
-            bb, ba = book.best_bid(), book.best_ask()
-            if bb and ba:
-                book_bbo[d["u"]] = (bb[0], bb[1], ba[0], ba[1])
-        col.on_book(book, ts)  # applied, or rejected and now stale (a gap): the collector skips it
-
-    for path in paths:
-        with gzip.open(path, "rb") as fh:
-            for line in fh:
-                counts["lines"] += 1
-                sp = line.find(b" ")
-                try:
-                    ts = int(line[:sp])
-                    msg = orjson.loads(line[sp + 1:])
-                except (ValueError, orjson.JSONDecodeError):
-                    counts["bad_lines"] += 1
-                    continue
-                ts = max(ts, last_ts)  # the event clock never goes backwards
-                last_ts = ts
-                stream = msg.get("stream")
-                if stream is None:
-                    if "lastUpdateId" not in msg:
-                        counts["bad_lines"] += 1
-                        continue
-                    counts["snapshots"] += 1
-                    snap = BookSnapshot(msg["lastUpdateId"], _levels(instrument, msg["bids"], counts),
-                                        _levels(instrument, msg["asks"], counts), ts)
-                    book.apply_snapshot(snap)
-                    first_diff_after_snapshot = None
-                    col.on_book(book, ts)
-                    if not snapshot_seen:
-                        snapshot_seen = True
-                        for _, d in pending:
-                            apply_diff(ts, d)  # applied when the snapshot arrived, not earlier
-                        pending.clear()
-                    continue
-                data = msg["data"]
-                if "@depth" in stream:
-                    counts["depth_diffs"] += 1
-                    if not snapshot_seen:
-                        pending.append((ts, data))
-                    else:
-                        apply_diff(ts, data)
-                elif stream.endswith("@trade"):
-                    counts["trades"] += 1
-                    col.on_trade(Trade(float(p2t(data["p"])), _lots_ceil(instrument, data["q"], counts),
-                                       Side.SELL if data["m"] else Side.BUY, ts))
-                elif stream.endswith("@bookTicker"):
-                    counts["book_tickers"] += 1
-                    tickers[data["u"]] = (p2t(data["b"]), _lots_ceil(instrument, data["B"], counts),
-                                          p2t(data["a"]), _lots_ceil(instrument, data["A"], counts))
+            snap_id, first_after_snap = seq, True
 
     res = col.result()
     common = tickers.keys() & book_bbo.keys()
@@ -353,11 +292,24 @@ def binance_market_stats(paths: list[Path], instrument: Instrument) -> dict[str,
     res["gaps"] = int(book.rejects["sequence_gap"])
     res["book_rejects"] = dict(book.rejects)
     res["bbo_crosscheck"] = {"compared": len(common), "mismatched": mismatched}
-    res["sync"] = first_diff_after_snapshot
-    res["counts"] = counts
+    res["sync"] = sync
+    m, rej = es.meta, es.rejects
+    res["counts"] = {
+        "lines": m.get("lines", 0), "depth_diffs": m.get("depth_diffs", 0), "diffs_applied": diffs_applied,
+        "diffs_dropped_before_sync": m.get("diffs_dropped_before_sync", 0),
+        "diffs_duplicate": int(book.rejects["diff_already_applied"]), "snapshots": m.get("snapshots", 0),
+        "trades": m.get("trades", 0), "book_tickers": m.get("book_tickers", 0),
+        "bad_lines": sum(rej.get(k, 0) for k in _SKIPPED_LINE_KINDS),
+        "qty_off_lot_grid": rej.get("qty_off_lot_grid", 0),
+    }
+    res["reader_rejects"] = dict(rej)
     res["source"] = [Path(p).name for p in paths]
     res["instrument"] = _instrument_dict(instrument)
     return res
+
+
+# reader rejects that drop a whole line (qty_off_lot_grid keeps it, rounded up)
+_SKIPPED_LINE_KINDS = ("malformed_line", "bad_field", "out_of_order_ts", "unknown_stream", "duplicate_trade")
 
 
 def _instrument_dict(instrument: Instrument) -> dict[str, str]:

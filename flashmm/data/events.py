@@ -10,7 +10,8 @@ DIFF    +1 bid/-1 ask level price    absolute size, 0=del  first / last sequence
 TRADE   +1/-1 aggressor, 0 unknown   trade price           trade size            trade id / 0
 BBO     +1 bid/-1 ask best price     size at best          update id / 0   (checks only: never drives the book)
 
-A SNAP message with no levels is written as one row with qty 0 and FLAG_EMPTY (an empty book).
+A SNAP message with no levels is written as one row with qty 0 and FLAG_EMPTY (an empty book); a DIFF
+message with no levels likewise keeps one FLAG_EMPTY row, so its sequence numbers stay in the chain.
 """
 
 from __future__ import annotations

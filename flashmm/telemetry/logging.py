@@ -41,7 +41,9 @@ def configure_logging(level: str = "info", file: str = "", run_id: str = "") -> 
 
 
 def get_logger(component: str) -> Any:
-    return structlog.get_logger().bind(component=component)
+    """A lazy logger: it resolves the configuration when it logs, so loggers made at import time follow a
+    later configure_logging (and structlog's capture_logs in tests)."""
+    return structlog.get_logger(component=component)
 
 
 class AuditLog:

@@ -34,6 +34,10 @@ class Venue(ABC):
     name: str
     instrument: Instrument
     clock: Clock
+    maker_fee_bps: float = 0.0  # what a passive fill costs here (the quoter keeps its edge above it)
+    # Live feeds can go quiet: the engine then waits for a batch at most [risk].feed_stale_s of wall time.
+    # Venues that own their clock (sim, replay) never go quiet, and skip that timer on every batch.
+    wall_clock_feed: bool = True
 
     @abstractmethod
     async def start(self) -> None:

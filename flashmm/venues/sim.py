@@ -507,10 +507,12 @@ class SimVenue(Venue):
     """The simulated market behind the Venue interface, paced at `speed` x wall time (inf = no pacing)."""
 
     name = "sim"
+    wall_clock_feed = False
 
     def __init__(self, cfg: SimConfig, instrument: Instrument, seed: int, speed: float = 1.0) -> None:
         self.market = SimMarket(cfg, instrument, seed)
         self.instrument = instrument
+        self.maker_fee_bps = cfg.maker_fee_bps
         self.clock = self.market.clock
         self.speed = speed
         self._wall_start = 0.0
