@@ -174,7 +174,9 @@ def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_
                  cache_dir: Path | None, plot_charts: bool = False, show_progress: bool = True) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    configure_logging("warning", cfg.logging.file)  # fills and quotes would drown the progress display
+    # fills and breaker changes go to the log file when one is configured; on the terminal only errors,
+    # which would otherwise garble the progress display (the report counts breaker trips anyway)
+    configure_logging("warning" if cfg.logging.file else "error", cfg.logging.file)
     cfg = with_strategy(cfg, strategy)
     sections = []
     engines = []

@@ -143,6 +143,7 @@ class RiskConfig(_Section):
     max_order_usdc: float = Field(1_000.0, gt=0, description="Largest single order.")
     max_orders_per_s: float = Field(20.0, gt=0, description="Order placements per second of venue time (token bucket).")
     order_burst: int = Field(20, ge=1, description="Token-bucket burst for placements.")
+    inventory_breach_pct: float = Field(105.0, ge=100.0, description="Position value, % of the limit, at which the inventory breaker flattens (quotes never add beyond the limit; price drift alone must not flatten).")
     max_drawdown_usdc: float = Field(500.0, gt=0, description="PnL drawdown from its peak that pauses quoting.")
     feed_stale_s: float = Field(3.0, gt=0, description="No market data for this long: pause quoting.")
     latency_widen_ms: float = Field(250.0, gt=0, description="Tick-to-quote p95 above this: widen.")

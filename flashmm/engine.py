@@ -445,8 +445,9 @@ class Engine:
                 b["drawdown"].trip(f"drawdown {self.portfolio.peak_pnl - pnl:.2f} > {r.max_drawdown_usdc:g} USDC", now)
                 self._event("breaker", "drawdown tripped: quoting paused until resume")
             pos_usdc = self.portfolio.position_value(mid)
-            if abs(pos_usdc) > r.max_position_usdc and not self.flatten_reason:
-                if b["inventory"].trip(f"position {pos_usdc:.0f} USDC beyond {r.max_position_usdc:g}", now):
+            breach = r.max_position_usdc * r.inventory_breach_pct / 100.0
+            if abs(pos_usdc) > breach and not self.flatten_reason:
+                if b["inventory"].trip(f"position {pos_usdc:.0f} USDC beyond {breach:g}", now):
                     self._event("breaker", "inventory tripped: flattening")
                     self.flatten_reason = "breaker"
                     self.log.warning("inventory_breach", position_usdc=pos_usdc)

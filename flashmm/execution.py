@@ -103,9 +103,10 @@ class OrderManager:
              bps_per_tick: float = 0.0) -> list[OrderAction]:
         """Cancel what no longer matches, place what is missing; cancels come first in the list.
 
-        `room` caps the lots left resting per side (kept plus new orders, closest level first): an
-        order kept for being within the size tolerance may be larger than its target, so the cap is
-        enforced here rather than trusted from the proposal."""
+        `room` caps the lots that may rest per side: kept orders, orders being cancelled now (they can
+        still fill until the venue confirms) and new orders. An order kept for being within the size
+        tolerance may be larger than its target, so the cap is enforced here, not trusted from the
+        proposal."""
         want = {(q.side, q.level): q for q in desired}
         self._bps_per_tick = bps_per_tick
         left = dict(room) if room is not None else None
@@ -123,6 +124,9 @@ class OrderManager:
                 continue
             o.cancel_requested = True
             cancels.append(CancelOrder(o.client_id))
+            if left is not None:
+                # it can still fill until the venue confirms the cancel (a trade may beat the cancel there)
+                left[o.side] -= o.remaining
         places: list[OrderAction] = []
         for key in sorted(want, key=lambda k: k[1]):
             if key in keep:

@@ -100,20 +100,23 @@ def test_sync_cancels_levels_no_longer_wanted():
     assert all(isinstance(a, CancelOrder) for a in actions)
 
 
-def test_sync_room_caps_new_and_kept_orders_closest_level_first():
+def test_sync_room_caps_new_kept_and_cancelling_orders_closest_level_first():
     oms = _oms()
     # room 150 bid lots: level 0 gets 100, level 1 the remaining 50; asks uncapped within 1000
     actions = oms.sync(_two_sided(), T0, room={B: 150, S: 1000}, bps_per_tick=2.5)
     assert [(a.side, a.lots) for a in actions] == [(B, 100), (S, 100), (B, 50), (S, 100)]
     for a in actions:
         oms.on_ack(a.client_id, a.client_id)
-    # a kept order larger than the room now allowed is cancelled and re-placed at the room
+    # a kept order larger than the room now allowed is cancelled; until the venue confirms, the cancelled
+    # orders can still fill, so they use up the room and nothing new is placed in the same breath
     actions = oms.sync([_q(B, 0, 3999)], T0 + NS_PER_S, room={B: 60, S: 1000}, bps_per_tick=2.5)
-    cancels = [a for a in actions if isinstance(a, CancelOrder)]
-    places = [a for a in actions if isinstance(a, PlaceOrder)]
-    assert {c.client_id for c in cancels} == {1, 2, 3, 4}
-    assert actions.index(cancels[-1]) < actions.index(places[0])
-    assert [(p.side, oms.orders[p.client_id].level, p.lots) for p in places] == [(B, 0, 60)]
+    assert all(isinstance(a, CancelOrder) for a in actions)
+    assert {a.client_id for a in actions} == {1, 2, 3, 4}
+    for a in actions:
+        oms.on_cancel_ack(a.client_id)
+    # confirmed: now the order goes back at the room
+    actions = oms.sync([_q(B, 0, 3999)], T0 + 2 * NS_PER_S, room={B: 60, S: 1000}, bps_per_tick=2.5)
+    assert [(p.side, oms.orders[p.client_id].level, p.lots) for p in actions] == [(B, 0, 60)]
     # no room at all: nothing placed
     oms2 = _oms()
     assert oms2.sync([_q(B, 0, 3999)], T0, room={B: 0, S: 0}) == []
