@@ -20,6 +20,7 @@ from flashmm.config import Config
 from flashmm.data.events import EventSet
 from flashmm.data.loader import load_events
 from flashmm.engine import Engine
+from flashmm.model.predictor import NoModelPredictor, load_predictor
 from flashmm.telemetry.logging import AuditLog, configure_logging
 from flashmm.venues.replay import ReplayVenue
 
@@ -46,6 +47,33 @@ def max_drawdown(pnl: np.ndarray) -> float:
     return float(np.max(peak - pnl))
 
 
+def markouts(engine: Engine, horizon_s: float = 2.0) -> dict[str, float | int | None]:
+    """Per fill, the mid `horizon_s` later (the first per-second sample at or after it) against the fill:
+    markout = side x (mid_later - fill price) / fill price, bps (> 0: the fill made money); adverse
+    selection = -side x (mid_later - mid at fill) / mid at fill, bps (> 0: the market moved against us)."""
+    ts = np.asarray(engine.sample_ts, dtype=np.int64)
+    mids = np.asarray(engine.mid_history, dtype=np.float64)
+    fills = engine.portfolio.fills
+    if len(ts) == 0 or not fills:
+        return {"markout_bps": None, "adverse_selection_bps": None, "fills_scored": 0, "horizon_s": horizon_s}
+    f_ts = np.array([f.ts_ns for f in fills], dtype=np.int64) + int(horizon_s * NS_PER_S)
+    idx = np.searchsorted(ts, f_ts)
+    ok = idx < len(ts)
+    side = np.array([f.side for f in fills], dtype=np.float64)[ok]
+    px = np.array([f.price_ticks for f in fills], dtype=np.float64)[ok]
+    mid0 = np.array([f.mid_ticks for f in fills], dtype=np.float64)[ok]
+    later = mids[idx[ok]]
+    w = np.array([f.lots for f in fills], dtype=np.float64)[ok]
+    if not len(w):
+        return {"markout_bps": None, "adverse_selection_bps": None, "fills_scored": 0, "horizon_s": horizon_s}
+    markout = side * (later - px) / px * 1e4
+    adverse = -side * (later - mid0) / mid0 * 1e4
+    return {"markout_bps": round(float(np.average(markout, weights=w)), 4),
+            "adverse_selection_bps": round(float(np.average(adverse, weights=w)), 4),
+            "fills_scored": int(len(w)), "horizon_s": horizon_s,
+            "method": "size-weighted over fills; mid from per-second samples at or after fill + horizon"}
+
+
 def with_strategy(cfg: Config, strategy: str, quote_interval_ms: float | None = None) -> Config:
     """flashmm = the configured model-based quoting; symmetric = the baseline (fixed spread, no skew, no model)."""
     updates: dict[str, Any] = {}
@@ -63,7 +91,9 @@ def with_strategy(cfg: Config, strategy: str, quote_interval_ms: float | None = 
 def run_one(cfg: Config, data: EventSet, progress: Any = None) -> tuple[dict[str, Any], Engine]:
     """Replay one data set through the engine. Returns the report section and the engine."""
     venue = ReplayVenue(data, cfg.replay)
-    engine = Engine(cfg, venue, audit=AuditLog(None), history_len=None)
+    predictor = load_predictor(cfg.model) if cfg.strategy.model != "symmetric" else NoModelPredictor(
+        "symmetric baseline: no model")
+    engine = Engine(cfg, venue, predictor=predictor, audit=AuditLog(None), history_len=None)
     task = progress.add_task(Path(data.files[0]).parent.name or data.files[0], total=venue.rows_total) if progress else None
 
     async def go() -> None:
@@ -124,8 +154,10 @@ def report_section(cfg: Config, data: EventSet, engine: Engine, venue: ReplayVen
             "mean_abs_pct": round(float(np.mean(np.abs(inv))), 4) if len(inv) else 0.0,
             "max_abs_inventory_pct": s["max_abs_inventory_pct"],
         },
-        "prediction_accuracy": None,  # no model is shipped yet: model-free pricing
+        "markouts": markouts(engine),
+        "prediction_hit_rate": s["prediction_hit_rate"],  # live directional accuracy of the model's calls
         "model": s["model"],
+        "model_errors": s["model_errors"],
         "breakers": {k: {"trips": v["trips"], "state": v["state"]} for k, v in s["breakers"].items()},
         "book_rejects": {k[len("book_reject_"):]: v for k, v in counts.items() if k.startswith("book_reject_")},
         "events": venue.rows_done,

@@ -11,6 +11,7 @@ from typing import Any
 
 from flashmm.config import Config, ConfigError, load_config
 from flashmm.data.readers import DataError
+from flashmm.model.predictor import ModelLoadError
 
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
@@ -62,7 +63,7 @@ def tui_main(argv: list[str] | None = None) -> int:
         from flashmm.daemon import run_console  # imports the console package only here
 
         return run_console(cfg, args.duration, args.summary, args.data)
-    except DataError as exc:
+    except (DataError, ModelLoadError) as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
 
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--rounds", type=int, default=2, help="headless/console pairs (default 2)")
     ui.add_argument("--seed", type=int, default=7)
     ui.add_argument("--config", help="config.toml path")
+    bi = bench_sub.add_parser("inference", help="single-sample model latency (eager vs exported), size, RSS")
+    bi.add_argument("--model", default="models/flashmm.pt2")
+    bi.add_argument("--json", required=True, help="write results to PATH")
+    bi.add_argument("--n", type=int, default=5000, help="samples timed per path")
+    bi.add_argument("--seed", type=int, default=7)
+    bi.add_argument("--config", help="config.toml path")
+
     bb = bench_sub.add_parser("backtest", help="replay throughput: rows/s and messages/s, replay speed vs real time")
     bb.add_argument("--data", action="append", required=True, help="one data set (file or folder; repeatable: files of one stream)")
     bb.add_argument("--json", required=True, help="write results to PATH")
@@ -99,7 +107,29 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--report", required=True, help="write the JSON report to PATH")
     bt.add_argument("--plot", action="store_true", help="draw PnL, inventory and spreads in the terminal")
     bt.add_argument("--cache-dir", help="where parsed recordings are cached (default [replay].cache_dir)")
+    bt.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
+    bt.add_argument("--no-prediction-skew", action="store_true",
+                    help="run the model but give its prediction no weight (for 'does it help' comparisons)")
     bt.add_argument("--seed", type=int, default=7)
+
+    tr = sub.add_parser("train", help="build the dataset, choose the architecture by validation, export, write the model card")
+    tr.add_argument("--data", action="append", required=True, nargs="+", help="real data sets (file or folder each)")
+    tr.add_argument("--out", default="models/flashmm.pt2", help="exported model path (default models/flashmm.pt2)")
+    tr.add_argument("--sim-seconds", type=_positive(float), default=3600.0, help="simulated seconds per seed")
+    tr.add_argument("--sim-seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105, 106])
+    tr.add_argument("--promote-if-better", action="store_true",
+                    help="replace the current model only if the candidate scores better on the same held-back slice")
+    tr.add_argument("--cache-dir", help="where parsed recordings are cached")
+    tr.add_argument("--seed", type=int, default=7)
+    tr.add_argument("--config", help="config.toml path")
+
+    ev = sub.add_parser("eval-model", help="score a model on data (its held-back test slice) with baselines")
+    ev.add_argument("--model", default="models/flashmm.pt2")
+    ev.add_argument("--data", action="append", required=True, nargs="+", help="data sets, or sim:SECONDS:SEED")
+    ev.add_argument("--json", required=True, help="write the results to PATH")
+    ev.add_argument("--cache-dir", help="where parsed recordings are cached")
+    ev.add_argument("--seed", type=int, default=7)
+    ev.add_argument("--config", help="config.toml path")
 
     rec = sub.add_parser("record", help="record a venue's market data to FlashMM's own format (.npz)")
     rec.add_argument("--venue", choices=["sim"], default="sim")
@@ -115,12 +145,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _tools(args, cfg)
-    except DataError as exc:
+    except (DataError, ModelLoadError) as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
 
 
 def _tools(args: argparse.Namespace, cfg: Config) -> int:
+    if args.command == "train":
+        from flashmm.model.train import train
+        from flashmm.venues.factory import default_cache_dir
+
+        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
+        data = [p for group in args.data for p in group]
+        result = train(data, args.out, sim_seconds=args.sim_seconds, sim_seeds=args.sim_seeds, cache_dir=cache,
+                       promote_if_better=args.promote_if_better, command=" ".join(["flashmm"] + sys.argv[1:]))
+        print(f"{result.architecture}: model -> {result.artifact_path}, card -> {result.card_path}")
+        return 0
+    if args.command == "eval-model":
+        from flashmm.model.evaluate import eval_model
+        from flashmm.venues.factory import default_cache_dir
+
+        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
+        data = [p for group in args.data for p in group]
+        r = eval_model(args.model, data, cache, args.json)
+        da = r.get("directional_accuracy")
+        print(f"directional accuracy {da if da is None else f'{da:.1%}'} -> {args.json}")
+        return 0
+    if args.command == "bench" and args.bench == "inference":
+        from flashmm.model.bench_inference import bench_inference
+
+        r = bench_inference(args.model, args.json, n=args.n)
+        print(f"inference -> {args.json}")
+        return 0
     if args.command == "bench" and args.bench == "latency":
         from flashmm.bench import bench_latency
 
@@ -134,6 +190,10 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         from flashmm.venues.factory import default_cache_dir
 
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
+        if args.model:
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
+        if args.no_prediction_skew:
+            cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"prediction_skew_bps": 0.0})})
         report = run_backtest(cfg, args.data, args.strategy, args.report, cache, args.plot)
         for sec in report["data_sets"]:
             print(f"{sec['data']['symbol']} ({sec['data']['source']}, {sec['data']['duration_s']:.0f} s): "

@@ -164,6 +164,19 @@ class ControlsConfig(_Section):
     shutdown_timeout_s: float = Field(10.0, gt=0, description="Wall seconds to wait for cancel confirmations at exit.")
 
 
+class ModelConfig(_Section):
+    """The prediction model (see models/README.md, its model card). It skews the reservation price by
+    [strategy].prediction_skew_bps x confidence x (p_up - p_down); a drift monitor switches to model-free
+    pricing (the "model" breaker) while live behaviour departs from the card."""
+
+    path: str = Field("", description="Exported model file; empty = the shipped models/flashmm.pt2; none = run without a model.")
+    required: bool = Field(False, description="A missing or unreadable model file stops the start (true) or runs model-free with the breaker shown (false).")
+    drift_min_samples: int = Field(200, ge=10, description="Scored predictions / sampled inputs needed before drift is judged.")
+    drift_hit_rate_drop_pct: float = Field(15.0, gt=0, description="Drift when the live hit rate falls this many points below the card's validation accuracy.")
+    drift_feature_z: float = Field(4.0, gt=0, description="Drift when a live input's mean moves this many training standard deviations.")
+    drift_window: int = Field(500, ge=10, description="Predictions and input samples the live statistics are computed over.")
+
+
 class ConsoleConfig(_Section):
     """The terminal console. Keys are Textual key names; each binding has an id and can be remapped here."""
 
@@ -197,6 +210,7 @@ class Config(_Section):
     sim: SimConfig = SimConfig()
     replay: ReplayConfig = ReplayConfig()
     strategy: StrategyConfig = StrategyConfig()
+    model: ModelConfig = ModelConfig()
     risk: RiskConfig = RiskConfig()
     controls: ControlsConfig = ControlsConfig()
     console: ConsoleConfig = ConsoleConfig()

@@ -15,6 +15,7 @@ import orjson
 
 from flashmm.config import Config
 from flashmm.engine import Engine
+from flashmm.model.predictor import load_predictor
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger
 from flashmm.venues.factory import make_venue
 
@@ -50,7 +51,7 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
 
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", uuid.uuid4().hex[:12])
     venue = make_venue(cfg, data=data)
-    engine = Engine(cfg, venue, audit=AuditLog(cfg.logging.audit_file or None))
+    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
     app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console)
     rc = app.run()
     if summary_path:
@@ -70,7 +71,7 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     configure_logging(cfg.logging.level, cfg.logging.file, run_id)
     log = get_logger("daemon")
     venue = make_venue(cfg, speed, data)
-    engine = Engine(cfg, venue, audit=AuditLog(cfg.logging.audit_file or None))
+    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
     loop = asyncio.get_running_loop()
     signals_seen: list[str] = []
 

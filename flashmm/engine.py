@@ -164,7 +164,8 @@ class Engine:
         self._quoting = True
         self._last_reconcile_ns = 0
         if not self.predictor.available:
-            self.risk.breakers["model"].trip("no model: model-free pricing", 0)
+            self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
+        self.model_errors = 0
         self._handlers = {
             BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, Trade: self._on_trade,
             OrderAck: self._on_ack, OrderReject: self._on_reject, CancelAck: self._on_cancel_ack,
@@ -180,6 +181,8 @@ class Engine:
         self.confidence_history: deque[float] = deque(maxlen=history_len)
         self.inventory_history: deque[float] = deque(maxlen=history_len)  # inventory % of capital
         self.spread_history: deque[tuple[float, float]] = deque(maxlen=history_len)  # (market, ours) bps
+        self.sample_ts: deque[int] = deque(maxlen=history_len)  # venue time of each sample
+        self.mid_history: deque[float] = deque(maxlen=history_len)  # mid, ticks
         self._last_sample_ns = 0
         self._last_spreads = (math.nan, math.nan)
 
@@ -273,6 +276,7 @@ class Engine:
         t0 = perf_counter_ns()
         self._batch_book_ns = self._batch_feat_ns = 0
         self._market_in_batch = False
+        self.predictor.on_market(self.clock.now_ns())  # the model's grid sees the state before this batch
         handlers = self._handlers
         for ev in batch:
             handlers[type(ev)](ev)
@@ -305,10 +309,7 @@ class Engine:
         else:
             tb = perf_counter_ns()
             mid = book.mid_ticks()
-            prediction = None
-            if not risk.breakers["model"].active:
-                prediction = self.predictor.predict(self.features.values)
-            self.last_prediction = prediction
+            prediction = self._predict(now)
             t1 = perf_counter_ns()
             widen = self.widen * (self.cfg.risk.latency_widen_factor if risk.active(BreakerAction.WIDEN) else 1.0)
             proposal = self.quoter.propose(mid, book.bids.peekitem(-1)[0], book.asks.peekitem(0)[0],
@@ -336,6 +337,29 @@ class Engine:
         self.tick_to_quote.record(t5 - t0)
         self._window_t2q.record(t5 - t0)
         self._after_cycle(now)
+
+    def _predict(self, now: int) -> Prediction | None:
+        """Run the model (always, so drift can clear); use it only while the model breaker is ok."""
+        if not self.predictor.available:
+            return None
+        breaker = self.risk.breakers["model"]
+        try:
+            prediction = self.predictor.predict(self.features, self.book, now)
+            drift = self.predictor.drift()
+        except Exception as exc:  # a failing model must never stop trading: fall back, visibly
+            self.model_errors += 1
+            prediction, drift = None, f"model error: {type(exc).__name__}: {exc}"
+            if self.model_errors == 1 or self.model_errors % 1000 == 0:
+                self.log.error("model_error", error=drift, count=self.model_errors)
+        if drift:
+            if breaker.trip(drift, now):
+                self._event("breaker", f"model tripped: {drift}: model-free pricing")
+                self.log.warning("breaker_tripped", breaker="model", reason=drift)
+        elif breaker.state == "tripped" and breaker.clear(now):
+            self._event("breaker", f"model {breaker.state}")
+        if prediction is not None:
+            self.last_prediction = prediction
+        return None if breaker.active else prediction
 
     # ---- event handlers -------------------------------------------------------------------------------
     def _on_snapshot(self, ev: BookSnapshot) -> None:
@@ -618,6 +642,8 @@ class Engine:
             self.pnl_history.append(self.portfolio.pnl(mid).total)
             self.inventory_history.append(inventory_pct(self.portfolio.position_value(mid), self.cfg.risk.capital_usdc))
             self.spread_history.append(self._last_spreads)
+            self.sample_ts.append(now)
+            self.mid_history.append(mid)
             if self.last_prediction is not None:
                 self.confidence_history.append(self.last_prediction.confidence)
 
@@ -662,7 +688,7 @@ class Engine:
             predictor=self.predictor.name, prediction=self.last_prediction, breakers=self.risk.views(),
             latency_us=lat, counters=self.all_counters(), features=self.features.as_dict(),
             log=tuple(self.events_log), version=self.version, pnl_history=tuple(self.pnl_history),
-            confidence_history=tuple(self.confidence_history), hit_rate=None,
+            confidence_history=tuple(self.confidence_history), hit_rate=self.predictor.hit_rate(),
             t2q_hist=tuple(zip(_T2Q_LABELS, self.tick_to_quote.coarse(T2Q_EDGES_NS), strict=True)),
             fault=self.fault,
         )
@@ -719,5 +745,7 @@ class Engine:
             "breakers": {b.name: {"state": b.state, "trips": b.trips, "reason": b.reason, "action": b.action}
                          for b in self.risk.views()},
             "model": self.predictor.name,
+            "prediction_hit_rate": self.predictor.hit_rate(),
+            "model_errors": self.model_errors,
             "counters": counts,
         }

@@ -1,16 +1,28 @@
 """The seam between the engine and a prediction model.
 
-A predictor maps the current feature vector to probabilities of a down / flat / up mid move over its
-horizon; confidence is the largest probability. `NoModelPredictor` is the honest fallback: it predicts
-nothing, the strategy prices model-free, and the engine shows "FALLBACK (no model)".
+A predictor maps the engine's state to probabilities of a down / flat / up mid move over its horizon;
+confidence is the largest probability. `NoModelPredictor` is the honest fallback: it predicts nothing,
+the strategy prices model-free, and the engine shows "FALLBACK (no model)". `ModelPredictor` runs an
+exported model (flashmm.model.artifact) on a window of inputs sampled exactly as in training, scores
+its own predictions once their horizon has passed (the live hit rate) and watches for drift.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from flashmm.model.dataset import N_INPUTS, model_inputs
+
+if TYPE_CHECKING:
+    from flashmm.book import L2Book
+    from flashmm.config import ModelConfig
+    from flashmm.features import FeatureEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +44,15 @@ class Prediction:
 class Predictor(Protocol):
     name: str
     available: bool
+    reason: str  # why there is no model, or ""
 
-    def predict(self, features: np.ndarray) -> Prediction | None: ...
+    def on_market(self, ts_ns: int) -> None: ...
+
+    def predict(self, features: FeatureEngine, book: L2Book, now_ns: int) -> Prediction | None: ...
+
+    def drift(self) -> str: ...
+
+    def hit_rate(self) -> float | None: ...
 
 
 class NoModelPredictor:
@@ -42,5 +61,141 @@ class NoModelPredictor:
     name = "FALLBACK (no model)"
     available = False
 
-    def predict(self, features: np.ndarray) -> Prediction | None:
+    def __init__(self, reason: str = "no model: model-free pricing") -> None:
+        self.reason = reason
+
+    def on_market(self, ts_ns: int) -> None:
         return None
+
+    def predict(self, features: FeatureEngine, book: L2Book, now_ns: int) -> Prediction | None:
+        return None
+
+    def drift(self) -> str:
+        return ""
+
+    def hit_rate(self) -> float | None:
+        return None
+
+
+class ModelPredictor:
+    """An exported model on the engine's own features, sampled on the model's grid."""
+
+    available = True
+    reason = ""
+
+    def __init__(self, loaded: Any, cfg: ModelConfig, path: str) -> None:
+        self.model = loaded
+        meta = loaded.meta
+        self.meta = meta
+        self.cfg = cfg
+        self.name = f"{meta.get('architecture', 'model')} {Path(path).name}"
+        self.window = int(meta["window"])
+        self.cadence_ns = int(float(meta["cadence_ms"]) * 1_000_000)
+        self.horizon_ns = int(float(meta["horizon_s"]) * 1e9)
+        self.band_bps = float(meta["band_bps"])
+        self._rows: deque[np.ndarray] = deque(maxlen=self.window)
+        self._state = np.zeros(N_INPUTS, dtype=np.float32)
+        self._have = False
+        self._mid = math.nan
+        self._next_ns = -1
+        self._buf = np.zeros((self.window, N_INPUTS), dtype=np.float32)
+        self._pending: deque[tuple[int, float, float]] = deque()  # (due ns, mid at prediction, direction)
+        self._outcomes: deque[int] = deque(maxlen=cfg.drift_window)  # 1 hit, 0 miss (directional only)
+        self._inputs: deque[np.ndarray] = deque(maxlen=cfg.drift_window)
+        self._mean = np.asarray(meta["feature_mean"], dtype=np.float64)
+        self._std = np.maximum(np.asarray(meta["feature_std"], dtype=np.float64), 1e-9)
+        self.predictions = 0
+        self.errors = 0
+
+    # the grid: at each point, the last state at or before it (as in training)
+    def on_market(self, ts_ns: int) -> None:
+        if self._next_ns < 0:
+            self._next_ns = (ts_ns // self.cadence_ns + 1) * self.cadence_ns
+            return
+        while self._next_ns < ts_ns:
+            if self._have:
+                self._rows.append(self._state.copy())
+                self._inputs.append(self._rows[-1])
+            else:
+                self._rows.clear()  # a hole in the grid: the window starts again (as training drops it)
+            self._next_ns += self.cadence_ns
+
+    def predict(self, features: FeatureEngine, book: L2Book, now_ns: int) -> Prediction | None:
+        if book.stale or not book.two_sided() or not features.ready:
+            self._have = False
+            return None
+        mid = book.mid_ticks()
+        model_inputs(features.values, mid, self._state)
+        self._have = True
+        self._score(now_ns, mid)
+        if len(self._rows) < self.window:
+            return None  # warming up
+        for i, row in enumerate(self._rows):
+            self._buf[i] = row
+        p = self.model.predict_proba(self._buf)
+        pred = Prediction(float(p[0]), float(p[1]), float(p[2]))
+        self.predictions += 1
+        direction = pred.p_up - pred.p_down
+        if pred.p_flat < max(pred.p_up, pred.p_down):  # a directional call: score it after the horizon
+            self._pending.append((now_ns + self.horizon_ns, mid, direction))
+        return pred
+
+    def _score(self, now_ns: int, mid: float) -> None:
+        while self._pending and self._pending[0][0] <= now_ns:
+            _, mid0, direction = self._pending.popleft()
+            move_bps = (mid - mid0) / mid0 * 1e4
+            if abs(move_bps) > self.band_bps:  # only moves the model could be right or wrong about
+                self._outcomes.append(1 if (move_bps > 0) == (direction > 0) else 0)
+
+    def hit_rate(self) -> float | None:
+        return sum(self._outcomes) / len(self._outcomes) if self._outcomes else None
+
+    def drift(self) -> str:
+        """A reason when live behaviour departs from the model card, else ''."""
+        c = self.cfg
+        if len(self._outcomes) >= c.drift_min_samples:
+            hr = self.hit_rate() or 0.0
+            # the live hit rate scores the model's directional calls, so compare with the card's figure for those
+            card = float(self.meta.get("val_directional_accuracy_when_called", self.meta.get("val_directional_accuracy", 0.5)))
+            floor = card - c.drift_hit_rate_drop_pct / 100.0
+            if hr < floor:
+                return f"live hit rate {hr:.1%} < {floor:.1%} (card {card:.1%})"
+        if len(self._inputs) >= c.drift_min_samples:
+            live = np.mean(np.asarray(self._inputs, dtype=np.float64), axis=0)
+            z = np.abs(live - self._mean) / self._std
+            worst = int(np.argmax(z))
+            if z[worst] > c.drift_feature_z:
+                from flashmm.model.dataset import MODEL_INPUTS
+
+                return f"input {MODEL_INPUTS[worst]} drifted {z[worst]:.1f} sd from training"
+        return ""
+
+
+def shipped_model_path() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "models" / "flashmm.pt2"
+
+
+class ModelLoadError(Exception):
+    pass
+
+
+def load_predictor(cfg: ModelConfig) -> Predictor:
+    """The configured model, or the honest fallback. Raises ModelLoadError when the model is required
+    and cannot be used."""
+    if cfg.path.strip().lower() == "none":
+        return NoModelPredictor("model disabled in config: model-free pricing")
+    path = Path(cfg.path).expanduser() if cfg.path else shipped_model_path()
+    try:
+        try:
+            from flashmm.model.artifact import ModelError, load
+        except ImportError as exc:  # torch missing or broken in this environment
+            raise ModelLoadError(f"cannot load models here ({exc})") from None
+        try:
+            loaded = load(path)
+        except ModelError as exc:
+            raise ModelLoadError(str(exc)) from None
+    except ModelLoadError as exc:
+        if cfg.required:
+            raise
+        return NoModelPredictor(f"{exc}: model-free pricing")
+    return ModelPredictor(loaded, cfg, str(path))

@@ -1,0 +1,264 @@
+"""Training data from the engine's own feature code, so training and live inference see the same numbers.
+
+One path for both: market events -> L2Book -> FeatureEngine -> `model_inputs` (instrument-independent:
+bps, ratios, imbalances) -> `GridSampler` (the last state at or before each point of a fixed venue-time
+grid). Live, the predictor runs the same sampler on the engine's own book and features.
+
+Labels: the mid's move over the horizon H, in bps: down if < -band, up if > +band, else flat.
+Splits are by time, in order (train, validation, test), with an embargo of H + window between them so
+no label looks across a boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flashmm.book import L2Book
+from flashmm.config import SimConfig
+from flashmm.data.events import KIND_BBO, KIND_TRADE, EventSet
+from flashmm.data.readers import book_event, iter_messages
+from flashmm.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
+from flashmm.features import F, FeatureEngine
+
+MODEL_INPUTS: tuple[str, ...] = (
+    "spread_bps",
+    "microprice_in_spreads",  # (microprice - mid) / spread: -0.5 .. 0.5
+    "imbalance_1",
+    "imbalance_3",
+    "imbalance_5",
+    "order_flow_imbalance",
+    "trade_flow_imbalance",
+    "volatility_bps",  # per sqrt(second)
+    "momentum_bps",
+    "queue_log_ratio",  # log((bid lots at best + 1) / (ask lots at best + 1))
+)
+N_INPUTS = len(MODEL_INPUTS)
+CLASSES = ("down", "flat", "up")
+
+
+def model_inputs(values: np.ndarray, mid_ticks: float, out: np.ndarray) -> np.ndarray:
+    """The model's inputs from the engine's feature vector (no allocation: fills `out`)."""
+    bpt = 1e4 / mid_ticks
+    spread = values[F["spread_ticks"]]
+    out[0] = spread * bpt
+    out[1] = values[F["microprice_offset_ticks"]] / spread if spread > 0 else 0.0
+    out[2] = values[F["imbalance_1"]]
+    out[3] = values[F["imbalance_3"]]
+    out[4] = values[F["imbalance_5"]]
+    out[5] = max(-10.0, min(10.0, values[F["order_flow_imbalance"]]))
+    out[6] = values[F["trade_flow_imbalance"]]
+    out[7] = values[F["volatility_ticks"]] * bpt
+    out[8] = values[F["momentum_ticks"]] * bpt
+    out[9] = math.log((values[F["bid_queue_lots"]] + 1.0) / (values[F["ask_queue_lots"]] + 1.0))
+    return out
+
+
+class GridSampler:
+    """Samples on a fixed grid of venue time: at each grid point, the last state at or before it.
+
+    `observe` is called after each book or trade update with the time of that update *before* applying
+    it would be wrong: call `advance(ts)` before applying an event at ts (emits the grid points it passes
+    with the state they saw), then `update(values, mid)` after applying it."""
+
+    __slots__ = ("cadence_ns", "next_ns", "_state", "_mid", "_have", "times", "rows", "mids")
+
+    def __init__(self, cadence_ms: float) -> None:
+        self.cadence_ns = int(cadence_ms * 1_000_000)
+        self.next_ns = -1
+        self._state = np.zeros(N_INPUTS, dtype=np.float32)
+        self._mid = math.nan
+        self._have = False
+        self.times: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self.mids: list[float] = []
+
+    def advance(self, ts_ns: int) -> int:
+        """Emit the grid points strictly before ts_ns. Returns how many."""
+        if self.next_ns < 0:
+            self.next_ns = (ts_ns // self.cadence_ns + 1) * self.cadence_ns
+            return 0
+        n = 0
+        while self.next_ns < ts_ns:
+            if self._have:
+                self.times.append(self.next_ns)
+                self.rows.append(self._state.copy())
+                self.mids.append(self._mid)
+                n += 1
+            self.next_ns += self.cadence_ns
+        return n
+
+    def update(self, features: FeatureEngine, book: L2Book) -> None:
+        if book.stale or not book.two_sided() or not features.ready:
+            self._have = False  # no sample from an unusable book (a gap leaves a hole, never a patch)
+            return
+        mid = book.mid_ticks()
+        model_inputs(features.values, mid, self._state)
+        self._mid = mid
+        self._have = True
+
+
+@dataclass
+class Samples:
+    """Feature rows on a regular grid, with the mid at each point."""
+
+    source: str
+    times_ns: np.ndarray  # int64
+    x: np.ndarray  # float32 (n, N_INPUTS)
+    mid_ticks: np.ndarray  # float64
+    cadence_ms: float
+    meta: dict = field(default_factory=dict)
+
+
+def _market_events(events: np.ndarray) -> Iterator[BookSnapshot | BookDiff | Trade]:
+    for kind, ts, seq, seq2, rows in iter_messages(events):
+        if kind == KIND_BBO:
+            continue
+        if kind == KIND_TRADE:
+            for s, p, q in rows:
+                yield Trade(float(p), q, Side(s) if s else None, ts)
+        else:
+            yield book_event(kind, ts, seq, seq2, rows)
+
+
+def sample_stream(stream: Iterable[BookSnapshot | BookDiff | Trade], cadence_ms: float, source: str,
+                  vol_halflife_s: float = 30.0) -> Samples:
+    """Replay market events through the engine's book and features; sample on the grid."""
+    book = L2Book()
+    feats = FeatureEngine(vol_halflife_s=vol_halflife_s)
+    sampler = GridSampler(cadence_ms)
+    for ev in stream:
+        sampler.advance(ev.ts_ns)
+        if isinstance(ev, Trade):
+            feats.on_trade(ev)
+        else:
+            ok = book.apply_snapshot(ev) if isinstance(ev, BookSnapshot) else book.apply_diff(ev)
+            if ok:
+                feats.on_book(book, ev.ts_ns)
+        sampler.update(feats, book)
+    x = np.array(sampler.rows, dtype=np.float32).reshape(-1, N_INPUTS)
+    return Samples(source, np.array(sampler.times, dtype=np.int64), x, np.array(sampler.mids, dtype=np.float64),
+                   cadence_ms, {"book_rejects": dict(book.rejects)})
+
+
+def samples_from_events(es: EventSet, cadence_ms: float) -> Samples:
+    s = sample_stream(_market_events(es.events), cadence_ms, es.source)
+    s.meta.update({"files": es.files, "symbol": es.instrument.symbol})
+    return s
+
+
+def sim_events(seconds: float, seed: int, cfg: SimConfig | None = None,
+               instrument: Instrument | None = None) -> Iterator[BookSnapshot | BookDiff | Trade]:
+    """The simulated market's public events, no engine trading in it."""
+    from flashmm.config import default_instrument
+    from flashmm.venues.sim import SimMarket
+
+    m = SimMarket(cfg or SimConfig(), instrument or default_instrument(), seed)
+    end = m.clock.now_ns() + int(seconds * 1e9)
+    while m.clock.now_ns() < end:
+        for ev in m.step():
+            if isinstance(ev, (BookSnapshot, BookDiff, Trade)):
+                yield ev
+
+
+def samples_from_sim(seconds: float, seed: int, cadence_ms: float) -> Samples:
+    s = sample_stream(sim_events(seconds, seed), cadence_ms, f"sim-seed{seed}")
+    s.meta.update({"seconds": seconds, "seed": seed, "symbol": "SEI/USDC"})
+    return s
+
+
+# ---- labels, windows, splits ---------------------------------------------------------------------------
+
+
+def labels(mid_ticks: np.ndarray, horizon_steps: int, band_bps: float) -> np.ndarray:
+    """Class per sample (0 down, 1 flat, 2 up) of the mid move over `horizon_steps` grid steps; -1 where
+    the future is not in the data (the last `horizon_steps` samples) or a sample is missing."""
+    n = len(mid_ticks)
+    y = np.full(n, -1, dtype=np.int64)
+    if n <= horizon_steps:
+        return y
+    now = mid_ticks[: n - horizon_steps]
+    later = mid_ticks[horizon_steps:]
+    move_bps = (later - now) / now * 1e4
+    y[: n - horizon_steps] = np.where(move_bps > band_bps, 2, np.where(move_bps < -band_bps, 0, 1))
+    return y
+
+
+def contiguous(times_ns: np.ndarray, cadence_ms: float) -> np.ndarray:
+    """True where a sample follows the previous one by exactly one grid step (holes break windows)."""
+    step = int(cadence_ms * 1_000_000)
+    ok = np.ones(len(times_ns), dtype=bool)
+    if len(times_ns):
+        ok[0] = False
+        ok[1:] = np.diff(times_ns) == step
+    return ok
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # (n, window, N_INPUTS) float32
+    y: np.ndarray  # (n,) int64
+    times_ns: np.ndarray  # time of the last row of each window
+    move_bps: np.ndarray  # realised move (for directional accuracy and "does it help")
+    source: str
+
+
+def windows(s: Samples, window: int, horizon_steps: int, band_bps: float) -> Dataset:
+    """Windows of `window` consecutive grid samples ending at t, labelled by the move from t to t+H.
+    Windows that span a hole in the grid, or whose label would cross one, are dropped."""
+    n = len(s.times_ns)
+    y_all = labels(s.mid_ticks, horizon_steps, band_bps)
+    cont = contiguous(s.times_ns, s.cadence_ms)
+    # a run of contiguous samples: breaks where cont is False
+    run_start = np.zeros(n, dtype=np.int64)
+    start = 0
+    for i in range(n):
+        if not cont[i]:
+            start = i
+        run_start[i] = start
+    ends = []
+    for t in range(window - 1, n - horizon_steps):
+        if y_all[t] < 0 or run_start[t] > t - window + 1 or run_start[t + horizon_steps] != run_start[t]:
+            continue
+        ends.append(t)
+    ends_a = np.asarray(ends, dtype=np.int64)
+    if len(ends_a) == 0:
+        return Dataset(np.zeros((0, window, N_INPUTS), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                       np.zeros(0), s.source)
+    idx = ends_a[:, None] + np.arange(-window + 1, 1)[None, :]
+    mids = s.mid_ticks
+    move = (mids[ends_a + horizon_steps] - mids[ends_a]) / mids[ends_a] * 1e4
+    return Dataset(s.x[idx], y_all[ends_a], s.times_ns[ends_a], move, s.source)
+
+
+def time_split(d: Dataset, fractions: tuple[float, float] = (0.7, 0.15), embargo_ns: int = 0
+               ) -> tuple[Dataset, Dataset, Dataset]:
+    """Train / validation / test in time order. `embargo_ns` of samples after each boundary are dropped so
+    no training label overlaps validation inputs (set it to horizon + window)."""
+    n = len(d.y)
+    if n == 0:
+        return d, d, d
+    t = d.times_ns
+    t0, t1 = t[0], t[-1]
+    b1 = t0 + (t1 - t0) * fractions[0]
+    b2 = t0 + (t1 - t0) * (fractions[0] + fractions[1])
+    tr = t < b1
+    va = (t >= b1 + embargo_ns) & (t < b2)
+    te = t >= b2 + embargo_ns
+
+    def pick(m: np.ndarray) -> Dataset:
+        return Dataset(d.x[m], d.y[m], d.times_ns[m], d.move_bps[m], d.source)
+
+    return pick(tr), pick(va), pick(te)
+
+
+def concat(parts: list[Dataset]) -> Dataset:
+    parts = [p for p in parts if len(p.y)]
+    if not parts:
+        raise ValueError("no samples")
+    return Dataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                   np.concatenate([p.times_ns for p in parts]), np.concatenate([p.move_bps for p in parts]),
+                   "+".join(p.source for p in parts))

@@ -1,0 +1,134 @@
+"""The model inside the engine: grid sampling as in training, live hit rate, drift, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from flashmm.config import Config, ModelConfig
+from flashmm.model.dataset import MODEL_INPUTS, N_INPUTS, samples_from_sim
+from flashmm.model.predictor import ModelPredictor, NoModelPredictor, load_predictor
+from tests.conftest import make_engine, run_for
+
+
+class FakeModel:
+    """A stand-in for a loaded artifact: fixed probabilities, records the windows it saw."""
+
+    def __init__(self, p=(0.1, 0.2, 0.7), mean=None, std=None, val_acc=0.6, raise_after=None):
+        self.p = np.asarray(p, dtype=np.float32)
+        self.windows: list[np.ndarray] = []
+        self.calls = 0
+        self.raise_after = raise_after
+        self.meta = {"window": 4, "cadence_ms": 500, "horizon_s": 2.0, "band_bps": 1.0, "architecture": "fake",
+                     "inputs": list(MODEL_INPUTS), "val_directional_accuracy": val_acc,
+                     "feature_mean": list(mean if mean is not None else np.zeros(N_INPUTS)),
+                     "feature_std": list(std if std is not None else np.full(N_INPUTS, 1e6))}
+
+    def predict_proba(self, window: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.raise_after is not None and self.calls > self.raise_after:
+            raise RuntimeError("injected model failure")
+        self.windows.append(window.copy())
+        return self.p
+
+
+def _engine_with(model: FakeModel, cfg: Config | None = None, **model_cfg):
+    cfg = cfg or Config()
+    engine, venue = make_engine(cfg)
+    engine.predictor = ModelPredictor(model, ModelConfig(**model_cfg), "fake.pt2")
+    engine.risk.breakers["model"].clear(0)
+    engine.risk.breakers["model"].clear(10**18)  # start from ok: a model is loaded
+    return engine, venue
+
+
+def test_live_windows_equal_the_training_samples_of_the_same_market():
+    """No train/serve skew: with the engine paused (its orders off the book), the windows the live
+    predictor builds are exactly the dataset builder's samples of the same seeded market."""
+    engine, _ = make_engine(seed=7)
+    p = ModelPredictor(FakeModel(), ModelConfig(), "fake.pt2")
+    engine.predictor = p
+    engine.pause("test", "observe only")
+
+    async def go():
+        await engine.venue.start()
+        end = engine.clock.now_ns() + 60 * 10**9
+        while engine.clock.now_ns() < end:
+            engine.on_batch(await engine.venue.next_batch())
+            p.predict(engine.features, engine.book, engine.clock.now_ns())
+
+    asyncio.run(go())
+    samples = samples_from_sim(60, 7, 500)
+    t_last = p._next_ns - p.cadence_ns  # the last grid point the live predictor passed
+    i = int(np.searchsorted(samples.times_ns, t_last))
+    assert samples.times_ns[i] == t_last
+    np.testing.assert_allclose(p.model.windows[-1], samples.x[i - 3: i + 1], rtol=1e-6, atol=1e-6)
+
+
+def test_prediction_skews_the_reservation_price_by_confidence():
+    model = FakeModel(p=(0.1, 0.2, 0.7))  # up, confidence 0.7, direction +0.6
+    engine, _ = _engine_with(model)
+    run_for(engine, 30)
+    prop = engine.last_proposal
+    # prediction_skew_bps 2.5 at ~2.5 bps a tick: 1 tick x 0.7 x 0.6 = 0.42 tick (within rounding of the mid)
+    bpt = 1e4 / engine.book.mid_ticks()
+    assert prop.prediction_skew_ticks == pytest.approx(2.5 / bpt * 0.7 * 0.6, rel=1e-6)  # float32 probabilities
+    snap = engine.snapshot()
+    assert snap.prediction is not None and snap.prediction.p_up == pytest.approx(0.7, rel=1e-6)
+    assert "fake" in snap.predictor
+
+
+def test_hit_rate_scores_directional_calls_after_the_horizon():
+    p = ModelPredictor(FakeModel(), ModelConfig(), "fake.pt2")
+    # by hand: three 'up' calls at mid 100.0; after 2 s the mid is 100.05 (+5 bps, up: hit),
+    # 99.95 (-5 bps: miss), 100.0 (flat: not scored)
+    p._pending.extend([(2_000, 100.0, 0.6), (4_000, 100.0, 0.6), (6_000, 100.0, 0.6)])
+    p._score(2_000, 100.05)
+    p._score(4_000, 99.95)
+    p._score(6_000, 100.0)
+    assert list(p._outcomes) == [1, 0]
+    assert p.hit_rate() == 0.5
+
+
+def test_drift_breaker_trips_on_a_shifted_feed_and_pricing_falls_back():
+    # training statistics that the simulated market's spread (~2.5-5 bps) is far from: mean 50 bps, sd 1
+    mean = np.zeros(N_INPUTS)
+    mean[0] = 50.0
+    std = np.full(N_INPUTS, 1e6)
+    std[0] = 1.0
+    engine, _ = _engine_with(FakeModel(mean=mean, std=std), drift_min_samples=20)
+    run_for(engine, 60)
+    b = engine.risk.breakers["model"]
+    assert b.state == "tripped" and "spread_bps" in b.reason
+    assert engine.last_proposal.prediction_skew_ticks == 0.0  # model-free pricing while drifted
+
+
+def test_no_drift_on_matching_statistics():
+    engine, _ = _engine_with(FakeModel(), drift_min_samples=20)
+    run_for(engine, 60)
+    assert engine.risk.breakers["model"].state == "ok"
+    assert engine.last_proposal.prediction_skew_ticks != 0.0
+
+
+def test_a_model_that_raises_mid_run_falls_back_and_trading_goes_on():
+    engine, venue = _engine_with(FakeModel(raise_after=20))
+    run_for(engine, 60)
+    mark = venue.mark()
+    run_for(engine, 30)
+    b = engine.risk.breakers["model"]
+    assert b.state == "tripped" and "injected model failure" in b.reason
+    assert engine.model_errors > 0
+    assert venue.places_since(mark)  # still quoting, model-free
+    assert engine.last_proposal.prediction_skew_ticks == 0.0
+
+
+def test_missing_model_file_is_the_fallback_or_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.pt2"
+    pred = load_predictor(ModelConfig(path=str(missing)))
+    assert isinstance(pred, NoModelPredictor) and str(missing) in pred.reason
+    from flashmm.model.predictor import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="nope.pt2"):
+        load_predictor(ModelConfig(path=str(missing), required=True))
+    assert isinstance(load_predictor(ModelConfig(path="none")), NoModelPredictor)
