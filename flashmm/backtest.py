@@ -88,8 +88,11 @@ def with_strategy(cfg: Config, strategy: str, quote_interval_ms: float | None = 
     return cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update=updates)})
 
 
-def run_one(cfg: Config, data: EventSet, progress: Any = None) -> tuple[dict[str, Any], Engine]:
-    """Replay one data set through the engine. Returns the report section and the engine."""
+def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fraction: float = 0.0
+            ) -> tuple[dict[str, Any], Engine]:
+    """Replay one data set through the engine. Returns the report section and the engine. With
+    `trade_from_fraction` > 0 the engine trades only from that point of the recording on (e.g. the
+    held-out slice a model was not trained on); before it, it only follows the market."""
     venue = ReplayVenue(data, cfg.replay)
     predictor = load_predictor(cfg.model) if cfg.strategy.model != "symmetric" else NoModelPredictor(
         "symmetric baseline: no model")
@@ -104,7 +107,9 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None) -> tuple[dict[str
 
         ticker = asyncio.create_task(tick()) if progress else None
         try:
-            await engine.run(None)
+            start = int(data.events["ts_ns"][0]) if len(data.events) else 0
+            trade_from = start + int(trade_from_fraction * data.duration_s * NS_PER_S) if trade_from_fraction else None
+            await engine.run(None, trade_from_ns=trade_from)
             await engine.shutdown(timeout_s=5.0)
         finally:
             if ticker:
@@ -114,7 +119,9 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None) -> tuple[dict[str
     t0 = time.perf_counter()
     asyncio.run(go())
     wall = time.perf_counter() - t0
-    return report_section(cfg, data, engine, venue, wall), engine
+    section = report_section(cfg, data, engine, venue, wall)
+    section["traded_from_fraction"] = trade_from_fraction
+    return section, engine
 
 
 def report_section(cfg: Config, data: EventSet, engine: Engine, venue: ReplayVenue, wall_s: float) -> dict[str, Any]:
@@ -203,7 +210,8 @@ def plot(engine: Engine, title: str) -> None:
 
 
 def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_path: str | Path,
-                 cache_dir: Path | None, plot_charts: bool = False, show_progress: bool = True) -> dict[str, Any]:
+                 cache_dir: Path | None, plot_charts: bool = False, show_progress: bool = True,
+                 trade_from_fraction: float = 0.0) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     # fills and breaker changes go to the log file when one is configured; on the terminal only errors,
@@ -217,7 +225,7 @@ def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_
     with progress:
         for paths in data_sets:
             data = load_events(paths, cache_dir)
-            section, engine = run_one(cfg, data, progress)
+            section, engine = run_one(cfg, data, progress, trade_from_fraction)
             sections.append(section)
             engines.append((data, engine))
     report = {"strategy": strategy, "quoting_model": cfg.strategy.model, "data_sets": sections,

@@ -25,9 +25,11 @@ def _rss_mb() -> float:
 
 def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[str, Any]:
     """Run the engine on the simulated market with no pacing for `seconds` of venue time."""
+    from flashmm.model.predictor import load_predictor
+
     configure_logging("error")
     venue = SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=float("inf"))
-    engine = Engine(cfg, venue)
+    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model))  # as shipped: the configured model
     t0 = time.perf_counter()
     cpu0 = time.process_time()
 
@@ -58,6 +60,7 @@ def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[st
         "rss_mb": round(_rss_mb(), 1),
         "fills": s["fills"],
         "orders_placed": s["orders_placed"],
+        "model": s["model"],
         "targets": {"tick_to_quote_p99_us": 1000, "rss_mb": 400},
         "meets_targets": engine.tick_to_quote.percentile(99) / 1e3 <= 1000 and _rss_mb() <= 400,
         "python": platform.python_version(),

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--seconds", type=_positive(float), default=3600.0, help="simulated seconds (default 3600)")
     lat.add_argument("--seed", type=int, default=7)
     lat.add_argument("--config", help="config.toml path")
+    lat.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
     ui = bench_sub.add_parser("ui-overhead", help="tick-to-quote headless vs with the console mounted")
     ui.add_argument("--json", required=True, help="write results to PATH")
     ui.add_argument("--seconds", type=_positive(float), default=240.0, help="simulated seconds per run (default 240)")
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--plot", action="store_true", help="draw PnL, inventory and spreads in the terminal")
     bt.add_argument("--cache-dir", help="where parsed recordings are cached (default [replay].cache_dir)")
     bt.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
+    bt.add_argument("--trade-from-fraction", type=float, default=0.0,
+                    help="follow the market but trade only from this fraction of each recording on (held-out slices)")
     bt.add_argument("--no-prediction-skew", action="store_true",
                     help="run the model but give its prediction no weight (for 'does it help' comparisons)")
     bt.add_argument("--seed", type=int, default=7)
@@ -180,6 +183,8 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "bench" and args.bench == "latency":
         from flashmm.bench import bench_latency
 
+        if args.model:
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
         result = bench_latency(cfg, args.seconds, args.json)
         print(f"tick-to-quote p50 {result['tick_to_quote_us']['p50']} us, p99 {result['tick_to_quote_us']['p99']} us, "
               f"p99.9 {result['tick_to_quote_us']['p999']} us; {result['events_per_s']:.0f} events/s; "
@@ -194,7 +199,11 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
         if args.no_prediction_skew:
             cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"prediction_skew_bps": 0.0})})
-        report = run_backtest(cfg, args.data, args.strategy, args.report, cache, args.plot)
+        if not 0.0 <= args.trade_from_fraction < 1.0:
+            print("flashmm: --trade-from-fraction must be in [0, 1)", file=sys.stderr)
+            return 2
+        report = run_backtest(cfg, args.data, args.strategy, args.report, cache, args.plot,
+                              trade_from_fraction=args.trade_from_fraction)
         for sec in report["data_sets"]:
             print(f"{sec['data']['symbol']} ({sec['data']['source']}, {sec['data']['duration_s']:.0f} s): "
                   f"PnL {sec['pnl_usdc']:+.4f} USDC, fills {sec['fills']}, spread improvement "

@@ -187,10 +187,15 @@ class Engine:
         self._last_spreads = (math.nan, math.nan)
 
     # ================================================================== run loop ======================
-    async def run(self, duration_s: float | None = None) -> None:
-        """Trade until `duration_s` of venue time has passed, the venue ends, or stop() is called."""
+    async def run(self, duration_s: float | None = None, trade_from_ns: int | None = None) -> None:
+        """Trade until `duration_s` of venue time has passed, the venue ends, or stop() is called.
+        With `trade_from_ns` (backtests on a held-out slice) the engine follows the market with quoting
+        off until that venue time, so book, features and model are warm when trading starts."""
         await self.venue.start()
         self.start_ns = self.clock.now_ns()
+        warmup = trade_from_ns is not None and trade_from_ns > self.start_ns
+        if warmup:
+            self._quoting = False
         self.mode = Mode.RUNNING
         model = self.risk.breakers["model"]
         if model.state == "tripped" and model.since_ns == 0:
@@ -214,6 +219,11 @@ class Engine:
                     break
                 self.on_batch(batch)
                 now = self.clock.now_ns()
+                if warmup and now >= trade_from_ns:
+                    warmup = False
+                    self._quoting = True
+                    self.max_abs_inventory_pct = 0.0
+                    self._event("engine", "warm-up over: trading starts")
                 if now - self._last_reconcile_ns >= reconcile_ns:
                     self._last_reconcile_ns = now
                     await self.reconcile()

@@ -106,6 +106,8 @@ class ModelPredictor:
         self._std = np.maximum(np.asarray(meta["feature_std"], dtype=np.float64), 1e-9)
         self.predictions = 0
         self.errors = 0
+        self._rows_version = 0  # bumps whenever the window changes
+        self._cached: tuple[int, Prediction] | None = None
 
     # the grid: at each point, the last state at or before it (as in training)
     def on_market(self, ts_ns: int) -> None:
@@ -118,6 +120,7 @@ class ModelPredictor:
                 self._inputs.append(self._rows[-1])
             else:
                 self._rows.clear()  # a hole in the grid: the window starts again (as training drops it)
+            self._rows_version += 1
             self._next_ns += self.cadence_ns
 
     def predict(self, features: FeatureEngine, book: L2Book, now_ns: int) -> Prediction | None:
@@ -130,6 +133,8 @@ class ModelPredictor:
         self._score(now_ns, mid)
         if len(self._rows) < self.window:
             return None  # warming up
+        if self._cached is not None and self._cached[0] == self._rows_version:
+            return self._cached[1]  # same window, same answer: the model runs once per grid step
         for i, row in enumerate(self._rows):
             self._buf[i] = row
         p = self.model.predict_proba(self._buf)
@@ -138,6 +143,7 @@ class ModelPredictor:
         direction = pred.p_up - pred.p_down
         if pred.p_flat < max(pred.p_up, pred.p_down):  # a directional call: score it after the horizon
             self._pending.append((now_ns + self.horizon_ns, mid, direction))
+        self._cached = (self._rows_version, pred)
         return pred
 
     def _score(self, now_ns: int, mid: float) -> None:
@@ -198,4 +204,10 @@ def load_predictor(cfg: ModelConfig) -> Predictor:
         if cfg.required:
             raise
         return NoModelPredictor(f"{exc}: model-free pricing")
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # one sample at a time on the engine's loop: no thread pool hand-off
+    except ImportError:  # pragma: no cover - load() above already needed torch
+        pass
     return ModelPredictor(loaded, cfg, str(path))
