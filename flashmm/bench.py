@@ -80,8 +80,11 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
 
     configure_logging("error")
 
-    def make() -> Engine:
-        return Engine(cfg, SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=speed))
+    from flashmm.model.predictor import load_predictor
+
+    def make() -> Engine:  # as shipped: the configured model
+        return Engine(cfg, SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=speed),
+                      predictor=load_predictor(cfg.model))
 
     async def headless(engine: Engine) -> None:
         await engine.run(seconds)

@@ -637,8 +637,13 @@ class Engine:
 
     def _after_cycle(self, now: int) -> None:
         """Bookkeeping after the orders are out (not part of tick-to-quote): spreads, queue estimates,
-        the console's histories."""
+        the console's histories, and the model's next answer computed ahead."""
         self._observe_spreads(now)
+        if self.predictor.available:
+            try:
+                self.predictor.precompute(self.features, self.book)
+            except Exception as exc:  # the hot-path call will meet the same failure and trip the breaker
+                self.log.debug("model_precompute_failed", error=str(exc))
         book = self.book
         for o in self.oms.orders.values():
             if o.order_type is not OrderType.LIMIT or o.state == "pending":

@@ -82,7 +82,16 @@ def write_card(rows: list[dict]) -> None:
                      f"{r['pnl_usdc']:+.2f} | {b['spread_capture']:+.2f} / {b['inventory']:+.2f} / {b['fees']:+.2f} | "
                      f"{r['fills']} | {_f(r['adverse_selection_bps'], '+.3f')} | {_f(r['markout_bps'], '+.3f')} | "
                      f"{r['spread_improvement_pct']:+.1f} | {_f(r['hit_rate'], '.1%')} |")
-    lines += ["", END]
+    pairs = {}
+    for r in rows:
+        pairs.setdefault(r["data"], {})[r["run"]] = r
+    better = sum(1 for v in pairs.values() if v["with_skew"]["pnl_usdc"] > v["without_skew"]["pnl_usdc"])
+    less_adverse = sum(1 for v in pairs.values() if (v["with_skew"]["adverse_selection_bps"] or 0)
+                       < (v["without_skew"]["adverse_selection_bps"] or 0))
+    lines += ["", f"Verdict, computed from the table: with the skew, PnL was higher on {better} of {len(pairs)} "
+                  f"held-out data sets and adverse selection lower on {less_adverse} of {len(pairs)}."
+                  + (" The prediction skew does not help on this evidence; keep it small or off until a model "
+                     "shows a gain here." if better <= len(pairs) // 2 else ""), "", END]
     card = ROOT / "models" / "README.md"
     text = card.read_text() if card.exists() else ""
     block = "\n".join(lines)

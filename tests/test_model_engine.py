@@ -48,6 +48,7 @@ def test_live_windows_equal_the_training_samples_of_the_same_market():
     predictor builds are exactly the dataset builder's samples of the same seeded market."""
     engine, _ = make_engine(seed=7)
     p = ModelPredictor(FakeModel(), ModelConfig(), "fake.pt2")
+    p.precompute = lambda features, book: None  # record only the windows of the hot-path calls
     engine.predictor = p
     engine.pause("test", "observe only")
 
@@ -132,3 +133,22 @@ def test_missing_model_file_is_the_fallback_or_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="nope.pt2"):
         load_predictor(ModelConfig(path=str(missing), required=True))
     assert isinstance(load_predictor(ModelConfig(path="none")), NoModelPredictor)
+
+
+def test_the_answer_computed_ahead_is_the_one_the_model_would_give():
+    """Speculative inference after the orders are out must equal inference on the hot path."""
+    class Echo(FakeModel):
+        def predict_proba(self, window):  # depends on every input of the window
+            s = float(np.tanh(window.sum() / 100.0))
+            return np.asarray([(1 - s) / 3, 1 / 3, (1 + s) / 3], dtype=np.float32)
+
+    ahead, _ = _engine_with(Echo())
+    run_for(ahead, 120)
+    assert ahead.predictor.speculative_hits > 50  # most cycles used the answer computed ahead
+    plain, _ = _engine_with(Echo())
+    plain.predictor.precompute = lambda features, book: None  # never compute ahead
+    run_for(plain, 120)
+    assert plain.predictor.speculative_hits == 0
+    assert ahead.last_prediction == plain.last_prediction
+    assert ahead.portfolio.position_lots == plain.portfolio.position_lots  # identical trading
+    assert [f.price_ticks for f in ahead.portfolio.fills] == [f.price_ticks for f in plain.portfolio.fills]
