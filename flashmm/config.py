@@ -196,11 +196,47 @@ class ConsoleConfig(_Section):
         return {name[4:]: value for name, value in self if name.startswith("key_")}
 
 
+class InfluxConfig(_Section):
+    """Metrics export to InfluxDB (off by default: the embedded run needs no servers). The v2 API (org, bucket,
+    token) by default; the v1 /write API (database, user, password) for InfluxDB 1.x and compatible stores.
+    Secrets come from the environment: FLASHMM_INFLUX__TOKEN, FLASHMM_INFLUX__PASSWORD."""
+
+    enabled: bool = Field(False, description="Export metrics every interval_s.")
+    api: Literal["v2", "v1"] = Field("v2", description="Write API: v2 (org/bucket/token) or v1 (/write?db=).")
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL.")
+    org: str = Field("flashmm", description="v2 organisation.")
+    bucket: str = Field("flashmm", description="v2 bucket.")
+    token: str = Field("", repr=False, description="v2 API token: set FLASHMM_INFLUX__TOKEN, never this file.")
+    database: str = Field("flashmm", description="v1 database.")
+    username: str = Field("", description="v1 user (empty = no authentication).")
+    password: str = Field("", repr=False, description="v1 password: set FLASHMM_INFLUX__PASSWORD, never this file.")
+    interval_s: float = Field(1.0, gt=0, description="Seconds between metric snapshots.")
+    batch_size: int = Field(500, ge=1, description="Points per write request.")
+    queue_max_points: int = Field(100_000, ge=10, description="Points kept during an outage; beyond, the oldest are dropped and counted.")
+    timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one write.")
+    retry_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between retries during an outage.")
+
+
+class RedisConfig(_Section):
+    """Hot state in Redis (off by default): position, the fills journal (a stream), open orders, the last book,
+    breaker states; a restart recovers from it and reconciles with the venue. The URL may carry a password:
+    set it as FLASHMM_REDIS__URL, not in this file."""
+
+    enabled: bool = Field(False, description="Keep state in Redis as well as in memory.")
+    url: str = Field("redis://127.0.0.1:6379/0", repr=False, description="Redis URL (FLASHMM_REDIS__URL for one with a password).")
+    namespace: str = Field("flashmm", description="Key prefix; one namespace per account and venue.")
+    flush_interval_s: float = Field(1.0, gt=0, description="Seconds between position/orders/book/breaker snapshots.")
+    retry_max_backoff_s: float = Field(10.0, gt=0, description="Longest wait between reconnection attempts.")
+    queue_max: int = Field(1_000_000, ge=100, description="Writes held in memory while Redis is down (fills are never dropped: beyond this the state breaker pauses quoting).")
+
+
 class LoggingConfig(_Section):
     """Structured JSON logs and the append-only audit log of operator controls."""
 
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written: debug, info, warning, error.")
-    file: str = Field("", description="Log file path; empty = stderr.")
+    file: str = Field("", description="Log file path; empty = stderr. Rotated by size.")
+    max_bytes: int = Field(50_000_000, ge=10_000, description="Rotate the log file at this size.")
+    backups: int = Field(5, ge=1, description="Rotated log files kept.")
     audit_file: str = Field("var/audit.jsonl", description="Append-only audit log of operator controls.")
 
 
@@ -214,6 +250,8 @@ class Config(_Section):
     risk: RiskConfig = RiskConfig()
     controls: ControlsConfig = ControlsConfig()
     console: ConsoleConfig = ConsoleConfig()
+    influx: InfluxConfig = InfluxConfig()
+    redis: RedisConfig = RedisConfig()
     logging: LoggingConfig = LoggingConfig()
 
 
