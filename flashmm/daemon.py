@@ -16,7 +16,7 @@ import orjson
 from flashmm.config import Config
 from flashmm.engine import Engine
 from flashmm.model.predictor import load_predictor
-from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger
+from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.factory import make_venue
 
 
@@ -44,12 +44,22 @@ def status_fields(engine: Engine) -> dict[str, Any]:
     }
 
 
+def register_config_secrets(cfg: Config) -> None:
+    """Secret values from the configuration never reach a log line, whatever key they end up under."""
+    register_secret(cfg.influx.token)
+    register_secret(cfg.influx.password)
+    if "@" in cfg.redis.url:
+        register_secret(cfg.redis.url.split("://", 1)[-1].split("@", 1)[0])
+
+
 def run_console(cfg: Config, duration_s: float | None, summary_path: str | None, data: list[str] | None = None) -> int:
     """The Textual console with the engine in a worker on the app's loop. Logs go to a file (the
     terminal belongs to the console): [logging].file, else var/flashmm.log."""
     from tui.app import FlashMMApp  # the engine package never imports the console at module level
 
-    configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", uuid.uuid4().hex[:12])
+    register_config_secrets(cfg)
+    configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", uuid.uuid4().hex[:12],
+                      cfg.logging.max_bytes, cfg.logging.backups)
     venue = make_venue(cfg, data=data)
     engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
     app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console)
@@ -68,8 +78,10 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
 async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None,
                      data: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:12]
-    configure_logging(cfg.logging.level, cfg.logging.file, run_id)
+    register_config_secrets(cfg)
+    configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups)
     log = get_logger("daemon")
+    log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
     venue = make_venue(cfg, speed, data)
     engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
     loop = asyncio.get_running_loop()
