@@ -44,6 +44,28 @@ def status_fields(engine: Engine) -> dict[str, Any]:
     }
 
 
+def start_metrics(cfg: Config, engine: Engine, run_id: str) -> tuple[Any, Any]:
+    """InfluxDB export when enabled: a background flusher thread and a once-a-second publisher task (the
+    hot path never touches either). Points carry wall-clock time, so dashboards of a sim run line up."""
+    if not cfg.influx.enabled:
+        return None, None
+    from flashmm.telemetry.influx import InfluxExporter, default_tags, publish_metrics
+
+    exporter = InfluxExporter(cfg.influx)
+    exporter.start()
+    publisher = asyncio.create_task(publish_metrics(engine, exporter, cfg.influx.interval_s,
+                                                    default_tags(engine, run_id), clock=time.time_ns))
+    return exporter, publisher
+
+
+async def stop_metrics(exporter: Any, publisher: Any) -> None:
+    if publisher is not None:
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+    if exporter is not None:
+        await asyncio.to_thread(exporter.stop, 5.0)
+
+
 def register_config_secrets(cfg: Config) -> None:
     """Secret values from the configuration never reach a log line, whatever key they end up under."""
     register_secret(cfg.influx.token)
@@ -58,12 +80,26 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     from tui.app import FlashMMApp  # the engine package never imports the console at module level
 
     register_config_secrets(cfg)
-    configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", uuid.uuid4().hex[:12],
+    run_id = uuid.uuid4().hex[:12]
+    configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
                       cfg.logging.max_bytes, cfg.logging.backups)
     venue = make_venue(cfg, data=data)
     engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
-    app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console)
-    rc = app.run()
+    exporter = None
+    background = []
+    if cfg.influx.enabled:
+        from flashmm.telemetry.influx import InfluxExporter, default_tags, publish_metrics
+
+        exporter = InfluxExporter(cfg.influx)
+        exporter.start()
+        tags = default_tags(engine, run_id)
+        background.append(lambda: publish_metrics(engine, exporter, cfg.influx.interval_s, tags, clock=time.time_ns))
+    app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console, background=background)
+    try:
+        rc = app.run()
+    finally:
+        if exporter is not None:
+            exporter.stop(5.0)
     if summary_path:
         summary = engine.summary()
         summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console"}
@@ -103,6 +139,7 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     log.info("start", venue=venue.name, symbol=venue.instrument.symbol, seed=cfg.run.seed,
              speed=speed if speed is not None else cfg.run.speed, duration_s=duration_s)
     status = asyncio.create_task(status_loop())
+    exporter, publisher = start_metrics(cfg, engine, run_id)
     rc = 0
     t0 = time.monotonic()
     try:
@@ -112,6 +149,7 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     finally:
         status.cancel()
         clean = await engine.shutdown()
+        await stop_metrics(exporter, publisher)
         summary = engine.summary()
         summary["exit"] = {"signal": signals_seen[0] if signals_seen else None, "orders_cancelled_cleanly": clean,
                            "wall_s": round(time.monotonic() - t0, 3)}

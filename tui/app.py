@@ -44,8 +44,9 @@ class FlashMMApp(App[int]):
     ]
 
     def __init__(self, source: Any, *, duration_s: float | None = None, console: ConsoleConfig | None = None,
-                 live: bool = True) -> None:
+                 live: bool = True, background: list[Any] | None = None) -> None:
         super().__init__()
+        self.background = background or []  # coroutine factories run beside the engine (e.g. metrics export)
         self.source = source
         self.duration_s = duration_s
         self.console_cfg = console or ConsoleConfig()
@@ -87,6 +88,8 @@ class FlashMMApp(App[int]):
 
     def _start_engine(self) -> None:
         self._engine_worker = self.run_worker(self._engine_main(), name="engine", group="engine", exit_on_error=False)
+        for make in self.background:
+            self.run_worker(make(), group="background", exit_on_error=False)
         self.set_interval(1.0 / self.console_cfg.refresh_hz, self.pull)
 
     # ---- the pull -------------------------------------------------------------------------------------
