@@ -44,6 +44,15 @@ def status_fields(engine: Engine) -> dict[str, Any]:
     }
 
 
+def make_state_store(cfg: Config, venue: Any) -> Any:
+    """Redis state when [redis].enabled (redis is imported only then); one namespace per venue and pair."""
+    if not cfg.redis.enabled:
+        return None
+    from flashmm.state_redis import RedisStateStore
+
+    return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument)
+
+
 def start_metrics(cfg: Config, engine: Engine, run_id: str) -> tuple[Any, Any]:
     """InfluxDB export when enabled: a background flusher thread and a once-a-second publisher task (the
     hot path never touches either). Points carry wall-clock time, so dashboards of a sim run line up."""
@@ -84,7 +93,8 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
                       cfg.logging.max_bytes, cfg.logging.backups)
     venue = make_venue(cfg, data=data)
-    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
+    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None),
+                    state_store=make_state_store(cfg, venue))
     exporter = None
     background = []
     if cfg.influx.enabled:
@@ -119,7 +129,8 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     log = get_logger("daemon")
     log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
     venue = make_venue(cfg, speed, data)
-    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None))
+    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None),
+                    state_store=make_state_store(cfg, venue))
     loop = asyncio.get_running_loop()
     signals_seen: list[str] = []
 

@@ -117,7 +117,8 @@ class EngineSnapshot:
 
 class Engine:
     def __init__(self, cfg: Config, venue: Venue, predictor: Predictor | None = None,
-                 audit: AuditLog | None = None, seed: int | None = None, history_len: int | None = 600) -> None:
+                 audit: AuditLog | None = None, seed: int | None = None, history_len: int | None = 600,
+                 state_store: Any = None) -> None:
         self.cfg = cfg
         self.venue = venue
         self.clock = venue.clock
@@ -166,6 +167,10 @@ class Engine:
         if not self.predictor.available:
             self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
         self.model_errors = 0
+        self.state_store = state_store  # flashmm.state_redis.RedisStateStore when [redis].enabled
+        self._state_task: asyncio.Task | None = None
+        self._last_state_flush = 0.0
+        self.recovered: dict[str, Any] = {}
         self._handlers = {
             BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, Trade: self._on_trade,
             OrderAck: self._on_ack, OrderReject: self._on_reject, CancelAck: self._on_cancel_ack,
@@ -192,6 +197,8 @@ class Engine:
         With `trade_from_ns` (backtests on a held-out slice) the engine follows the market with quoting
         off until that venue time, so book, features and model are warm when trading starts."""
         await self.venue.start()
+        if self.state_store is not None:
+            await self._recover_state()
         self.start_ns = self.clock.now_ns()
         warmup = trade_from_ns is not None and trade_from_ns > self.start_ns
         if warmup:
@@ -227,6 +234,8 @@ class Engine:
                 if now - self._last_reconcile_ns >= reconcile_ns:
                     self._last_reconcile_ns = now
                     await self.reconcile()
+                if self.state_store is not None:
+                    self._state_snapshots(now)
                 if end_ns is not None and now >= end_ns:
                     break
         except Exception as exc:  # the engine must not die silently: record, fault, let shutdown cancel
@@ -260,6 +269,12 @@ class Engine:
             if again:
                 self.venue.submit(again)
         clean = not self.oms.orders
+        if self.state_store is not None:
+            self._state_snapshots(self.clock.now_ns(), force=True)
+            flushed = await self.state_store.close(timeout_s)
+            if self._state_task is not None:
+                self._state_task.cancel()
+            self.log.info("state_closed", flushed=flushed)
         if self.mode is not Mode.FAULTED:
             self.mode = Mode.STOPPED
         self._event("engine", "all orders cancelled" if clean else f"{len(self.oms.orders)} orders left open at exit")
@@ -280,6 +295,49 @@ class Engine:
             self._event("venue", f"reconcile: {p}")
         if actions:
             self.venue.submit(actions)
+
+    # ---- state store (Redis) ------------------------------------------------------------------------------
+    async def _recover_state(self) -> None:
+        """Load what a previous run journaled, then compare it with the venue's record: every difference is
+        logged, counted and pauses trading (sticky) until the operator resumes; nothing is merged silently."""
+        from flashmm.state_redis import reconcile
+
+        store = self.state_store
+        rec = await store.load()  # Redis unreadable at start: refuse to start blind (raises)
+        if rec is not None:
+            rec.apply_to(self.portfolio)
+            venue = await self.venue.account_state()
+            top = max(venue.open_orders, default=0)
+            self.oms.next_client_id = max(rec.next_client_id, top + 1, self.oms.next_client_id) + 1000
+            problems = reconcile(rec, venue)
+            self.recovered = {"fills": len(rec.fills), "position_lots": self.portfolio.position_lots,
+                              "problems": problems}
+            self._event("engine", f"recovered {len(rec.fills)} fills, position {self.portfolio.position_lots} "
+                                  f"from the state store")
+            self.log.info("state_recovered", fills=len(rec.fills), position_lots=self.portfolio.position_lots,
+                          problems=problems)
+            for p in problems:
+                self.counters["reconcile_mismatches"] += 1
+                self._event("venue", f"recovery: {p}")
+            # orders the journal knew but the venue no longer has ended while we were down (their fills,
+            # if any, show up in the position); a position that differs is what must stop trading
+            if rec.position_lots != venue.position_lots:
+                self.risk.breakers["venue_errors"].trip(
+                    f"recovered position {rec.position_lots} differs from the venue's {venue.position_lots}",
+                    self.clock.now_ns())
+        store.set_next_client_id(self.oms.next_client_id)
+        self._state_task = asyncio.create_task(store.run())
+
+    def _state_snapshots(self, now: int, force: bool = False) -> None:
+        store = self.state_store
+        store.set_next_client_id(self.oms.next_client_id)
+        wall = time.monotonic()
+        if force or wall - self._last_state_flush >= self.cfg.redis.flush_interval_s:
+            self._last_state_flush = wall
+            store.set_orders(self.oms.orders.values())
+            store.set_book(self.book.top_bids(10), self.book.top_asks(10), now)
+            store.set_breakers(self.risk.views())
+            store.set_position(self.portfolio)
 
     # ================================================================== hot path ======================
     def on_batch(self, batch: list[Event]) -> None:
@@ -313,7 +371,8 @@ class Engine:
         if self.flatten_reason:
             actions = self._flatten_step(now)
         elif (self.killed or self.paused or book.stale or not book.two_sided() or risk.active(BreakerAction.PAUSE)
-              or risk.active(BreakerAction.FLATTEN) or risk.active(BreakerAction.KILL)):
+              or risk.active(BreakerAction.FLATTEN) or risk.active(BreakerAction.KILL)
+              or (self.state_store is not None and self.state_store.overflow)):
             actions = self.oms.cancel_all()
             self.last_proposal = None
         else:
@@ -424,8 +483,13 @@ class Engine:
 
     def _on_fill(self, ev: Fill) -> None:
         mid = self.book.mid_ticks() if self.book.two_sided() else ev.price_ticks
-        self.oms.on_fill(ev.client_id, ev.lots, ev.done)
+        order = self.oms.on_fill(ev.client_id, ev.lots, ev.done)
         self.portfolio.on_fill(ev, mid)
+        if self.state_store is not None:
+            from flashmm.state_redis import fill_id, unknown_order_fill_id
+
+            fid = fill_id(ev.client_id, order.filled_lots) if order is not None else unknown_order_fill_id(ev)
+            self.state_store.record_fill(self.portfolio.fills[-1], fid)
         self.counters["fills"] += 1
         self._track_inventory(mid)
         side = "BUY" if ev.side is Side.BUY else "SELL"
@@ -436,6 +500,8 @@ class Engine:
 
     def _on_fee(self, ev: FeeCharge) -> None:
         self.portfolio.on_fee(ev.amount_quote)
+        if self.state_store is not None:
+            self.state_store.record_fee(ev.amount_quote)
 
     def _on_status(self, ev: VenueStatus) -> None:
         if not ev.connected:
@@ -497,6 +563,10 @@ class Engine:
                 self._set(b["latency"], p95_ms > r.latency_widen_ms, f"tick-to-quote p95 {p95_ms:.1f} ms", now)
             self._window_t2q.reset()
             self._window_start_ns = now
+        st = self.state_store
+        if st is not None:
+            self._set(b["state"], not st.healthy or st.overflow,
+                      ("state store queue full: quoting paused" if st.overflow else f"state store down: {st.reason}"), now)
         for breaker in b.values():  # a cleared breaker returns to ok once its cooldown has passed
             if breaker.state == "cooling_down" and breaker.clear(now):
                 self._event("breaker", f"{breaker.name} ok")

@@ -28,6 +28,7 @@ class BreakerAction(enum.StrEnum):
     FLATTEN = "flatten"  # close the position, no new quotes
     KILL = "kill"  # cancel all, flatten, disable trading until restart
     FALLBACK = "fallback"  # model-free pricing
+    ALERT = "alert"  # shown to the operator; trading goes on
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ BREAKER_ACTIONS: dict[str, BreakerAction] = {
     "inventory": BreakerAction.FLATTEN,  # position beyond its limit
     "extreme_market": BreakerAction.KILL,  # jump or volatility spike
     "model": BreakerAction.FALLBACK,  # no model, drift, low confidence
+    "state": BreakerAction.ALERT,  # the state store (Redis) is down: trading goes on from memory
 }
 
 
