@@ -24,6 +24,7 @@ from flashmm.domain import (
     BookDiff,
     BookSnapshot,
     CancelAck,
+    CancelOrder,
     CancelReject,
     Event,
     FeeCharge,
@@ -167,6 +168,7 @@ class Engine:
         if not self.predictor.available:
             self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
         self.model_errors = 0
+        self._trace_orders = cfg.logging.level == "debug"  # per-order lifecycle lines (client_id correlates)
         self.state_store = state_store  # flashmm.state_redis.RedisStateStore when [redis].enabled
         self._state_task: asyncio.Task | None = None
         self._last_state_flush = 0.0
@@ -256,7 +258,7 @@ class Engine:
         deadline = time.monotonic() + timeout_s
         actions = self.oms.cancel_all()
         if actions:
-            self.venue.submit(actions)
+            self._submit(actions)
         while self.oms.orders and time.monotonic() < deadline:
             try:
                 batch = await asyncio.wait_for(self.venue.next_batch(), timeout=max(0.01, deadline - time.monotonic()))
@@ -267,7 +269,7 @@ class Engine:
             self.on_batch(batch)
             again = self.oms.cancel_all()  # orders acknowledged after the first cancel round
             if again:
-                self.venue.submit(again)
+                self._submit(again)
         clean = not self.oms.orders
         if self.state_store is not None:
             self._state_snapshots(self.clock.now_ns(), force=True)
@@ -294,7 +296,7 @@ class Engine:
             self.log.warning("reconcile_mismatch", detail=p)
             self._event("venue", f"reconcile: {p}")
         if actions:
-            self.venue.submit(actions)
+            self._submit(actions)
 
     # ---- state store (Redis) ------------------------------------------------------------------------------
     async def _recover_state(self) -> None:
@@ -400,12 +402,23 @@ class Engine:
             h["risk"].record(t3 - t2 + breakers_ns)  # breaker evaluation + limits
             h["orders"].record(t4 - t3)
         if actions:
-            self.venue.submit(actions)
+            self._submit(actions)
         t5 = perf_counter_ns()
         self.hist["submit"].record(t5 - t4)
         self.tick_to_quote.record(t5 - t0)
         self._window_t2q.record(t5 - t0)
         self._after_cycle(now)
+
+    def _submit(self, actions: list[OrderAction]) -> None:
+        """Every order action leaves the engine here."""
+        self.venue.submit(actions)
+        if self._trace_orders:
+            for a in actions:
+                if isinstance(a, CancelOrder):
+                    self.log.debug("order_cancel_sent", client_id=a.client_id)
+                else:
+                    self.log.debug("order_sent", client_id=a.client_id, side=a.side.name, price_ticks=a.price_ticks,
+                                   lots=a.lots, order_type=a.order_type.name)
 
     def _predict(self, now: int) -> Prediction | None:
         """Run the model (always, so drift can clear); use it only while the model breaker is ok."""
@@ -467,6 +480,8 @@ class Engine:
 
     def _on_ack(self, ev: OrderAck) -> None:
         self.oms.on_ack(ev.client_id, ev.venue_order_id)
+        if self._trace_orders:
+            self.log.debug("order_acked", client_id=ev.client_id, venue_order_id=ev.venue_order_id)
 
     def _on_reject(self, ev: OrderReject) -> None:
         self.oms.on_reject(ev.client_id, ev.reason)
@@ -477,6 +492,8 @@ class Engine:
 
     def _on_cancel_ack(self, ev: CancelAck) -> None:
         self.oms.on_cancel_ack(ev.client_id)
+        if self._trace_orders:
+            self.log.debug("order_cancelled", client_id=ev.client_id)
 
     def _on_cancel_reject(self, ev: CancelReject) -> None:
         self.oms.on_cancel_reject(ev.client_id, ev.reason)
@@ -515,7 +532,7 @@ class Engine:
             self._event("breaker", "feed tripped: no market data")
         actions = self.oms.cancel_all()
         if actions:
-            self.venue.submit(actions)
+            self._submit(actions)
 
     # ---- breakers -----------------------------------------------------------------------------------
     def _update_breakers(self, now: int) -> None:
@@ -618,7 +635,7 @@ class Engine:
     def _cancel_now(self) -> None:
         actions = self.oms.cancel_all()
         if actions:
-            self.venue.submit(actions)
+            self._submit(actions)
 
     def pause(self, who: str = "operator", why: str = "") -> str:
         if self.killed:

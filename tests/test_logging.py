@@ -51,3 +51,24 @@ def test_the_log_file_rotates_by_size(tmp_path):
     assert all((tmp_path / n).stat().st_size <= 1000 for n in names)
     last = [json.loads(x)["i"] for x in (tmp_path / "f.log").read_text().splitlines()]
     assert last[-1] == 99  # the newest lines are in the live file, none lost within the kept files
+
+
+def test_at_debug_level_an_orders_whole_lifecycle_shares_its_client_id(tmp_path):
+    log = tmp_path / "d.log"
+    env = dict(os.environ, FLASHMM_LOGGING__LEVEL='"debug"', FLASHMM_LOGGING__FILE=json.dumps(str(log)),
+               FLASHMM_LOGGING__AUDIT_FILE='""', FLASHMM_MODEL__PATH='"none"')
+    r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", "--duration", "60", "--speed", "500"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    by_id: dict[int, list[str]] = {}
+    for x in lines:
+        if "client_id" in x:
+            by_id.setdefault(x["client_id"], []).append(x["event"])
+    filled = [cid for cid, ev in by_id.items() if "fill" in ev]
+    assert filled
+    assert all(ev[0] == "order_sent" and "order_acked" in ev for cid, ev in by_id.items() if cid in filled)
+    # a cancel we asked for is confirmed after it was sent (a market order's unfilled rest is cancelled by
+    # the venue without one)
+    asked = [ev for ev in by_id.values() if "order_cancel_sent" in ev and "order_cancelled" in ev]
+    assert asked and all(ev.index("order_cancel_sent") < ev.index("order_cancelled") for ev in asked)
