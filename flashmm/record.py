@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from flashmm.data.events import KIND_DIFF, KIND_SNAP, KIND_TRADE, EventSet, EventWriter

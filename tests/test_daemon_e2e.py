@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
 
 SUMMARY_KEYS = {
     "events", "quotes", "orders_placed", "orders_cancelled", "fills", "position_base", "position_usdc",

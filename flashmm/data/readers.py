@@ -43,7 +43,7 @@ import zipfile
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,23 @@ def _open_lines(path: Path, opener: Callable[[Path], Any], what: str,
 # ---- reading events back as messages -----------------------------------------------------------
 
 
+def _stamped_json(stamp: bytes, body: bytes, last_ts: int, rejects: Counter) -> tuple[int, dict] | None:
+    """A recording line's receive time and JSON object; None (counted) when malformed or out of order."""
+    try:
+        ts = int(stamp)
+        msg = orjson.loads(body)
+    except (ValueError, orjson.JSONDecodeError):
+        rejects["malformed_line"] += 1
+        return None
+    if ts <= 0 or not isinstance(msg, dict):
+        rejects["malformed_line"] += 1
+        return None
+    if ts < last_ts:
+        rejects["out_of_order_ts"] += 1
+        return None
+    return ts, msg
+
+
 def iter_messages(events: np.ndarray) -> Iterator[tuple[int, int, int, int, list[tuple[int, int, int]]]]:
     """(kind, ts_ns, seq, seq2, rows) per message, rows = [(side, price, qty)] without FLAG_EMPTY rows."""
     if events.size == 0:
@@ -294,21 +311,12 @@ def read_binance(paths: list[Path], market: str) -> EventSet:
         for line in _open_lines(path, opener, "gzip", rejects):
             counts["lines"] += 1
             sp = line.find(b" ")
-            if sp <= 0:
-                rejects["malformed_line"] += 1
+            parsed = _stamped_json(line[:sp], line[sp + 1:], last_ts, rejects) if sp > 0 else None
+            if parsed is None:
+                if sp <= 0:
+                    rejects["malformed_line"] += 1
                 continue
-            try:
-                ts = int(line[:sp])
-                msg = orjson.loads(line[sp + 1:])
-            except (ValueError, orjson.JSONDecodeError):
-                rejects["malformed_line"] += 1
-                continue
-            if ts <= 0 or not isinstance(msg, dict):
-                rejects["malformed_line"] += 1
-                continue
-            if ts < last_ts:
-                rejects["out_of_order_ts"] += 1
-                continue
+            ts, msg = parsed
             last_ts = ts
             try:
                 stream = msg.get("stream")
@@ -469,18 +477,10 @@ def read_bitstamp(path: Path) -> EventSet:
         if len(parts) != 3:
             rejects["malformed_line"] += 1
             continue
-        try:
-            ts_ms = int(parts[0])
-            msg = orjson.loads(parts[2])
-        except (ValueError, orjson.JSONDecodeError):
-            rejects["malformed_line"] += 1
+        parsed = _stamped_json(parts[0], parts[2], last_ts, rejects)
+        if parsed is None:
             continue
-        if ts_ms <= 0 or not isinstance(msg, dict):
-            rejects["malformed_line"] += 1
-            continue
-        if ts_ms < last_ts:
-            rejects["out_of_order_ts"] += 1
-            continue
+        ts_ms, msg = parsed
         last_ts = ts_ms
         ts = ts_ms * NS_PER_MS
         etype = parts[1]

@@ -6,12 +6,16 @@ Nothing in the strategy knows which venue it is talking to: a venue delivers bat
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from flashmm.clock import Clock
+from flashmm.clock import NS_PER_S, Clock
 from flashmm.domain import Event, Instrument, OrderAction, Side
+from flashmm.telemetry.histogram import LatencyHistogram
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +62,33 @@ class Venue(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Disconnect. Cancelling orders first is the engine's job (Engine.shutdown)."""
+
+
+class Pacer:
+    """Paces a venue that owns its clock against wall time at `speed` x real time (inf = as fast as
+    possible, yielding to other tasks every `yield_every` steps), and records how late each step was
+    handed over (event-loop lag: a busy console or exporter shows up here)."""
+
+    def __init__(self, speed: float, yield_every: int = 1) -> None:
+        self.speed = speed
+        self.yield_every = yield_every
+        self.lateness = LatencyHistogram()
+        self._wall_start = 0.0
+        self._venue_start = 0
+        self._steps = 0
+
+    def start(self, venue_now_ns: int) -> None:
+        self._wall_start = time.monotonic()
+        self._venue_start = venue_now_ns
+
+    async def wait_until(self, venue_ts_ns: int) -> None:
+        """Return when wall time has caught up with `venue_ts_ns`."""
+        self._steps += 1
+        if math.isfinite(self.speed):
+            due = self._wall_start + (venue_ts_ns - self._venue_start) / NS_PER_S / self.speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
+        elif self._steps % self.yield_every == 0:
+            await asyncio.sleep(0)  # let other tasks (console, progress, signals) run

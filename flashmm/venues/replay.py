@@ -17,15 +17,13 @@ Fees: maker / taker bps of notional (negative = rebate).
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flashmm.book import L2Book
-from flashmm.clock import NS_PER_S, SimClock
+from flashmm.clock import SimClock
 from flashmm.config import ReplayConfig
 from flashmm.data.events import FLAG_EMPTY, KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE, EventSet, message_bounds
 from flashmm.domain import (
@@ -44,8 +42,7 @@ from flashmm.domain import (
     Side,
     Trade,
 )
-from flashmm.telemetry.histogram import LatencyHistogram
-from flashmm.venues.base import AccountState, Venue, VenueOrder
+from flashmm.venues.base import AccountState, Pacer, Venue, VenueOrder
 
 
 @dataclass(slots=True)
@@ -222,9 +219,8 @@ class ReplayVenue(Venue):
         self.rows_done = 0
         self.messages_done = 0
         self.bbo_messages = 0
-        self.lateness = LatencyHistogram()
-        self._wall_start = 0.0
-        self._sim_start = 0
+        self.pacer = Pacer(speed, yield_every=1024)
+        self.lateness = self.pacer.lateness
         self._stopped = False
 
     @property
@@ -236,8 +232,7 @@ class ReplayVenue(Venue):
         return len(self._ends)
 
     async def start(self) -> None:
-        self._wall_start = time.monotonic()
-        self._sim_start = self.clock.now_ns()
+        self.pacer.start(self.clock.now_ns())
 
     def submit(self, actions: Sequence[OrderAction]) -> None:
         arrive = self.clock.now_ns() + self.latency_ns
@@ -257,14 +252,7 @@ class ReplayVenue(Venue):
             start = self._ends[self._msg - 1] if self._msg else 0
             end = self._ends[self._msg]
             ts = self._ts[start]
-            if math.isfinite(self.speed):
-                due = self._wall_start + (ts - self._sim_start) / NS_PER_S / self.speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
-            elif self._msg & 1023 == 0:
-                await asyncio.sleep(0)  # as fast as possible, but let other tasks (progress, console) run
+            await self.pacer.wait_until(ts)
             self._msg += 1
             self.rows_done += end - start
             self.messages_done += 1

@@ -20,9 +20,7 @@ real information about the next mid move.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,8 +48,7 @@ from flashmm.domain import (
     Side,
     Trade,
 )
-from flashmm.telemetry.histogram import LatencyHistogram
-from flashmm.venues.base import AccountState, Venue, VenueOrder
+from flashmm.venues.base import AccountState, Pacer, Venue, VenueOrder
 
 OURS = 0  # owner id of our account; other traders are 1
 OTHERS = 1
@@ -515,26 +512,17 @@ class SimVenue(Venue):
         self.maker_fee_bps = cfg.maker_fee_bps
         self.clock = self.market.clock
         self.speed = speed
-        self._wall_start = 0.0
-        self._sim_start = 0
+        self.pacer = Pacer(speed)
+        self.lateness = self.pacer.lateness  # paced runs: how late each block was handed over (event-loop lag)
         self._stopped = False
-        self.lateness = LatencyHistogram()  # paced runs: how late each block was handed over (event-loop lag)
 
     async def start(self) -> None:
-        self._wall_start = time.monotonic()
-        self._sim_start = self.clock.now_ns()
+        self.pacer.start(self.clock.now_ns())
 
     async def next_batch(self) -> list[Event] | None:
         if self._stopped:
             return None
-        if math.isfinite(self.speed):
-            due = self._wall_start + (self.clock.now_ns() + self.market.block_ns - self._sim_start) / NS_PER_S / self.speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
-        else:
-            await asyncio.sleep(0)  # let other tasks (console, signal handlers) run between blocks
+        await self.pacer.wait_until(self.clock.now_ns() + self.market.block_ns)
         return self.market.step()
 
     def submit(self, actions: Sequence[OrderAction]) -> None:
