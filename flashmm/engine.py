@@ -728,7 +728,7 @@ class Engine:
         self._observe_spreads(now)
         if self.predictor.available:
             try:
-                self.predictor.precompute(self.features, self.book)
+                self.predictor.precompute(self.features, self.book, now)
             except Exception as exc:  # the hot-path call will meet the same failure and trip the breaker
                 self.log.debug("model_precompute_failed", error=str(exc))
         book = self.book

@@ -48,7 +48,7 @@ def test_live_windows_equal_the_training_samples_of_the_same_market():
     predictor builds are exactly the dataset builder's samples of the same seeded market."""
     engine, _ = make_engine(seed=7)
     p = ModelPredictor(FakeModel(), ModelConfig(), "fake.pt2")
-    p.precompute = lambda features, book: None  # record only the windows of the hot-path calls
+    p.precompute = lambda features, book, now_ns: None  # record only the windows of the hot-path calls
     engine.predictor = p
     engine.pause("test", "observe only")
 
@@ -146,7 +146,7 @@ def test_the_answer_computed_ahead_is_the_one_the_model_would_give():
     run_for(ahead, 120)
     assert ahead.predictor.speculative_hits > 50  # most cycles used the answer computed ahead
     plain, _ = _engine_with(Echo())
-    plain.predictor.precompute = lambda features, book: None  # never compute ahead
+    plain.predictor.precompute = lambda features, book, now_ns: None  # never compute ahead
     run_for(plain, 120)
     assert plain.predictor.speculative_hits == 0
     assert ahead.last_prediction == plain.last_prediction

@@ -50,7 +50,7 @@ class Predictor(Protocol):
 
     def predict(self, features: FeatureEngine, book: L2Book, now_ns: int) -> Prediction | None: ...
 
-    def precompute(self, features: FeatureEngine, book: L2Book) -> None: ...
+    def precompute(self, features: FeatureEngine, book: L2Book, now_ns: int) -> None: ...
 
     def drift(self) -> str: ...
 
@@ -72,7 +72,7 @@ class NoModelPredictor:
     def predict(self, features: FeatureEngine, book: L2Book, now_ns: int) -> Prediction | None:
         return None
 
-    def precompute(self, features: FeatureEngine, book: L2Book) -> None:
+    def precompute(self, features: FeatureEngine, book: L2Book, now_ns: int) -> None:
         return None
 
     def drift(self) -> str:
@@ -117,6 +117,8 @@ class ModelPredictor:
         # records the current state (version, that state, prediction)
         self._speculative: tuple[int, np.ndarray, Prediction] | None = None
         self.speculative_hits = 0
+        self._last_cycle_ns = -1
+        self._cycle_ns = 0.0  # running interval between quote cycles
 
     # the grid: at each point, the last state at or before it (as in training)
     def on_market(self, ts_ns: int) -> None:
@@ -161,9 +163,16 @@ class ModelPredictor:
         self._cached = (self._rows_version, pred)
         return pred
 
-    def precompute(self, features: FeatureEngine, book: L2Book) -> None:
+    def precompute(self, features: FeatureEngine, book: L2Book, now_ns: int) -> None:
         """After the orders are out: predict for the window the next grid point will most likely make (the
-        current state appended), so the next quote cycle need not run the model."""
+        current state appended), so the next quote cycle need not run the model. Only when that grid point
+        is likely to pass before the next cycle (judged from the running interval between cycles)."""
+        if self._last_cycle_ns >= 0:
+            gap = now_ns - self._last_cycle_ns
+            self._cycle_ns = gap if self._cycle_ns <= 0 else 0.9 * self._cycle_ns + 0.1 * gap
+        self._last_cycle_ns = now_ns
+        if self._cycle_ns > 0 and self._next_ns - now_ns > 1.5 * self._cycle_ns:
+            return  # the window will not change by the next cycle: the cached answer serves it
         if book.stale or not book.two_sided() or not features.ready or len(self._rows) < self.window - 1:
             return
         state = np.zeros(N_INPUTS, dtype=np.float32)
