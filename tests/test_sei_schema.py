@@ -423,7 +423,7 @@ def test_load_private_key_errors(monkeypatch):
     with pytest.raises(RuntimeError, match="FLASHMM_SEI_PRIVATE_KEY"):
         t.load_private_key()
     monkeypatch.setenv(t.ENV_KEYSTORE, "/nonexistent/keystore.json")
-    with pytest.raises(RuntimeError, match="not supported"):
+    with pytest.raises(RuntimeError, match="not found"):  # KeystoreError, before any passphrase is asked
         t.load_private_key()
     monkeypatch.setenv(t.ENV_PRIVATE_KEY, "cd" * 31)  # malformed: error must not echo it
     with pytest.raises(ValueError) as e:

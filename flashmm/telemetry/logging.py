@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -118,13 +120,51 @@ def get_logger(component: str) -> Any:
     return structlog.get_logger(component=component)
 
 
+AUDIT_GENESIS = "0" * 64  # `prev` of an audit log's first line
+_AUDIT_TAIL_CHUNK = 4096
+
+
+def audit_line_hash(line: bytes) -> str:
+    """SHA-256 (hex) of one audit line as stored, without its trailing newline: the next line's `prev`."""
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def _tail(fd: int) -> tuple[bytes | None, bool]:
+    """(the file's last line without its newline, whether the file ends with a newline); (None, True) when
+    the file is empty. Reads backwards from the end only, so continuing the chain after a restart costs the
+    same whatever the file's size."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0:
+        return None, True
+    pos, buf = end, b""
+    while pos > 0:
+        step = min(_AUDIT_TAIL_CHUNK, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        body = buf[:-1] if buf.endswith(b"\n") else buf
+        cut = body.rfind(b"\n")
+        if cut >= 0:
+            return body[cut + 1:], buf.endswith(b"\n")
+    return (buf[:-1] if buf.endswith(b"\n") else buf), buf.endswith(b"\n")
+
+
 class AuditLog:
-    """Append-only JSON lines: who, when, what, why, and the result. Opened in append mode per write,
-    flushed and fsynced, so a crash loses no line and nothing is ever rewritten."""
+    """Append-only, tamper-evident JSON lines: who, when, what, why, the result, and `prev`.
+
+    `prev` is the SHA-256 of the previous line as stored (AUDIT_GENESIS for the first), so editing,
+    deleting or inserting a line breaks the chain at that point; `verify_audit_log` finds it. The chain
+    continues across restarts and across processes sharing the file: each write takes an exclusive
+    flock, reads the current last line, and appends. The file is opened with O_APPEND (never O_TRUNC), each
+    line is fsynced, and nothing is ever rewritten. A torn last line (a crash mid-write) is closed with a
+    newline before the next entry and stays in the chain, where verification reports it as unreadable.
+    Limit: dropping lines from the END leaves a valid shorter chain; `head` (the hash of the last line this
+    object wrote) is what a caller would record elsewhere to anchor it.
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
         self.entries: list[dict[str, Any]] = []  # this run's entries (the console shows them)
+        self.head: str | None = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -132,10 +172,47 @@ class AuditLog:
         entry = {"ts": time.time(), "venue_ts_ns": venue_ts_ns, "action": action, "who": who, "why": why, "result": result}
         self.entries.append(entry)
         if self.path:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, orjson.dumps(entry) + b"\n")
+                fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time reads the tail and appends
+                last, ends_with_newline = _tail(fd)
+                entry["prev"] = AUDIT_GENESIS if last is None else audit_line_hash(last)
+                line = orjson.dumps(entry)
+                os.write(fd, (b"" if ends_with_newline else b"\n") + line + b"\n")
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                os.close(fd)  # releases the lock
+            self.head = audit_line_hash(line)
         return entry
+
+
+def verify_audit_log(path: str | os.PathLike[str]) -> list[str]:
+    """Broken links of an audit log's hash chain, one line each; an empty list means the chain is intact.
+
+    Reports a line whose `prev` is not the SHA-256 of the line before it (an edited line shows up on the
+    line after it, a deleted or inserted line where it was), a first line that does not start the chain,
+    and lines that are not JSON objects or carry no `prev` (written before chaining, or hand-made).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return [f"audit log {path}: cannot read: {exc.strerror or exc}"]
+    problems: list[str] = []
+    prev_hash = AUDIT_GENESIS
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline ending the last line
+    for i, line in enumerate(lines, start=1):
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict):
+            problems.append(f"line {i}: not a JSON object (torn or hand-edited)")
+        elif "prev" not in entry:
+            problems.append(f"line {i}: no prev field (not written by the hash-chained audit log)")
+        elif entry["prev"] != prev_hash:
+            where = "the chain start" if i == 1 else f"the SHA-256 of line {i - 1}"
+            problems.append(f"line {i}: prev is not {where}: a line before it was edited, deleted or inserted")
+        prev_hash = audit_line_hash(line)
+    return problems

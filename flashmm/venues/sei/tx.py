@@ -14,10 +14,10 @@ refused with code 13). `gas_limit` is our execution-gas estimate:
   + GAS_PER_CANCEL (15000) per cancel. These are conservative planning numbers, not measurements
   of a sei-chain node; a node double should check fees with `min_fee_usei`, the same formula.
 
-Keys: `load_private_key` reads a hex secp256k1 key from env `FLASHMM_SEI_PRIVATE_KEY`. The encrypted
-keystore (`FLASHMM_SEI_KEYSTORE`) is NOT implemented in this build: it needs an AEAD from the
-`cryptography` package, which is not a dependency; setting it raises a clear error. The key never
-appears in a repr, log line or exception message.
+Keys: `load_private_key` takes a hex secp256k1 key from env `FLASHMM_SEI_PRIVATE_KEY`, else decrypts the
+keystore named by `FLASHMM_SEI_KEYSTORE` (AES-256-GCM + scrypt, see keystore.py; `flashmm keystore create`
+writes one) with the passphrase from `FLASHMM_SEI_KEYSTORE_PASSPHRASE` or an interactive prompt. The key and
+passphrase are registered for log redaction and never appear in a repr, log line or exception message.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import hashlib
 import math
 import os
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import ecdsa
 from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
@@ -35,6 +35,8 @@ from cosmpy.crypto.keypairs import PrivateKey, PublicKey
 from cosmpy.protos.cosmos.crypto.secp256k1.keys_pb2 import PubKey as ProtoPubKey
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import AuthInfo, SignDoc, TxBody, TxRaw
 from google.protobuf.message import DecodeError
+
+from flashmm.telemetry.logging import register_secret
 
 DENOM = "usei"
 PUBKEY_TYPE_URL = "/cosmos.crypto.secp256k1.PubKey"
@@ -102,20 +104,38 @@ def address_from_pubkey(pubkey: bytes, prefix: str = "sei") -> str:
     return str(Address(PublicKey(pubkey), prefix=prefix))
 
 
-def load_private_key() -> str:
-    """The signing key as 64 hex characters, from env FLASHMM_SEI_PRIVATE_KEY.
+def load_private_key(passphrase_prompt: Callable[[], str] | None = None) -> str:
+    """The signing key as 64 hex characters.
 
-    The encrypted keystore (FLASHMM_SEI_KEYSTORE) is not supported in this build (see module docstring).
+    Order: env FLASHMM_SEI_PRIVATE_KEY (hex) first; else the keystore at env FLASHMM_SEI_KEYSTORE, opened with
+    env FLASHMM_SEI_KEYSTORE_PASSPHRASE or, when that is unset or empty, `passphrase_prompt()` (the console
+    and the daemon pass one that reads a hidden line). Raises RuntimeError naming both variables when
+    neither is set, KeystoreError (a RuntimeError) when the keystore cannot be opened, ValueError for a
+    malformed hex key; no message ever holds the key or the passphrase.
     """
-    raw = os.environ.get(ENV_PRIVATE_KEY, "")
-    if raw.strip():
-        return _parse_private_key_hex(raw).hex()
-    if os.environ.get(ENV_KEYSTORE):
-        raise RuntimeError(
-            f"{ENV_KEYSTORE} is set but encrypted keystores are not supported in this build "
-            f"(no AEAD library); set {ENV_PRIVATE_KEY} instead"
-        )
-    raise RuntimeError(f"no Sei signing key: set {ENV_PRIVATE_KEY} (hex secp256k1 private key)")
+    raw = os.environ.get(ENV_PRIVATE_KEY, "").strip()
+    if raw:
+        register_secret(raw)
+        key = _parse_private_key_hex(raw).hex()
+        register_secret(key)
+        return key
+    path = os.environ.get(ENV_KEYSTORE, "").strip()
+    if not path:
+        raise RuntimeError(f"no Sei signing key: set {ENV_PRIVATE_KEY} (hex secp256k1 private key) or "
+                           f"{ENV_KEYSTORE} (an encrypted keystore file, see `flashmm keystore create`)")
+    from flashmm.venues.sei.keystore import keystore_address, open_keystore  # keystore imports this module
+
+    keystore_address(path)  # a missing or malformed file is reported before anyone is asked for a passphrase
+    passphrase = os.environ.get(ENV_KEYSTORE_PASSPHRASE, "")
+    if not passphrase:
+        if passphrase_prompt is None:
+            raise RuntimeError(f"{ENV_KEYSTORE} is set but no passphrase: set {ENV_KEYSTORE_PASSPHRASE} "
+                               f"or start interactively to be asked for it")
+        passphrase = passphrase_prompt()
+    register_secret(passphrase)
+    key = open_keystore(path, passphrase)
+    register_secret(key)
+    return key
 
 
 # ------------------------------------------------------------------------------------------- fees
