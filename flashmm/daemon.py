@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from flashmm.config import Config
 from flashmm.engine import Engine
 from flashmm.model.predictor import load_predictor
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
-from flashmm.venues.factory import make_venue
+from flashmm.venues.base import VenueStartError
+from flashmm.venues.factory import make_venue, terminal_passphrase
 
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
@@ -92,7 +94,7 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     run_id = uuid.uuid4().hex[:12]
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
                       cfg.logging.max_bytes, cfg.logging.backups)
-    venue = make_venue(cfg, data=data)
+    venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
     engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
     exporter = None
@@ -122,15 +124,18 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
 
 
 async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None,
-                     data: list[str] | None = None) -> int:
+                     data: list[str] | None = None, on_engine: Callable[[Engine], None] | None = None) -> int:
+    """`on_engine` sees the engine before it starts (the soak benchmark's probe, flashmm/soak.py)."""
     run_id = uuid.uuid4().hex[:12]
     register_config_secrets(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups)
     log = get_logger("daemon")
     log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
-    venue = make_venue(cfg, speed, data)
+    venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
     engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
+    if on_engine is not None:
+        on_engine(engine)
     loop = asyncio.get_running_loop()
     signals_seen: list[str] = []
 
@@ -155,6 +160,10 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     t0 = time.monotonic()
     try:
         await engine.run(duration_s)
+    except VenueStartError as exc:
+        print(f"flashmm-tui: {exc}", file=sys.stderr)
+        log.error("venue_start_failed", error=str(exc))
+        rc = 2
     except Exception:
         rc = 1  # engine.run logged the fault; orders are still cancelled below
     finally:

@@ -18,6 +18,10 @@ from flashmm.domain import Event, Instrument, OrderAction, Side
 from flashmm.telemetry.histogram import LatencyHistogram
 
 
+class VenueStartError(RuntimeError):
+    """The venue cannot start: no endpoint answers, the wrong chain, no signing key. One clear line."""
+
+
 @dataclass(frozen=True, slots=True)
 class VenueOrder:
     client_id: int
