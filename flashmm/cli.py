@@ -12,6 +12,7 @@ from typing import Any
 from flashmm.config import Config, ConfigError, load_config
 from flashmm.data.readers import DataError
 from flashmm.model.predictor import ModelLoadError
+from flashmm.venues.base import VenueStartError
 
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
@@ -30,6 +31,12 @@ def _load(path: str | None, **run_overrides: Any) -> Config:
     """Config file (or FLASHMM_CONFIG, or the built-in defaults), then command-line overrides of [run]."""
     path = path or os.environ.get("FLASHMM_CONFIG") or None
     cfg = load_config(path)
+    if path is not None:
+        from flashmm.security import world_readable_secret_warning
+
+        warning = world_readable_secret_warning(path)
+        if warning:
+            print(f"flashmm: warning: {warning}", file=sys.stderr)
     run = {k: v for k, v in run_overrides.items() if v is not None}
     if run:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run)})
@@ -39,7 +46,8 @@ def _load(path: str | None, **run_overrides: Any) -> Config:
 def tui_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="flashmm-tui", description="FlashMM market maker: console, or daemon with --no-ui")
     p.add_argument("--config", help="config.toml path (default: $FLASHMM_CONFIG, else built-in defaults)")
-    p.add_argument("--venue", choices=["sim", "replay"], help="market to trade (default from config: sim)")
+    p.add_argument("--venue", choices=["sim", "replay", "sei"],
+                   help="market to trade (default from config: sim); sei = x/dex over CometBFT RPC, see [sei]")
     p.add_argument("--data", action="append", help="recording to replay (file or folder; repeat for several files)")
     p.add_argument("--seed", type=int, help="seed of the simulated market")
     p.add_argument("--speed", type=_positive(float), help="venue clock speed as a multiple of wall time (sim)")
@@ -63,7 +71,7 @@ def tui_main(argv: list[str] | None = None) -> int:
         from flashmm.daemon import run_console  # imports the console package only here
 
         return run_console(cfg, args.duration, args.summary, args.data)
-    except (DataError, ModelLoadError) as exc:
+    except (DataError, ModelLoadError, VenueStartError) as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
 
@@ -140,7 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
     rec.add_argument("--config", help="config.toml path")
+    from flashmm.venues.sei import keystore
+
+    keystore.add_cli(sub)
+    try:
+        from flashmm.venues.sei import devnode
+    except ImportError:  # pragma: no cover - the node double ships with the package
+        devnode = None
+    if devnode is not None:
+        devnode.add_cli(sub)
     args = p.parse_args(argv)
+    if args.command == "keystore":
+        return keystore.run_cli(args)
+    if args.command == "sei-devnode":
+        return devnode.run_cli(args)
     try:
         cfg = _load(args.config, seed=args.seed)
     except ConfigError as exc:

@@ -28,8 +28,8 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     """What to run."""
 
-    venue: Literal["sim", "replay"] = Field(
-        "sim", description="Market to trade: sim (embedded simulated Sei market) or replay (recorded data, --data).")
+    venue: Literal["sim", "replay", "sei"] = Field(
+        "sim", description="Market to trade: sim (embedded simulated Sei market), replay (recorded data, --data) or sei (x/dex over CometBFT RPC, [sei]).")
     seed: int = Field(7, description="Seed of the simulated market; the same seed gives the same run.")
     speed: float = Field(1.0, gt=0, description="Venue clock speed as a multiple of wall time (sim only).")
     status_interval_s: float = Field(5.0, gt=0, description="Seconds of wall time between daemon status lines.")
@@ -106,6 +106,28 @@ class ReplayConfig(_Section):
     maker_fee_bps: float = Field(0.0, description="Fee on passive fills, bps of notional (negative = rebate); set your tier.")
     taker_fee_bps: float = Field(2.0, description="Fee on aggressive fills, bps of notional; set your tier.")
     cache_dir: str = Field("", description="Where parsed recordings are cached; empty = $XDG_CACHE_HOME/flashmm or ~/.cache/flashmm.")
+
+
+class SeiConfig(_Section):
+    """The Sei venue: the x/dex order book as of sei-chain v5.5 over CometBFT RPC (x/dex was removed from Sei
+    in v5.8, so this serves networks that still run it: a local sei-chain <= v5.5.5, a fork, or FlashMM's
+    own node double, `flashmm sei-devnode`). Endpoints may carry credentials: set FLASHMM_SEI__ENDPOINTS in the
+    environment, not in this file. The signing key comes from FLASHMM_SEI_PRIVATE_KEY or an encrypted keystore
+    (FLASHMM_SEI_KEYSTORE), never from here. The pair's ticks are [instrument].price_tick and lot_size."""
+
+    endpoints: list[str] = Field(["http://127.0.0.1:26657"], description="CometBFT RPC URLs in failover order (WebSocket at <url>/websocket).")
+    chain_id: str = Field("arctic-1", description="Chain id; the node's must match or the venue refuses to start.")
+    contract_addr: str = Field("sei1jst7ns46feh7q3qvttfq29m7u38ghjy5c0ja4j", description="Order-book contract of the pair (the default is the node double's).")
+    price_denom: str = Field("USDC", description="x/dex price denom of the pair.")
+    asset_denom: str = Field("SEI", description="x/dex asset denom of the pair.")
+    gas_price_usei: float = Field(0.02, ge=0, description="Gas price offered, usei per gas (atlantic-2 needs 0.08).")
+    request_timeout_s: float = Field(2.0, gt=0, description="Timeout of one JSON-RPC call.")
+    feed_silence_s: float = Field(2.0, gt=0, description="No WebSocket message for this long: reconnect (blocks come every ~0.4 s).")
+    reconnect_min_s: float = Field(0.2, gt=0, description="First reconnect delay; doubles per failure, with +-50 % jitter.")
+    reconnect_max_s: float = Field(5.0, gt=0, description="Longest reconnect delay.")
+    endpoint_failures_to_open: int = Field(3, ge=1, description="Consecutive failures that open an endpoint's breaker.")
+    endpoint_cooldown_s: float = Field(5.0, gt=0, description="How long an open endpoint is skipped (doubles while it keeps failing, up to 8x).")
+    tx_timeout_blocks: int = Field(10, ge=2, description="A broadcast tx not seen in a block after this many blocks is looked up, then given up.")
 
 
 class StrategyConfig(_Section):
@@ -245,6 +267,7 @@ class Config(_Section):
     instrument: InstrumentConfig = InstrumentConfig()
     sim: SimConfig = SimConfig()
     replay: ReplayConfig = ReplayConfig()
+    sei: SeiConfig = SeiConfig()
     strategy: StrategyConfig = StrategyConfig()
     model: ModelConfig = ModelConfig()
     risk: RiskConfig = RiskConfig()
