@@ -148,15 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
     rec.add_argument("--config", help="config.toml path")
-    from flashmm.venues.sei import keystore
+    from flashmm.venues.sei import devnode, keystore
 
     keystore.add_cli(sub)
-    try:
-        from flashmm.venues.sei import devnode
-    except ImportError:  # pragma: no cover - the node double ships with the package
-        devnode = None
-    if devnode is not None:
-        devnode.add_cli(sub)
+    devnode.add_cli(sub)
     args = p.parse_args(argv)
     if args.command == "keystore":
         return keystore.run_cli(args)

@@ -37,7 +37,7 @@ from flashmm.domain import (
     Trade,
     VenueStatus,
 )
-from flashmm.execution import OrderManager, OrderView
+from flashmm.execution import OrderManager, OrderState, OrderView
 from flashmm.features import FeatureEngine
 from flashmm.metrics import TimeWeightedSpreads, fill_rate, inventory_pct, spread_bps, spread_improvement_pct
 from flashmm.model.predictor import NoModelPredictor, Prediction, Predictor
@@ -137,10 +137,11 @@ class Engine:
         self.risk = RiskManager(cfg.risk, self.instrument)
         self.oms = OrderManager(sc.refresh_tolerance_bps, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
                                 cfg.risk.max_orders_per_s, cfg.risk.order_burst)
-        self.portfolio = Portfolio(self.instrument)
+        self.portfolio = Portfolio(self.instrument, journal_max=None if history_len is None else 100_000)
         self.hist = {s: LatencyHistogram() for s in STAGES}
         self.tick_to_quote = LatencyHistogram()
         self._window_t2q = LatencyHistogram()  # for the latency breaker
+        self._window_ack = LatencyHistogram()  # venue time from order sent to ack: a slow venue widens too
         self._window_start_ns = 0
         self.spreads = TimeWeightedSpreads()
         self.events_log: deque[LogLine] = deque(maxlen=500)
@@ -479,6 +480,9 @@ class Engine:
         self._batch_feat_ns += perf_counter_ns() - t
 
     def _on_ack(self, ev: OrderAck) -> None:
+        o = self.oms.orders.get(ev.client_id)
+        if o is not None and o.state is OrderState.PENDING:
+            self._window_ack.record(max(0, ev.ts_ns - o.created_ns))
         self.oms.on_ack(ev.client_id, ev.venue_order_id)
         if self._trace_orders:
             self.log.debug("order_acked", client_id=ev.client_id, venue_order_id=ev.venue_order_id)
@@ -524,6 +528,10 @@ class Engine:
         if not ev.connected:
             self.book.mark_stale(f"venue disconnected: {ev.reason}")
             self._event("venue", f"disconnected: {ev.reason}")
+            # pull quotes now: no market data follows a disconnect, so no quote cycle would run to do it
+            if self.risk.breakers["feed"].trip(f"venue disconnected: {ev.reason}", self.clock.now_ns()):
+                self._event("breaker", "feed tripped: venue disconnected")
+            self._cancel_now()
 
     def on_feed_timeout(self) -> None:
         """No batch for feed_stale_s: pull quotes (the next batch's cycle re-evaluates)."""
@@ -575,10 +583,14 @@ class Engine:
                   f"{len(self._rejects)} rejections in {r.reject_window_s:g}s", now,
                   sticky_reason="position differs from the venue's record")
         if now - self._window_start_ns >= 10 * NS_PER_S:
-            if self._window_t2q.count:
+            if self._window_t2q.count or self._window_ack.count:
                 p95_ms = self._window_t2q.percentile(95) / 1e6
-                self._set(b["latency"], p95_ms > r.latency_widen_ms, f"tick-to-quote p95 {p95_ms:.1f} ms", now)
+                ack_ms = self._window_ack.percentile(95) / 1e6
+                slow = [f"tick-to-quote p95 {p95_ms:.1f} ms"] if p95_ms > r.latency_widen_ms else []
+                slow += [f"order ack p95 {ack_ms:.0f} ms"] if ack_ms > r.ack_latency_widen_ms else []
+                self._set(b["latency"], bool(slow), "; ".join(slow), now)
             self._window_t2q.reset()
+            self._window_ack.reset()
             self._window_start_ns = now
         st = self.state_store
         if st is not None:
@@ -850,4 +862,6 @@ class Engine:
             "prediction_hit_rate": self.predictor.hit_rate(),
             "model_errors": self.model_errors,
             "counters": counts,
+            "recovered": self.recovered,  # what a restart took from the state store ({} without one)
+            "venue_status": self.venue.status(),
         }

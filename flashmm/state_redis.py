@@ -188,7 +188,8 @@ class RecoveredState:
         portfolio.fees_paid = self.fees_paid
         portfolio.spread_capture = self.spread_capture
         portfolio.volume_lots = self.volume_lots
-        portfolio.fills = list(self.fills)
+        portfolio.fills.clear()
+        portfolio.fills.extend(self.fills)  # keeps the portfolio's bound
         portfolio.peak_pnl = self.peak_pnl
         portfolio.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))
 

@@ -207,7 +207,7 @@ def test_round_trip(redis_server: RedisServer) -> None:
     assert rec.next_client_id == 103
     restored = Portfolio(INSTRUMENT)
     rec.apply_to(restored)
-    assert restored.position_lots == expected.position_lots and restored.fills == fills
+    assert restored.position_lots == expected.position_lots and list(restored.fills) == fills
     assert math.isclose(restored.pnl(4001.0).total, expected.pnl(4001.0).total, rel_tol=1e-9)
     _assert_journal_consistent(rec)
 

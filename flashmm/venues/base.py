@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from flashmm.clock import NS_PER_S, Clock
 from flashmm.domain import Event, Instrument, OrderAction, Side
@@ -62,6 +63,10 @@ class Venue(ABC):
     @abstractmethod
     async def account_state(self) -> AccountState:
         """The venue's record of our position and open orders."""
+
+    def status(self) -> dict[str, Any]:
+        """Connection and transport counters for the summary and the console (live venues fill it in)."""
+        return {}
 
     @abstractmethod
     async def stop(self) -> None:
