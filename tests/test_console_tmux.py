@@ -46,6 +46,12 @@ def test_real_console_in_tmux_pause_kill_quit(tmp_path):
     try:
         _wait("the ladder to show prices", lambda: "mid 0." in screen() and "spread" in screen())
         assert "RUNNING" in header()
+        # every panel row follows the snapshots: no row of the first frame left on screen (rows repaint
+        # individually; a wrong refresh region once left "BOOK STALE" above a live ladder)
+        _wait("resting quotes", lambda: "◀" in screen())
+        time.sleep(1.0)
+        shown = screen()
+        assert "BOOK STALE" not in shown and "(starting)" not in shown, shown
         subprocess.run(base + ["send-keys", "-t", "fm", "p"], check=True, timeout=10)
         _wait("PAUSED in the header", lambda: "PAUSED" in header(), timeout=5)
         subprocess.run(base + ["send-keys", "-t", "fm", "C-k"], check=True, timeout=10)

@@ -36,8 +36,11 @@ class LinesPanel(Widget):
         """Take a new snapshot; repaint only the lines whose text or style changed."""
         self.snap = snap
         width, height = self.content_region.width, self.content_region.height
-        if width <= 0 or self._texts is None or self._built_for != (width, height):
-            self._strips = None  # first paint or resized: everything is rebuilt on render
+        if width <= 0 or self._texts is None or self._strips is None or self._built_for != (width, height):
+            # first paint, resized, or a full rebuild still pending (a second snapshot before the render):
+            # everything is rebuilt on render. Patching rows into an unbuilt list misaligned them (rows of
+            # the first frame stayed on screen: seen on the Sei venue, whose first snapshots come fast)
+            self._strips = None
             self.refresh()
             return
         new = self.formatter(snap, width, height)
@@ -59,8 +62,10 @@ class LinesPanel(Widget):
         self._strips = strips
 
     def _refresh_rows(self, y: int, count: int = 1) -> None:
-        """Mark content rows y..y+count dirty (regions are widget-relative, so offset by the border)."""
-        self.refresh(Region(0, self.gutter.top + y, self.outer_size.width, count))
+        """Mark content rows y..y+count dirty. Textual translates refresh regions by the content offset
+        itself; adding the border here too repainted row y+1 instead of y, leaving stale first-frame
+        rows on screen (seen in tmux on the Sei venue; tests/test_console.py now checks the screen)."""
+        self.refresh(Region(0, y, self.size.width, count))
 
     def _build(self, width: int, height: int) -> list[Strip]:
         if self.snap is None:
