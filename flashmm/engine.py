@@ -166,6 +166,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._quoting = True
         self._last_reconcile_ns = 0
+        self._reconciled_once = False
         if not self.predictor.available:
             self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
         self.model_errors = 0
@@ -287,6 +288,10 @@ class Engine:
 
     async def reconcile(self) -> None:
         state = await self.venue.account_state()
+        if not self._reconciled_once:
+            if not self._adopt_venue_position(state.position_lots):
+                return  # a held position waits for a two-sided book to be valued at; nothing else is judged
+            self._reconciled_once = True
         problems, actions = self.oms.reconcile(state)
         if state.position_lots != self.portfolio.position_lots:
             problems.append(f"position {self.portfolio.position_lots} here, {state.position_lots} at venue")
@@ -298,6 +303,22 @@ class Engine:
             self._event("venue", f"reconcile: {p}")
         if actions:
             self._submit(actions)
+
+    def _adopt_venue_position(self, venue_lots: int) -> bool:
+        """Without a state store there is no journal to recover from: a position the venue already holds at
+        the first reconciliation (a live account) is taken as the starting position, valued at the mid, and
+        said so. With a state store the journal decides and a difference pauses trading (_recover_state)."""
+        if self.state_store is not None or venue_lots == 0 or self.portfolio.position_lots or self.portfolio.fills:
+            return True  # nothing to adopt: reconcile as usual
+        if not self.book.two_sided():
+            return False
+        mid = self.book.mid_ticks()
+        self.portfolio.adopt_position(venue_lots, mid)
+        self.counters["positions_adopted"] = self.counters.get("positions_adopted", 0) + 1
+        self.log.warning("position_adopted", position_lots=venue_lots, mid=self._px(mid))
+        self._event("venue", f"started with the venue's position {venue_lots} lots (no state store): valued at "
+                             f"{self._px(mid)}, PnL counts from now")
+        return True
 
     # ---- state store (Redis) ------------------------------------------------------------------------------
     async def _recover_state(self) -> None:

@@ -61,6 +61,13 @@ class Portfolio:
         self.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))
         self.fills.append(FillRecord(f.ts_ns, f.client_id, sign, f.price_ticks, f.lots, f.fee_quote, f.is_maker, mid_ticks))
 
+    def adopt_position(self, lots: int, mid_ticks: float) -> None:
+        """Start from a position held before this run (the venue's record, no journal to say how it was
+        built): valued at the current mid, so PnL counts from now and the held inventory moves it."""
+        self.position_lots += lots
+        self.cash_flow -= self.instrument.notional(mid_ticks, lots)
+        self.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))
+
     def on_fee(self, amount_quote: float) -> None:
         self.fees_paid += amount_quote
 

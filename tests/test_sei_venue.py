@@ -365,3 +365,39 @@ def test_failover_to_the_next_endpoint_when_the_first_is_down():
             await node.stop()
 
     asyncio.run(main())
+
+
+def test_engine_without_state_store_starts_from_the_venues_position():
+    """A live account already holding a position (a previous run, no Redis journal): the engine takes the
+    venue's record as its starting position, says so, and does not pause on a mismatch."""
+    from flashmm.engine import Engine
+
+    async def body(h: Harness):
+        h.submit(PlaceOrder(1, Side.BUY, 3990, 10))
+        await h.block()
+        await h.taker(Side.SELL, 7)
+        await h.block()
+        assert (await h.venue.account_state()).position_lots == 7
+        await h.taker(Side.SELL, 50, limit=px(4010), order_type=S.OrderType.LIMIT)  # someone's ask
+        await h.block()
+        await h.venue.stop()  # the first process ends; its order stays on the book
+        venue = SeiVenue(h.cfg, h.signer)
+        engine = Engine(h.cfg, venue)
+        task = asyncio.create_task(engine.run(None))
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while not engine.counters.get("positions_adopted"):
+                    await h.node.produce_block()
+                    await asyncio.sleep(0.1)
+                for _ in range(3):
+                    await h.node.produce_block()
+                    await asyncio.sleep(0.1)
+        finally:
+            engine.stop()
+            await task
+            await engine.shutdown(5.0)
+        assert engine.portfolio.position_lots == 7
+        assert engine.risk.breakers["venue_errors"].trips == 0
+        assert any("started with the venue's position 7 lots" in e.text for e in engine.events_log)
+
+    run(body)
