@@ -113,6 +113,7 @@ class EngineSnapshot:
     hit_rate: float | None = None  # live directional hit rate of the model (None: no model)
     t2q_hist: tuple[tuple[str, int], ...] = ()  # coarse tick-to-quote histogram: (bin label, count)
     fault: str = ""
+    venue_link: tuple[bool, str] = (True, "")  # live venues: (connected, "height, endpoint, txs in flight")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -826,6 +827,7 @@ class Engine:
             confidence_history=tuple(self.confidence_history), hit_rate=self.predictor.hit_rate(),
             t2q_hist=tuple(zip(_T2Q_LABELS, self.tick_to_quote.coarse(T2Q_EDGES_NS), strict=True)),
             fault=self.fault,
+            venue_link=self.venue.link(),
         )
 
     def all_counters(self) -> dict[str, int]:

@@ -67,6 +67,9 @@ def header(snap: EngineSnapshot, width: int, quitting: bool = False) -> list[Tex
     t.append(f" │ venue {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(snap.ts_ns / 1e9))} UTC")
     t.append(f" │ up {duration(snap.uptime_s)}")
     t.append(f" │ model: {snap.predictor}", "yellow" if snap.prediction is None else "green")
+    connected, link = snap.venue_link
+    if link:
+        t.append(f" │ {link}", "green" if connected else "bold white on red")
     if snap.fault:
         t.append(f" │ {snap.fault}", "bold red")
     return [t]

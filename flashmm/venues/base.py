@@ -64,6 +64,10 @@ class Venue(ABC):
     async def account_state(self) -> AccountState:
         """The venue's record of our position and open orders."""
 
+    def link(self) -> tuple[bool, str]:
+        """(connected, one short line) for the console header; empty for venues that own their clock."""
+        return True, ""
+
     def status(self) -> dict[str, Any]:
         """Connection and transport counters for the summary and the console (live venues fill it in)."""
         return {}

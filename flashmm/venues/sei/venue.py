@@ -324,6 +324,11 @@ class SeiVenue(Venue):
         await self.rpc.close()
         self._queue.put_nowait(None)
 
+    def link(self) -> tuple[bool, str]:
+        host = self.ws_endpoint.split("://", 1)[-1] or "-"
+        state = "" if self._connected else "DISCONNECTED, reconnecting "
+        return self._connected, f"{state}height {self.height} via {host} · {len(self._inflight)} tx in flight"
+
     def status(self) -> dict[str, Any]:
         return {"height": self.height, "connected": self._connected, "ws_endpoint": self.ws_endpoint,
                 "sequence": self.sequence, "inflight_txs": len(self._inflight), "endpoints": self.pool.status(),
