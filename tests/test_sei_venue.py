@@ -48,13 +48,14 @@ def _cfg(node: DevNode, **sei: object) -> Config:
 class Harness:
     """A node double with manual blocks, our funded account and a connected SeiVenue."""
 
-    def __init__(self, **sei: object) -> None:
+    def __init__(self, node: dict | None = None, **sei: object) -> None:
         self.sei = sei
+        self.node_kwargs = node or {}
         self.events: list = []
 
     async def __aenter__(self) -> "Harness":
         configure_logging("error")
-        self.node = DevNode(manual_blocks=True, takers=0, makers=0, chain_id=CHAIN)
+        self.node = DevNode(manual_blocks=True, takers=0, makers=0, chain_id=CHAIN, **self.node_kwargs)
         await self.node.start()
         self.signer = Signer(MM_KEY, CHAIN)
         self.node.fund(self.signer.address)
@@ -122,9 +123,9 @@ class Harness:
         return acct.account_number, acct.sequence
 
 
-def run(coro_fn, **sei):
+def run(coro_fn, node: dict | None = None, **sei):
     async def main():
-        async with Harness(**sei) as h:
+        async with Harness(node, **sei) as h:
             await coro_fn(h)
 
     asyncio.run(asyncio.wait_for(main(), 60))
@@ -401,3 +402,15 @@ def test_engine_without_state_store_starts_from_the_venues_position():
         assert any("started with the venue's position 7 lots" in e.text for e in engine.events_log)
 
     run(body)
+
+
+def test_pings_are_answered_so_a_quiet_node_keeps_the_connection():
+    """The node pings every 0.2 s and drops a client silent for 0.6 s; with no block for 2 s the only
+    traffic is pings, and the connection must survive on our pongs alone."""
+    async def body(h: Harness):
+        await asyncio.sleep(2.0)
+        assert h.venue._connected and h.venue.stats.reconnects == 0 and h.node.rpc.clients == 1
+        h.submit(PlaceOrder(1, Side.BUY, 3990, 10))
+        assert [a.client_id for a in of(OrderAck, await h.block())] == [1]
+
+    run(body, node={"ping_interval": 0.2, "read_timeout": 0.6}, feed_silence_s=5.0)
