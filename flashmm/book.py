@@ -1,7 +1,8 @@
 """The engine's L2 order book: snapshot + diff application with sequence-gap detection.
 
 A gap marks the book stale and it stays stale until a new snapshot arrives: it is never patched.
-Rejected input (a gap, a diff while stale, a negative size, a crossed result) is counted by reason.
+Rejected input (a gap, a diff while stale, a negative size, a price <= 0, a level listed twice in a snapshot,
+a crossed result) is counted by reason.
 """
 
 from __future__ import annotations
@@ -30,12 +31,19 @@ class L2Book:
     # ---- input -----------------------------------------------------------------------------------
     def apply_snapshot(self, snap: BookSnapshot) -> bool:
         for side in (snap.bids, snap.asks):
-            for _, lots in side:
+            for price, lots in side:
                 if lots <= 0:
                     self.rejects["snapshot_bad_size"] += 1
                     return False
-        self.bids = SortedDict(snap.bids)
-        self.asks = SortedDict(snap.asks)
+                if price <= 0:
+                    self.rejects["snapshot_bad_price"] += 1
+                    return False
+        bids, asks = SortedDict(snap.bids), SortedDict(snap.asks)
+        if len(bids) != len(snap.bids) or len(asks) != len(snap.asks):  # a price listed twice: which size?
+            self.rejects["snapshot_duplicate_level"] += 1
+            return False
+        self.bids = bids
+        self.asks = asks
         self.seq = snap.seq
         self.ts_ns = snap.ts_ns
         self.stale = False
@@ -56,14 +64,14 @@ class L2Book:
         if diff.first_seq > self.seq + 1:
             self._mark_stale("sequence_gap")
             return False
-        for _, lots in diff.bids:
-            if lots < 0:
-                self.rejects["diff_bad_size"] += 1
-                return False
-        for _, lots in diff.asks:
-            if lots < 0:
-                self.rejects["diff_bad_size"] += 1
-                return False
+        for side in (diff.bids, diff.asks):
+            for price, lots in side:
+                if lots < 0:
+                    self.rejects["diff_bad_size"] += 1
+                    return False
+                if price <= 0:
+                    self.rejects["diff_bad_price"] += 1
+                    return False
         _apply_levels(self.bids, diff.bids)
         _apply_levels(self.asks, diff.asks)
         self.seq = diff.last_seq

@@ -22,7 +22,7 @@ ENV_PREFIX = "FLASHMM_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class RunConfig(_Section):
@@ -52,8 +52,8 @@ class InstrumentConfig(_Section):
                 v = Decimal(getattr(self, name))
             except Exception as exc:  # decimal.InvalidOperation
                 raise ValueError(f"{name} must be a decimal string, got {getattr(self, name)!r}") from exc
-            if not v > 0:
-                raise ValueError(f"{name} must be > 0")
+            if not v.is_finite() or not v > 0:  # is_finite first: comparing a NaN raises InvalidOperation
+                raise ValueError(f"{name} must be a finite number > 0")
         return self
 
     def instrument(self) -> Instrument:
@@ -337,6 +337,8 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         leaf = str(err["loc"][1]) if len(err["loc"]) > 1 else ""
         if leaf and leaf in overrides.get(section, {}):
             origin = f"environment {ENV_PREFIX}{section.upper()}__{leaf.upper()}"
+        elif not leaf and section in overrides and section not in data:  # a section only the env names
+            origin = f"environment {ENV_PREFIX}{section.upper()}__{next(iter(overrides[section])).upper()}"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -832,7 +832,10 @@ class Engine:
 
     def all_counters(self) -> dict[str, int]:
         c = dict(self.counters)
-        c.update({k: int(v) for k, v in self.oms.counts.items()})
+        # the order manager counts fills of orders it knows; the engine's "fills" also counts fills of
+        # orders it does not (adopted at a restart): the engine's figure is the one that matches the position
+        c.update({k: int(v) for k, v in self.oms.counts.items() if k != "fills"})
+        c["fills_known_orders"] = int(self.oms.counts.get("fills", 0))
         for reason, n in self.book.rejects.items():
             c[f"book_reject_{reason}"] = n
         c["open_orders"] = len(self.oms.orders)

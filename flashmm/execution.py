@@ -199,6 +199,9 @@ class OrderManager:
         o = self._get(client_id, "reject")
         if o is None:
             return
+        if o.state is not OrderState.PENDING:  # the venue acked it before: a contradiction, left to reconcile
+            self.counts["reject_after_ack"] += 1
+            return
         o.reject_reason = reason
         self._finish(o, OrderState.REJECTED)
 

@@ -70,6 +70,8 @@ READER_VERSION = 1  # bump when any reader's output for the same input changes (
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
+# Every number ends up in an int64 column; anything larger is a bad field (ids keep room for pu + 1).
+_INT64_MAX = 2**63 - 1
 
 
 class DataError(Exception):
@@ -98,7 +100,8 @@ class _Units:
     """Decimal strings -> integer multiples of `step` (a tick or a lot), cached per string.
 
     `exact(s)` raises ValueError when `s` is not a non-negative multiple of the step; `ceil(s)` returns
-    (units rounded up, was_off_grid) and raises ValueError only for a bad or negative number."""
+    (units rounded up, was_off_grid) and raises ValueError only for a bad or negative number. Both raise
+    ValueError beyond int64 (the event columns)."""
 
     __slots__ = ("step", "_scale", "_exact", "_ceil")
 
@@ -118,14 +121,17 @@ class _Units:
         scale = self._scale
         if scale is not None:
             i, _, f = s.partition(".")
-            if len(f) <= scale:
-                return int((i or "0") + f.ljust(scale, "0")), False
-            return int((i or "0") + f[:scale]), f[scale:].strip("0") != ""
+            v = int((i or "0") + (f.ljust(scale, "0") if len(f) <= scale else f[:scale]))
+            if v >= _INT64_MAX:  # >= leaves room for ceil's + 1
+                raise ValueError(f"{s} is out of range")
+            return v, len(f) > scale and f[scale:].strip("0") != ""
         try:
             q = Decimal(s) / self.step
         except InvalidOperation as exc:
             raise ValueError(f"bad number {s!r}") from exc
         floor = int(q)
+        if floor >= _INT64_MAX:
+            raise ValueError(f"{s} is out of range")
         return floor, q != floor
 
     def exact(self, s: str) -> int:
@@ -151,7 +157,8 @@ class _Units:
 
 
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    """An integer id that fits the int64 columns (orjson reads integers up to 2**64 - 1 as int)."""
+    return isinstance(x, int) and not isinstance(x, bool) and -_INT64_MAX <= x < _INT64_MAX
 
 
 class _BadField(Exception):
@@ -211,15 +218,17 @@ def _open_lines(path: Path, opener: Callable[[Path], Any], what: str,
 # ---- reading events back as messages -----------------------------------------------------------
 
 
-def _stamped_json(stamp: bytes, body: bytes, last_ts: int, rejects: Counter) -> tuple[int, dict] | None:
-    """A recording line's receive time and JSON object; None (counted) when malformed or out of order."""
+def _stamped_json(stamp: bytes, body: bytes, last_ts: int, rejects: Counter,
+                  max_ts: int = _INT64_MAX) -> tuple[int, dict] | None:
+    """A recording line's receive time and JSON object; None (counted) when malformed or out of order.
+    `max_ts`: the largest stamp whose time in ns still fits int64 (a ms stamp is multiplied by 10**6)."""
     try:
         ts = int(stamp)
         msg = orjson.loads(body)
     except (ValueError, orjson.JSONDecodeError):
         rejects["malformed_line"] += 1
         return None
-    if ts <= 0 or not isinstance(msg, dict):
+    if ts <= 0 or ts > max_ts or not isinstance(msg, dict):
         rejects["malformed_line"] += 1
         return None
     if ts < last_ts:
@@ -381,6 +390,8 @@ def read_binance(paths: list[Path], market: str) -> EventSet:
                     if not _is_int(t) or not isinstance(m, bool):
                         raise _BadField("t/m")
                     row = (-1 if m else 1, px.exact(data["p"]), qty(data["q"]))
+                    if row[1] <= 0 or row[2] <= 0:  # a trade of nothing, or at no price
+                        raise _BadField("p/q")
                     if t in seen_trades:
                         rejects["duplicate_trade"] += 1
                         continue
@@ -466,6 +477,8 @@ def read_bitstamp(path: Path) -> EventSet:
         if not isinstance(x, (int, float)) or isinstance(x, bool) or not np.isfinite(x) or x < 0:
             raise _BadField(what)
         v = x / step_f
+        if v >= _INT64_MAX:
+            raise _BadField(f"{what} {x} out of range")
         r = round(v)
         if abs(v - r) > 1e-6 * max(1.0, abs(v)):
             raise _BadField(f"{what} {x} off the grid")
@@ -477,7 +490,7 @@ def read_bitstamp(path: Path) -> EventSet:
         if len(parts) != 3:
             rejects["malformed_line"] += 1
             continue
-        parsed = _stamped_json(parts[0], parts[2], last_ts, rejects)
+        parsed = _stamped_json(parts[0], parts[2], last_ts, rejects, _INT64_MAX // NS_PER_MS)
         if parsed is None:
             continue
         ts_ms, msg = parsed
@@ -500,8 +513,8 @@ def read_bitstamp(path: Path) -> EventSet:
                     raise _BadField("id")
                 p = to_units(msg["price"], tick_f, "price")
                 q = to_units(msg["amount"], lot_f, "amount")
-                if q <= 0:
-                    raise _BadField("amount")
+                if p <= 0 or q <= 0:
+                    raise _BadField("price/amount")
                 if tid in seen_trades:
                     rejects["duplicate_trade"] += 1
                     continue
@@ -650,6 +663,8 @@ def read_lobster(message_path: Path, orderbook_path: Path) -> EventSet:
                 n_cols = len(vals)
             if len(vals) != n_cols or len(vals) % 4 or not vals:
                 raise ValueError("orderbook fields")
+            if max(ts, size, price, *map(abs, vals)) > _INT64_MAX:
+                raise ValueError("number beyond int64")
         except (ValueError, UnicodeDecodeError):
             rejects["malformed_line"] += 1
             continue
@@ -729,7 +744,11 @@ def read_flashmm(path: Path) -> EventSet:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy loads as one array, no context manager
+            raise DataError(f"{path}: not a FlashMM event file (a single .npy array, expected an .npz with "
+                            f"'events' and 'header')")
+        with loaded as z:
             names = set(z.files)
             if not {"events", "header"} <= names:
                 raise DataError(f"{path}: not a FlashMM event file (arrays {sorted(names)}, "
@@ -738,7 +757,8 @@ def read_flashmm(path: Path) -> EventSet:
             raw = z["header"]
     except DataError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, zlib.error) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, zlib.error,
+            NotImplementedError, RuntimeError, MemoryError) as exc:  # zipfile: unknown method, "encrypted"
         raise DataError(f"{path}: unreadable FlashMM event file ({type(exc).__name__}: {exc})") from exc
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise DataError(f"{path}: header has dtype {raw.dtype}, expected uint8 JSON")
@@ -763,10 +783,21 @@ def read_flashmm(path: Path) -> EventSet:
             raise DataError(f"{path}: the last row does not end a message (truncated?)")
         if int(events["kind"].max()) > KIND_BBO:
             raise DataError(f"{path}: unknown event kind {int(events['kind'].max())}")
+        bad = np.flatnonzero((events["side"] < -1) | (events["side"] > 1))
+        if bad.size:
+            side = int(events["side"][bad[0]])
+            raise DataError(f"{path}: row {int(bad[0])} has side {side}, expected -1, 0 or +1")
+    rejects, meta, files = h.get("rejects", {}), h.get("meta", {}), h.get("files")
+    if not (isinstance(h.get("source"), str) and isinstance(files, list)
+            and all(isinstance(f, str) for f in files) and isinstance(meta, dict)
+            and isinstance(rejects, dict) and all(_is_int(n) for n in rejects.values())):
+        raise DataError(f"{path}: bad header (source, files, rejects or meta of the wrong type)")
     try:
         inst = instrument_from_header(h)
-        es = EventSet(events, inst, str(h["source"]), list(h["files"]), dict(h.get("rejects", {})),
-                      dict(h.get("meta", {})))
+        if not all(isinstance(x, str) for x in (inst.symbol, inst.base, inst.quote)) or not all(
+                d.is_finite() and d > 0 for d in (inst.price_tick, inst.lot_size)):
+            raise ValueError("the instrument needs string names and finite positive tick and lot sizes")
+        es = EventSet(events, inst, h["source"], files, rejects, meta)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise DataError(f"{path}: bad header ({type(exc).__name__}: {exc})") from exc
     return es

@@ -30,6 +30,8 @@ PACKAGE = "seiprotocol.seichain.dex"
 FILE_NAME = "flashmm/sei/dex.proto"
 DEC_PRECISION = 18
 _DEC_SCALE = 10**DEC_PRECISION
+# cosmos-sdk LegacyDec holds at most 256 + 60 bits (about 1.3e77 as a decimal); nothing larger exists on chain
+_DEC_MAX_ADJUSTED = 77
 
 # ---------------------------------------------------------------------------------------------- enums
 
@@ -306,11 +308,18 @@ def _to_decimal(d: Decimal | int | str) -> Decimal:
 
 
 def _to_atto(d: Decimal | int | str) -> int:
-    """The exact integer value x 10^18; ValueError if it needs more than 18 decimals."""
+    """The exact integer value x 10^18; ValueError if it needs more than 18 decimals or exceeds a chain Dec."""
     value = _to_decimal(d)
     _, digits, exp = value.as_tuple()
     coeff = int("".join(map(str, digits))) if digits else 0
+    if coeff == 0:
+        return 0
+    # checked before any 10**n: "1E+99999999" or "1E-99999999" would compute a huge power for minutes
+    if value.adjusted() > _DEC_MAX_ADJUSTED:
+        raise ValueError(f"Dec is too large: {value}")
     shift = exp + DEC_PRECISION
+    if -shift > len(digits):  # fewer digits than the divisor has zeros: a non-zero remainder
+        raise ValueError(f"Dec has more than {DEC_PRECISION} decimals: {value}")
     if shift >= 0:
         return coeff * 10**shift
     q, r = divmod(coeff, 10**-shift)
