@@ -138,7 +138,7 @@ class Engine:
         self.risk = RiskManager(cfg.risk, self.instrument)
         self.oms = OrderManager(sc.refresh_tolerance_bps, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
                                 cfg.risk.max_orders_per_s, cfg.risk.order_burst)
-        self.portfolio = Portfolio(self.instrument, journal_max=None if history_len is None else 100_000)
+        self.portfolio = Portfolio(self.instrument, journal_max=None if history_len is None else 10_000)
         self.hist = {s: LatencyHistogram() for s in STAGES}
         self.tick_to_quote = LatencyHistogram()
         self._window_t2q = LatencyHistogram()  # for the latency breaker

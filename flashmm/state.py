@@ -38,8 +38,8 @@ class PnL:
 class Portfolio:
     def __init__(self, instrument: Instrument, journal_max: int | None = None) -> None:
         """`journal_max`: fills kept in memory (None = all, for backtest reports). A live daemon keeps the
-        latest ones only: the full journal is Redis's stream and the log's fill lines (the soak benchmark
-        measured the unbounded list as ~1 MB/h of RSS growth at 3,600 fills/h)."""
+        latest 10,000 only (the engine needs the last one; the full journal is Redis's stream and the log's
+        fill lines): the 6-hour soak measured RSS growing 0.99 MB/h with the unbounded list, 0.07 MB/h with it."""
         self.instrument = instrument
         self.position_lots = 0
         self.cash_flow = 0.0  # quote currency received from trading, before fees
