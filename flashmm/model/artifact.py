@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -196,6 +197,15 @@ class LoadedModel:
         return out
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def load(path: str | os.PathLike) -> LoadedModel:
     """Load and check a model file. Raises ModelError (message names the file) when it cannot be served."""
     p = Path(path)
@@ -204,10 +214,23 @@ def load(path: str | os.PathLike) -> LoadedModel:
     if not p.is_file():
         raise ModelError(p, "not a file")
     extra: dict[str, Any] = {META_FILE: ""}
+    # torch logs the real reason for a bad file as a warning with a traceback, then raises a generic error:
+    # keep its record for our one-line message instead of letting it print
+    export_log = logging.getLogger("torch.export")
+    caught = _Collect()
+    handlers, export_log.handlers = export_log.handlers, [caught]  # torch attaches its own stderr handler
+    propagate, export_log.propagate = export_log.propagate, False
     try:
         ep = torch.export.load(str(p), extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the same verdict: unusable file
-        raise ModelError(p, f"not a readable torch.export model file ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        root: BaseException = exc
+        for rec in caught.records:
+            if rec.exc_info and rec.exc_info[1] is not None:
+                root = rec.exc_info[1]
+        raise ModelError(p, f"not a readable torch.export model file ({type(root).__name__}: {str(root)[:200]})") from exc
+    finally:
+        export_log.handlers = handlers
+        export_log.propagate = propagate
     raw = extra.get(META_FILE) or ""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
