@@ -1005,3 +1005,101 @@ def test_engine_on_replayed_garbage(workdir: Path, es: EventSet) -> None:
     assert not engine.fault
     assert venue.messages_done == venue.messages_total
     _book_is_sound(engine.book)
+
+
+# ============================================================ the Sei connector's inputs from a node ======
+def _sei_message() -> st.SearchStrategy:
+    """WebSocket messages as a node (or something pretending to be one) might send them: mostly the shape of
+    an event push with fields replaced by junk, sometimes any JSON, sometimes bytes that are not JSON."""
+    header = st.fixed_dictionaries({"header": st.fixed_dictionaries({"height": one_of_or_junk(
+        st.integers(-3, 2**64).map(str))})})
+    tx_result = st.fixed_dictionaries({
+        "height": one_of_or_junk(st.integers(0, 50).map(str)),
+        "result": one_of_or_junk(st.fixed_dictionaries({"code": JUNK, "codespace": JUNK, "log": JUNK})),
+    })
+    events = st.dictionaries(
+        st.sampled_from(["tm.event", "tx.hash", "tx.height", "place_order.order_id", "message.sender"]),
+        one_of_or_junk(st.lists(st.one_of(st.sampled_from(["Tx", "NewBlockHeader", "ABC", "FF" * 32]),
+                                          st.integers(-1, 2**64).map(str)), max_size=3)),
+        max_size=5)
+    push = st.fixed_dictionaries({
+        "jsonrpc": st.just("2.0"), "id": JUNK,
+        "result": one_of_or_junk(st.fixed_dictionaries({
+            "query": st.text(max_size=10),
+            "data": one_of_or_junk(st.fixed_dictionaries({"type": st.text(max_size=20), "value": one_of_or_junk(
+                st.one_of(header, st.fixed_dictionaries({"TxResult": one_of_or_junk(tx_result)})))})),
+            "events": one_of_or_junk(events),
+        })),
+    })
+    dumps = lambda v: json.dumps(v).encode()  # noqa: E731 - big ints and NaN as a sloppy peer would send them
+    return st.one_of(push.map(dumps), JSON.map(dumps), st.binary(max_size=40))
+
+
+@fuzz(300)
+@given(raw=_sei_message())
+@example(raw=json.dumps({"jsonrpc": "2.0", "id": 2, "result": {"query": "q", "data": {"type": "t", "value": {
+    "TxResult": 7}}, "events": {"tm.event": ["Tx"], "tx.hash": ["FF" * 32]}}}).encode())  # our tx, junk result
+@example(raw=json.dumps({"jsonrpc": "2.0", "id": 2, "result": {"query": "q", "data": {"type": "t", "value": {
+    "TxResult": {"height": "x", "result": []}}}, "events": {"tm.event": ["Tx"], "tx.hash": ["FF" * 32]}}}).encode())
+def test_sei_connector_survives_any_node_message(raw: bytes):
+    """Every WebSocket message is applied, or counted as a rejected feed message; a block header with a
+    usable height reaches the block logic; nothing else escapes (the feed loop would treat it as a dead
+    socket and reconnect, which a bad message must not cause)."""
+    from flashmm.domain import OrderType, PlaceOrder
+    from flashmm.venues.sei.tx import Signer
+    from flashmm.venues.sei.venue import SeiVenue, _InFlight, _Live
+
+    async def main() -> None:
+        venue = SeiVenue(Config(), Signer("7" * 64, "arctic-1"))
+        heights: list[int] = []
+
+        async def fake_catch_up(latest: int, initial: bool) -> None:
+            heights.append(latest)
+
+        venue._catch_up = fake_catch_up  # no network: record what would be fetched
+        venue._live[1] = _Live(1, Side.BUY, OrderType.LIMIT, 3990, 10, 10)
+        venue._inflight["FF" * 32] = _InFlight("FF" * 32, [PlaceOrder(1, Side.BUY, 3990, 10)], [], 0, 1000)
+        before = dict(venue.stats.rejects)
+        await venue._on_ws_message(raw)
+        rejected = venue.stats.rejects.get("feed_message", 0) - before.get("feed_message", 0)
+        handled = bool(heights) or venue._out or "FF" * 32 not in venue._inflight
+        assert rejected in (0, 1)
+        assert all(h > 0 for h in heights)
+        if not rejected:  # accepted: a header, our tx's result, or a well-formed event of no interest
+            msg = json.loads(raw)
+            assert isinstance(msg, dict) and isinstance(msg.get("result"), dict) or handled
+
+    asyncio.run(main())
+
+
+@fuzz(150)
+@given(body=st.one_of(JSON.map(lambda v: json.dumps(v).encode()), st.binary(max_size=60)),
+       head=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 500 Internal Server Error", b"garbage", b""]),
+       length=st.one_of(st.none(), st.integers(-5, 200)))
+def test_sei_rpc_client_answers_are_results_or_typed_errors(body: bytes, head: bytes, length: int | None):
+    """Whatever an endpoint answers, a JSON-RPC call returns a result or raises RPCCallError (an answer)
+    or TransportError (no usable answer, counted against the endpoint) — nothing else, and no hang."""
+    from flashmm.venues.sei.rpc_client import EndpointPool, RPCCallError, RPCClient, TransportError
+
+    async def main() -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                await reader.readuntil(b"\r\n\r\n")
+                n = len(body) if length is None else length
+                writer.write(head + b"\r\nContent-Length: " + str(n).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = RPCClient(EndpointPool([f"http://127.0.0.1:{port}"]), timeout_s=0.5)
+        try:
+            await client.call("status")
+        except (RPCCallError, TransportError):
+            pass
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 10))

@@ -428,7 +428,7 @@ class SeiVenue(Venue):
                 await self._on_header(int(value["header"]["height"]))
             elif kind == "Tx":
                 self._on_tx_event(result["data"]["value"]["TxResult"], events)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.stats.rejects["feed_message"] = self.stats.rejects.get("feed_message", 0) + 1
             self.log.warning("feed_message_rejected", error=f"{type(exc).__name__}: {exc}", message=str(raw)[:200])
 
@@ -592,17 +592,22 @@ class SeiVenue(Venue):
             out.append(Trade(float(cross_px / self._p_tick), self.instrument.qty_to_lots(cross_qty), None, now))
 
     # ================================================================== our transactions ==============
-    def _on_tx_event(self, tx_result: dict[str, Any], events: dict[str, list[str]]) -> None:
+    def _on_tx_event(self, tx_result: Any, events: dict[str, list[str]]) -> None:
+        """Our transaction's result. Everything is parsed before the in-flight record is taken, so a
+        malformed push leaves it for the `tx` lookup instead of losing it."""
         hashes = events.get("tx.hash") or []
         if not hashes:
             raise ValueError("Tx event without tx.hash")
+        if not isinstance(tx_result, dict) or not isinstance(tx_result.get("result") or {}, dict):
+            raise ValueError("TxResult is not an object")
+        res = tx_result.get("result") or {}
+        height = int(tx_result.get("height") or (events.get("tx.height") or ["0"])[0])
+        code = int(res.get("code") or 0)
+        ids = [str(int(x)) for x in events.get("place_order.order_id") or []]
         inflight = self._inflight.pop(hashes[0].upper(), None)
         if inflight is None:
             return  # not ours, or already settled by a lookup
-        res = tx_result.get("result") or {}
-        height = int(tx_result.get("height") or events.get("tx.height", ["0"])[0])
-        self._delivered_tx(inflight, height, int(res.get("code") or 0), str(res.get("codespace") or ""),
-                           str(res.get("log") or ""), events.get("place_order.order_id") or [])
+        self._delivered_tx(inflight, height, code, str(res.get("codespace") or ""), str(res.get("log") or ""), ids)
 
     def _delivered_tx(self, inflight: _InFlight, height: int, code: int, codespace: str, log: str,
                       order_ids: list[str]) -> None:
@@ -678,19 +683,23 @@ class SeiVenue(Venue):
             res = await self.rpc.call("tx", {"hash": inflight.hash})
         except (RPCCallError, TransportError):
             return  # not (yet) committed; the timeout decides
+        try:
+            txr = res.get("tx_result") or {}
+            ids: list[str] = []
+            for ev in txr.get("events") or []:
+                if ev.get("type") == "place_order":
+                    for a in ev.get("attributes") or []:
+                        if _attr(a.get("key")) == "order_id":
+                            ids.append(str(int(_attr(a.get("value")))))
+            height = int(res.get("height") or 0)
+            code = int(txr.get("code") or 0)
+        except (AttributeError, TypeError, ValueError) as exc:
+            self._count_reject("tx_lookup_malformed")
+            self.log.warning("tx_lookup_malformed", hash=inflight.hash, error=f"{type(exc).__name__}: {exc}")
+            return  # left in flight: the timeout decides
         if self._inflight.pop(inflight.hash, None) is None:
             return
-        txr = res.get("tx_result") or {}
-        ids: list[str] = []
-        for ev in txr.get("events") or []:
-            if ev.get("type") == "place_order":
-                for a in ev.get("attributes") or []:
-                    key, value = _attr(a.get("key")), _attr(a.get("value"))
-                    if key == "order_id":
-                        ids.append(value)
-        height = int(res.get("height") or 0)
-        self._delivered_tx(inflight, height, int(txr.get("code") or 0), str(txr.get("codespace") or ""),
-                           str(txr.get("log") or ""), ids)
+        self._delivered_tx(inflight, height, code, str(txr.get("codespace") or ""), str(txr.get("log") or ""), ids)
         if height <= self.height:  # its block was already delivered: settle its cancellations now
             self._delivered.pop(height, None)
 
