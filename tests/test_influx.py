@@ -69,57 +69,17 @@ def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, float | int], 
 def influxd(tmp_path_factory):
     if not Path(INFLUXD).exists():
         pytest.fail(f"influxd not found ({INFLUXD}): install Debian's influxdb (scripts/test does)")
-    d = tmp_path_factory.mktemp("influxd")
-    http_port, rpc_port = free_port(), free_port()
-    conf = d / "influxdb.conf"
-    conf.write_text(f"""
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{d / 'meta'}"
-  logging-enabled = false
-[data]
-  dir = "{d / 'data'}"
-  wal-dir = "{d / 'wal'}"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
-[continuous_queries]
-  enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http_port}"
-  log-enabled = false
-  pprof-enabled = false
-[logging]
-  level = "warn"
-  suppress-logo = true
-""")
-    log = open(d / "influxd.log", "wb")
-    proc = subprocess.Popen([INFLUXD, "run", "-config", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
+    from tests.faults_support import InfluxServer  # the same server the fault tests stop and restart
 
-    def ping() -> bool:
-        try:
-            with NO_PROXY.open(f"{url}/ping", timeout=1) as r:
-                return r.status == 204
-        except OSError:
-            return False
-
+    server = InfluxServer(tmp_path_factory.mktemp("influxd"), INFLUXD)
     try:
-        if not wait_for(ping, 30.0, 0.1):
-            pytest.fail("influxd did not answer /ping: " + (d / "influxd.log").read_text(errors="replace")[-2000:])
-        yield url
+        server.start()
+    except AssertionError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        server.stop()
 
 
 def influxql(url: str, q: str, db: str | None = None) -> dict:
