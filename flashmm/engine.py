@@ -168,6 +168,7 @@ class Engine:
         self._quoting = True
         self._last_reconcile_ns = 0
         self._reconciled_once = False
+        self._logs_after_cycle: list[tuple[str, dict[str, Any]]] = []  # info lines deferred past tick-to-quote
         if not self.predictor.available:
             self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
         self.model_errors = 0
@@ -383,6 +384,10 @@ class Engine:
             if self._quoting and now - self._last_quote_ns >= self._quote_interval_ns:
                 self._last_quote_ns = now
                 self._quote_cycle(t0)
+        if self._logs_after_cycle:
+            for name, fields in self._logs_after_cycle:
+                self.log.info(name, **fields)
+            self._logs_after_cycle.clear()
 
     def _quote_cycle(self, t0: int) -> None:
         now = self.clock.now_ns()
@@ -536,8 +541,11 @@ class Engine:
         self.counters["fills"] += 1
         self._track_inventory(mid)
         side = "BUY" if ev.side is Side.BUY else "SELL"
-        self.log.info("fill", client_id=ev.client_id, side=side, price_ticks=ev.price_ticks, lots=ev.lots,
-                      maker=ev.is_maker, position_lots=self.portfolio.position_lots)
+        # written after this batch's quote cycle: a JSON log line costs tens of µs, and a block can carry
+        # several fills (the Sei venue measured p50 tick-to-quote 815 µs with the lines written here)
+        self._logs_after_cycle.append(("fill", {"client_id": ev.client_id, "side": side,
+                                                "price_ticks": ev.price_ticks, "lots": ev.lots,
+                                                "maker": ev.is_maker, "position_lots": self.portfolio.position_lots}))
         self._event("fill", f"{side} {ev.lots} @ {self._px(ev.price_ticks)} ({'maker' if ev.is_maker else 'taker'}) "
                             f"pos {self.portfolio.position_lots}")
 
