@@ -14,6 +14,7 @@ from flashmm.data.readers import DataError
 from flashmm.model.predictor import ModelLoadError
 from flashmm.venues.base import VenueStartError
 
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -32,7 +33,7 @@ def _load(path: str | None, **run_overrides: Any) -> Config:
     path = path or os.environ.get("FLASHMM_CONFIG") or None
     cfg = load_config(path)
     if path is not None:
-        from flashmm.security import world_readable_secret_warning
+        from flashmm.ops.security import world_readable_secret_warning
 
         warning = world_readable_secret_warning(path)
         if warning:
@@ -65,10 +66,10 @@ def tui_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.no_ui:
-            from flashmm.daemon import run_daemon
+            from flashmm.ops.daemon import run_daemon
 
             return asyncio.run(run_daemon(cfg, args.duration, args.summary, None, args.data))
-        from flashmm.daemon import run_console  # imports the console package only here
+        from flashmm.ops.daemon import run_console  # imports the console package only here
 
         return run_console(cfg, args.duration, args.summary, args.data)
     except (DataError, ModelLoadError, VenueStartError) as exc:
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tools(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "train":
-        from flashmm.model.train import train
+        from flashmm.research.train import train
         from flashmm.venues.factory import default_cache_dir
 
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
@@ -181,7 +182,7 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         print(f"{result.architecture}: model -> {result.artifact_path}, card -> {result.card_path}")
         return 0
     if args.command == "eval-model":
-        from flashmm.model.evaluate import eval_model
+        from flashmm.research.evaluate import eval_model
         from flashmm.venues.factory import default_cache_dir
 
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
@@ -191,13 +192,13 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         print(f"directional accuracy {da if da is None else f'{da:.1%}'} -> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "inference":
-        from flashmm.model.bench_inference import bench_inference
+        from flashmm.ops.bench_inference import bench_inference
 
         r = bench_inference(args.model, args.json, n=args.n)
         print(f"inference -> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "latency":
-        from flashmm.bench import bench_latency
+        from flashmm.ops.bench import bench_latency
 
         if args.model:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
@@ -207,7 +208,7 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
               f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
         return 0
     if args.command == "backtest":
-        from flashmm.backtest import run_backtest
+        from flashmm.research.backtest import run_backtest
         from flashmm.venues.factory import default_cache_dir
 
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
@@ -228,14 +229,14 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         print(f"report -> {args.report}")
         return 0
     if args.command == "record":
-        from flashmm.record import record
+        from flashmm.data.record import record
         from flashmm.venues.factory import make_venue
 
         es = asyncio.run(record(make_venue(cfg, speed=float("inf")), args.duration, Path(args.out)))
         print(f"recorded {len(es.events):,} rows, {es.messages:,} messages over {es.duration_s:.1f} s -> {args.out}")
         return 0
     if args.command == "bench" and args.bench == "backtest":
-        from flashmm.bench import bench_backtest
+        from flashmm.ops.bench import bench_backtest
         from flashmm.venues.factory import default_cache_dir
 
         r = bench_backtest(cfg, args.data, args.json, default_cache_dir(cfg), args.quote_interval_ms)
@@ -243,7 +244,7 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
               f"{r['messages_per_s']:,.0f} messages/s, {r['replay_speed_vs_real_time']}x real time -> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "ui-overhead":
-        from flashmm.bench import bench_ui_overhead
+        from flashmm.ops.bench import bench_ui_overhead
 
         r = bench_ui_overhead(cfg, args.seconds, args.speed, args.rounds, args.json)
         print(f"tick-to-quote p50 {r['headless_p50_us']} -> {r['console_p50_us']} us, p99 {r['headless_p99_us']} -> "

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flashmm.domain import Instrument
+from flashmm.core.domain import Instrument
 
 ENV_PREFIX = "FLASHMM_"
 

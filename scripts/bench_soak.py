@@ -8,7 +8,7 @@
 Reports RSS over time (and its least-squares slope over the second half, MB/hour), asyncio tasks,
 threads and file descriptors, tick-to-quote p50/p99 per period, and every order placed, acknowledged,
 rejected, cancelled and filled with the accounting identities and their residuals. The logic lives in
-flashmm/soak.py; the thresholds are in the JSON. `--redis` runs a private redis-server (state store),
+flashmm/ops/soak.py; the thresholds are in the JSON. `--redis` runs a private redis-server (state store),
 `--influx` a loopback metrics sink (the exporter thread and publisher task run as in production).
 
 Exit status: 0 every flag passed; 1 a flag failed (the JSON says which); 2 bad arguments or config.
@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from flashmm.config import ConfigError, load_config  # noqa: E402
-from flashmm.soak import check_grid, run_soak  # noqa: E402
+from flashmm.ops.soak import check_grid, run_soak  # noqa: E402
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from flashmm.marketstats import binance_market_stats, binance_spot_btcusdt, sim_market_stats  # noqa: E402
+from flashmm.research.marketstats import binance_market_stats, binance_spot_btcusdt, sim_market_stats  # noqa: E402
 
 BINANCE_FOLDER = "binance-spot-btcusdt-20240808"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flashmm.backtest import run_backtest  # noqa: E402
 from flashmm.config import Config  # noqa: E402
+from flashmm.research.backtest import run_backtest  # noqa: E402
 
 BEGIN = "<!-- does-it-help:begin -->"
 END = "<!-- does-it-help:end -->"

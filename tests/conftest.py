@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from flashmm.config import Config
-from flashmm.domain import OrderAction, OrderType, PlaceOrder
-from flashmm.engine import Engine
+from flashmm.core.domain import OrderAction, OrderType, PlaceOrder
+from flashmm.core.engine import Engine
 from flashmm.telemetry.logging import AuditLog, configure_logging
 from flashmm.venues.sim import SimVenue
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flashmm.domain import (
+from flashmm.core.domain import (
+    AccountState,
     BookDiff,
     BookSnapshot,
     CancelOrder,
@@ -33,7 +34,7 @@ from flashmm.domain import (
     Trade,
     VenueStatus,
 )
-from flashmm.venues.base import AccountState, Venue
+from flashmm.venues.base import Venue
 from flashmm.venues.sim import SimVenue
 from tests.conftest import RecordingSimVenue
 
@@ -354,9 +355,9 @@ def flatten_daemon_main(argv: list[str]) -> int:
     venue time (a congested chain, so flattening takes a while), and the engine starts flattening once it
     holds a position. It prints FLATTENING when it does, and at exit one JSON line with the engine's state
     when the signal arrived. argv: duration_s speed hold_s summary_path."""
-    import flashmm.daemon as daemon
+    import flashmm.ops.daemon as daemon
     from flashmm.config import Config, load_config
-    from flashmm.engine import Engine
+    from flashmm.core.engine import Engine
 
     duration_s, speed, hold_s, summary = float(argv[0]), float(argv[1]), float(argv[2]), argv[3]
     seen: dict[str, Any] = {}

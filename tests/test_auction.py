@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from flashmm.book import L2Book
 from flashmm.config import SimConfig, default_instrument
-from flashmm.domain import (
+from flashmm.core.book import L2Book
+from flashmm.core.domain import (
     BookDiff,
     BookSnapshot,
     CancelAck,

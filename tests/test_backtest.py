@@ -8,13 +8,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from flashmm.backtest import max_drawdown, run_backtest, sharpe_annualised
 from flashmm.config import Config
 from flashmm.data.readers import read_flashmm
-
-import numpy as np
+from flashmm.research.backtest import max_drawdown, run_backtest, sharpe_annualised
 
 DATA_SETS = {
     "binance-spot": "binance-spot-btcusdt-20240808",

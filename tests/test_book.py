@@ -3,8 +3,8 @@ queries the strategy reads (best prices, mid, spread, top levels, depth), all ch
 
 from __future__ import annotations
 
-from flashmm.book import L2Book
-from flashmm.domain import BookDiff, BookSnapshot
+from flashmm.core.book import L2Book
+from flashmm.core.domain import BookDiff, BookSnapshot
 
 
 def _book() -> L2Book:

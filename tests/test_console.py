@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from flashmm.config import ConsoleConfig
-from flashmm.domain import OrderType
-from flashmm.engine import Engine, EngineSnapshot
+from flashmm.core.domain import OrderType
+from flashmm.core.engine import Engine, EngineSnapshot
 from tests.conftest import RecordingSimVenue, _continue, make_engine, run_for
 from tui import panels
 from tui.app import FixedSource, FlashMMApp

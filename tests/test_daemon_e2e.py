@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-
 SUMMARY_KEYS = {
     "events", "quotes", "orders_placed", "orders_cancelled", "fills", "position_base", "position_usdc",
     "inventory_pct", "max_abs_inventory_pct", "pnl_usdc", "pnl_breakdown", "market_spread_bps", "our_spread_bps",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from flashmm.config import Config, RiskConfig
-from flashmm.domain import OrderType, Side
-from flashmm.engine import Mode
+from flashmm.core.domain import OrderType, Side
+from flashmm.core.engine import Mode
 from tests.conftest import make_engine, run_for
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from flashmm.clock import NS_PER_S
-from flashmm.domain import CancelOrder, OrderType, PlaceOrder, Side
-from flashmm.execution import InvalidTransition, ManagedOrder, OrderManager, OrderState
-from flashmm.strategy import QuoteLevel
-from flashmm.venues.base import AccountState, VenueOrder
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import AccountState, CancelOrder, OrderType, PlaceOrder, Side, VenueOrder
+from flashmm.core.execution import InvalidTransition, ManagedOrder, OrderManager, OrderState
+from flashmm.core.strategy import QuoteLevel
 
 T0 = 1_000 * NS_PER_S
 B, S = Side.BUY, Side.SELL

@@ -24,21 +24,26 @@ from pathlib import Path
 
 import pytest
 
-from flashmm.clock import NS_PER_S
 from flashmm.config import Config, InfluxConfig, ModelConfig, RedisConfig, RiskConfig
-from flashmm.domain import CancelOrder, OrderType, PlaceOrder
-from flashmm.engine import Engine, Mode
-from flashmm.execution import OrderState
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import CancelOrder, OrderType, PlaceOrder
+from flashmm.core.engine import Engine, Mode
+from flashmm.core.execution import OrderState
+from flashmm.core.state_redis import RedisStateStore
 from flashmm.model.predictor import ModelLoadError, NoModelPredictor, load_predictor, shipped_model_path
-from flashmm.state_redis import RedisStateStore
 from flashmm.telemetry.influx import InfluxExporter, publish_metrics
 from flashmm.telemetry.logging import configure_logging
 from flashmm.venues.sim import SimVenue
 from tests.conftest import ROOT, run_for
 from tests.faults_support import ConnectorVenue, Figures, InfluxServer, StreamFaultVenue
 from tests.test_model_engine import FakeModel, _engine_with
-from tests.test_state_redis import DRIVER, _check_kill9, _load, _run_until_killed
-from tests.test_state_redis import redis_server  # noqa: F401 (the real redis-server fixture)
+from tests.test_state_redis import (
+    DRIVER,
+    _check_kill9,
+    _load,
+    _run_until_killed,
+    redis_server,  # noqa: F401 (the real redis-server fixture)
+)
 
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 SEED = 7
@@ -648,7 +653,7 @@ def test_sei_socket_drop_pulls_quotes_and_resumes_after_resync(figures):
     breaker's cooldown (2 s here). No fill is lost: the engine's position equals the node's record."""
     from decimal import Decimal
 
-    from flashmm.domain import BookSnapshot
+    from flashmm.core.domain import BookSnapshot
     from flashmm.venues.sei.devnode import DevNode
     from flashmm.venues.sei.tx import Signer
     from flashmm.venues.sei.venue import SeiVenue

@@ -36,21 +36,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
-from flashmm.book import L2Book
 from flashmm.config import Config, ConfigError, ReplayConfig, load_config
-from flashmm.data.events import EVENT_DTYPE, FLAG_EMPTY, FLAG_END, KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE, EventSet
-from flashmm.data.readers import (
-    DataError,
-    _stamped_json,
-    binance_instrument,
-    iter_messages,
-    read_binance,
-    read_bitstamp,
-    read_flashmm,
-    read_lobster,
-    write_flashmm,
-)
-from flashmm.domain import (
+from flashmm.core.book import L2Book
+from flashmm.core.domain import (
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -63,7 +51,28 @@ from flashmm.domain import (
     Trade,
     VenueStatus,
 )
-from flashmm.engine import Engine
+from flashmm.core.engine import Engine
+from flashmm.data.events import (
+    EVENT_DTYPE,
+    FLAG_EMPTY,
+    FLAG_END,
+    KIND_BBO,
+    KIND_DIFF,
+    KIND_SNAP,
+    KIND_TRADE,
+    EventSet,
+)
+from flashmm.data.readers import (
+    DataError,
+    binance_instrument,
+    iter_messages,
+    read_binance,
+    read_bitstamp,
+    read_flashmm,
+    read_lobster,
+    write_flashmm,
+)
+from flashmm.data.readers.common import _stamped_json
 from flashmm.telemetry.logging import AuditLog
 from flashmm.venues.replay import ReplayVenue
 from flashmm.venues.sei.rpc_server import (
@@ -1045,7 +1054,7 @@ def test_sei_connector_survives_any_node_message(raw: bytes):
     """Every WebSocket message is applied, or counted as a rejected feed message; a block header with a
     usable height reaches the block logic; nothing else escapes (the feed loop would treat it as a dead
     socket and reconnect, which a bad message must not cause)."""
-    from flashmm.domain import OrderType, PlaceOrder
+    from flashmm.core.domain import OrderType, PlaceOrder
     from flashmm.venues.sei.tx import Signer
     from flashmm.venues.sei.venue import SeiVenue, _InFlight, _Live
 

@@ -12,9 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from flashmm.book import L2Book
-from flashmm.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
-from flashmm.marketstats import MarketStatsCollector, _wquantile, binance_market_stats, binance_spot_btcusdt
+from flashmm.core.book import L2Book
+from flashmm.core.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
+from flashmm.research.marketstats import (
+    MarketStatsCollector,
+    _wquantile,
+    binance_market_stats,
+    binance_spot_btcusdt,
+)
 
 S = 1_000_000_000
 INST = Instrument("TEST", "B", "Q", Decimal("0.01"), Decimal("0.1"))
@@ -243,7 +248,7 @@ def test_real_binance_spot_btcusdt():
 
 
 def test_sim_market_stats_runs_and_is_sane():
-    from flashmm.marketstats import sim_market_stats
+    from flashmm.research.marketstats import sim_market_stats
 
     r = sim_market_stats(20.0, seed=7)
     assert r["duration_s"] == pytest.approx(20.0, abs=1.0)

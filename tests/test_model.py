@@ -13,9 +13,10 @@ from torch import nn
 
 from flashmm.model import artifact
 from flashmm.model.artifact import ModelError
-from flashmm.model.dataset import MODEL_INPUTS, N_INPUTS, Samples, labels, windows
-from flashmm.model.evaluate import EvalSet, ImbalanceLogit, eval_set, evaluate, scores
-from flashmm.model.train import (
+from flashmm.model.inputs import MODEL_INPUTS, N_INPUTS
+from flashmm.research.dataset import Samples, labels, windows
+from flashmm.research.evaluate import EvalSet, ImbalanceLogit, eval_set, evaluate, scores
+from flashmm.research.train import (
     ARCHITECTURES,
     TrainData,
     build_network,
@@ -112,7 +113,7 @@ def test_time_split_has_no_leakage(tiny_data):
 
 def test_time_split_on_real_data_has_no_leakage(data_dir, tmp_path):
     from flashmm.data.loader import load_events
-    from flashmm.model.dataset import samples_from_events
+    from flashmm.research.dataset import samples_from_events
 
     s = samples_from_events(load_events([data_dir / "binance-usdm-btcusdt-20240808"], tmp_path), 500.0)
     _assert_no_leak(split_samples(s), 8, 4)
@@ -248,7 +249,7 @@ def test_evaluate_numbers_by_hand():
     assert set(bins) == {0.4, 0.5, 0.6, 0.7} and bins[0.7]["n"] == 2 and bins[0.7]["accuracy"] == 1.0
 
     # the same through evaluate(), with the baselines on an EvalSet
-    from flashmm.model.dataset import Dataset
+    from flashmm.research.dataset import Dataset
 
     d = Dataset(np.zeros((6, 8, N_INPUTS), np.float32), y, np.arange(6, dtype=np.int64),
                 np.array([3.0, 2.0, -2.0, -4.0, 0.1, -0.2]), "hand")
@@ -312,7 +313,7 @@ def test_train_writes_model_and_card(tiny_data, tmp_path):
                  "## Promotion log"):
         assert part in card, part
     # eval-model on the same data: the test slice under the model's own split
-    from flashmm.model.evaluate import eval_model
+    from flashmm.research.evaluate import eval_model
 
     out = eval_model(r.artifact_path, ["sim:120:3"], None, tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["pooled"]["n"] == out["pooled"]["n"] > 0
@@ -350,7 +351,7 @@ def test_promote_if_better_keeps_the_better_model(tiny_data, tmp_path):
 
 
 def test_bench_inference(good_file, tmp_path):
-    from flashmm.model.bench_inference import bench_inference
+    from flashmm.ops.bench_inference import bench_inference
 
     r = bench_inference(good_file, tmp_path / "b.json", n=200, aoti=False)
     assert json.loads((tmp_path / "b.json").read_text())["file_bytes"] == good_file.stat().st_size

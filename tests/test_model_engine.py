@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from flashmm.config import Config, ModelConfig
-from flashmm.model.dataset import MODEL_INPUTS, N_INPUTS, samples_from_sim
+from flashmm.model.inputs import MODEL_INPUTS, N_INPUTS
 from flashmm.model.predictor import ModelPredictor, NoModelPredictor, load_predictor
+from flashmm.research.dataset import samples_from_sim
 from tests.conftest import make_engine, run_for
 
 

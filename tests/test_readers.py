@@ -20,9 +20,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from flashmm.telemetry.logging import configure_logging
-
-from flashmm.book import L2Book
+from flashmm.core.book import L2Book
 from flashmm.data.events import (
     EVENT_DTYPE,
     FLAG_END,
@@ -44,6 +42,7 @@ from flashmm.data.readers import (
     read_lobster,
     write_flashmm,
 )
+from flashmm.telemetry.logging import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 SPOT = "binance-spot-btcusdt-20240808"

@@ -8,9 +8,22 @@ from decimal import Decimal
 import pytest
 
 from flashmm.config import ReplayConfig
+from flashmm.core.domain import (
+    BookDiff,
+    BookSnapshot,
+    CancelAck,
+    CancelOrder,
+    CancelReject,
+    Fill,
+    Instrument,
+    OrderAck,
+    OrderReject,
+    OrderType,
+    PlaceOrder,
+    Side,
+    Trade,
+)
 from flashmm.data.events import KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE, EventSet, EventWriter
-from flashmm.domain import (BookDiff, BookSnapshot, CancelAck, CancelOrder, CancelReject, Fill, Instrument, OrderAck,
-                            OrderReject, OrderType, PlaceOrder, Side, Trade)
 from flashmm.venues.replay import ReplayVenue
 
 INST = Instrument("TEST", "B", "Q", Decimal("0.01"), Decimal("1"))

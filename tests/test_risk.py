@@ -3,11 +3,11 @@ levels cut first), the Breaker state machine, and the TokenBucket in venue time.
 
 from __future__ import annotations
 
-from flashmm.clock import NS_PER_S
 from flashmm.config import RiskConfig, default_instrument
-from flashmm.domain import Side
-from flashmm.risk import Breaker, BreakerAction, BreakerState, RiskManager, TokenBucket
-from flashmm.strategy import QuoteLevel
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import Side
+from flashmm.core.risk import Breaker, BreakerAction, BreakerState, RiskManager, TokenBucket
+from flashmm.core.strategy import QuoteLevel
 
 MID = 4000.0  # 0.40 USDC a lot: 160 USDC = 400 lots, 400 USDC = 1000 lots
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flashmm.config import Config, InfluxConfig
-from flashmm.security import find_secrets, is_placeholder, verify_audit_log, world_readable_secret_warning
+from flashmm.ops.security import find_secrets, is_placeholder, verify_audit_log, world_readable_secret_warning
 from flashmm.telemetry import logging as tlog
 from flashmm.telemetry.influx import TAG_KEYS, InfluxExporter, default_tags, metric_points
 from flashmm.telemetry.logging import AUDIT_GENESIS, AuditLog
@@ -55,7 +55,7 @@ def test_no_password_token_or_private_key_is_committed():
     files = scanned_text_files()
     # the deployment files the rule is meant for are among those scanned
     assert {"docker-compose.yml", ".env.example", "config.toml"} <= set(files)
-    assert any(f.startswith("scripts/") for f in files) and "flashmm/security.py" in files
+    assert any(f.startswith("scripts/") for f in files) and "flashmm/ops/security.py" in files
     found = [hit for name, text in sorted(files.items()) for hit in find_secrets(text, name)]
     assert found == []
 

@@ -21,8 +21,8 @@ from cosmpy.protos.cosmos.auth.v1beta1 import query_pb2 as auth_q
 from cosmpy.protos.cosmos.bank.v1beta1 import query_pb2 as bank_q
 from cosmpy.protos.cosmos.bank.v1beta1.tx_pb2 import MsgSend
 from cosmpy.protos.cosmos.base.abci.v1beta1 import abci_pb2
+from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxBody, TxRaw
 from cosmpy.protos.cosmwasm.wasm.v1 import query_pb2 as wasm_q
-from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxRaw, TxBody
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from flashmm.config import Config
-from flashmm.domain import (
+from flashmm.core.domain import (
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -371,7 +371,7 @@ def test_failover_to_the_next_endpoint_when_the_first_is_down():
 def test_engine_without_state_store_starts_from_the_venues_position():
     """A live account already holding a position (a previous run, no Redis journal): the engine takes the
     venue's record as its starting position, says so, and does not pause on a mismatch."""
-    from flashmm.engine import Engine
+    from flashmm.core.engine import Engine
 
     async def body(h: Harness):
         h.submit(PlaceOrder(1, Side.BUY, 3990, 10))

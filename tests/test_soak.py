@@ -1,4 +1,4 @@
-"""The soak benchmark (flashmm/soak.py, scripts/bench_soak.py) on a few simulated minutes: its JSON shape,
+"""The soak benchmark (flashmm/ops/soak.py, scripts/bench_soak.py) on a few simulated minutes: its JSON shape,
 the order accounting identities (exact, every period and after shutdown), and that those identities do
 catch a lost message. No timing is asserted: the thresholds are the benchmark's, reported, not tested."""
 
@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from flashmm.domain import OrderAck
-from flashmm.soak import THRESHOLDS, SoakProbe, accounting, check_grid, interval_summary, slope_per_hour
+from flashmm.core.domain import OrderAck
+from flashmm.ops.soak import THRESHOLDS, SoakProbe, accounting, check_grid, interval_summary, slope_per_hour
 from flashmm.telemetry.histogram import LatencyHistogram
 from tests.conftest import ROOT, make_engine
 

@@ -6,13 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flashmm.book import L2Book
-from flashmm.clock import NS_PER_S
 from flashmm.config import default_instrument
-from flashmm.domain import BookDiff, BookSnapshot, Fill, Side, Trade
-from flashmm.features import F, FeatureEngine
-from flashmm.metrics import TimeWeightedSpreads, fill_rate, inventory_pct, spread_bps, spread_improvement_pct
-from flashmm.state import Portfolio
+from flashmm.core.book import L2Book
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import BookDiff, BookSnapshot, Fill, Side, Trade
+from flashmm.core.features import F, FeatureEngine
+from flashmm.core.metrics import (
+    TimeWeightedSpreads,
+    fill_rate,
+    inventory_pct,
+    spread_bps,
+    spread_improvement_pct,
+)
+from flashmm.core.state import Portfolio
 from flashmm.telemetry.histogram import LatencyHistogram
 
 # ---- Portfolio ---------------------------------------------------------------------------------------

@@ -20,12 +20,11 @@ import pytest
 import redis
 
 from flashmm.config import Config, RedisConfig
-from flashmm.domain import Fill, OrderType, Side
-from flashmm.execution import ManagedOrder, OrderState
-from flashmm.risk import RiskManager
-from flashmm.state import FillRecord, Portfolio
-from flashmm.state_redis import _FEE, RecoveredState, RedisStateStore, fill_id, reconcile
-from flashmm.venues.base import AccountState, VenueOrder
+from flashmm.core.domain import AccountState, Fill, OrderType, Side, VenueOrder
+from flashmm.core.execution import ManagedOrder, OrderState
+from flashmm.core.risk import RiskManager
+from flashmm.core.state import FillRecord, Portfolio
+from flashmm.core.state_redis import _FEE, RecoveredState, RedisStateStore, fill_id, reconcile
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parent.parent
@@ -361,8 +360,8 @@ DRIVER = textwrap.dedent('''
     import asyncio, json, os, sys
 
     from flashmm.config import Config, RedisConfig
-    from flashmm.engine import Engine
-    from flashmm.state_redis import RedisStateStore, reconcile
+    from flashmm.core.engine import Engine
+    from flashmm.core.state_redis import RedisStateStore, reconcile
     from flashmm.telemetry.logging import configure_logging
     from flashmm.venues.sim import SimVenue
 
@@ -512,7 +511,7 @@ def test_daemon_journals_every_fill_and_a_restart_on_a_fresh_venue_pauses_on_the
 
 def test_redis_down_mid_run_trading_goes_on_the_state_breaker_shows_it_and_writes_catch_up(redis_server):
     from flashmm.config import Config, RedisConfig
-    from flashmm.engine import Engine
+    from flashmm.core.engine import Engine
     from flashmm.telemetry.logging import configure_logging
     from flashmm.venues.sim import SimVenue
 

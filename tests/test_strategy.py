@@ -12,9 +12,9 @@ import math
 import pytest
 
 from flashmm.config import RiskConfig, StrategyConfig, default_instrument
-from flashmm.domain import Side
+from flashmm.core.domain import Side
+from flashmm.core.strategy import Quoter, avellaneda_stoikov, glft_coefficients, glft_depths
 from flashmm.model.predictor import Prediction
-from flashmm.strategy import Quoter, avellaneda_stoikov, glft_coefficients, glft_depths
 
 # gamma = 0.05, A = 1, k = 3, delta = 1:
 # c1 = ln(1 + 0.05/3) / 0.05 = 0.016529302 / 0.05 = 0.330586039

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Sparkline
 from textual.worker import Worker, WorkerFailed
 
 from flashmm.config import ConsoleConfig
-from flashmm.engine import EngineSnapshot
+from flashmm.core.engine import EngineSnapshot
 from tui import panels
 from tui.screens import ConfirmScreen, HelpScreen
 from tui.widgets import HeaderBar, LinesPanel

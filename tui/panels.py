@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from rich.text import Text
 
-from flashmm.engine import EngineSnapshot
+from flashmm.core.engine import EngineSnapshot
 
 MODE_STYLE = {
     "RUNNING": "bold black on green",

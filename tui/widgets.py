@@ -13,7 +13,7 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
-from flashmm.engine import EngineSnapshot
+from flashmm.core.engine import EngineSnapshot
 
 Formatter = Callable[[EngineSnapshot, int, int], list[Text]]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from flashmm.domain import Instrument
+from flashmm.core.domain import Instrument
 
 KIND_SNAP = 0
 KIND_DIFF = 1

@@ -28,7 +28,6 @@ from flashmm.data.events import EventSet
 from flashmm.data.readers import (
     READER_VERSION,
     DataError,
-    _log_rejects,
     lobster_partner,
     read_binance,
     read_bitstamp,
@@ -36,6 +35,7 @@ from flashmm.data.readers import (
     read_lobster,
     write_flashmm,
 )
+from flashmm.data.readers.common import _log_rejects
 from flashmm.telemetry.logging import get_logger
 
 _LOBSTER = re.compile(r"_(message|orderbook)_\d+\.csv$")

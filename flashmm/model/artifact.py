@@ -3,11 +3,11 @@
 - `save(module, example, meta, path)` exports `module` with `torch.export.export` (batch dimension dynamic)
   and writes it with `torch.export.save(..., extra_files={"flashmm_meta.json": ...})`. The normalisation
   (per-input mean and std, as buffers) and the softmax are inside the exported graph (`Standardised`),
-  so the file alone maps raw `dataset.model_inputs` windows to probabilities. The write is atomic (temp
+  so the file alone maps raw `inputs.model_inputs` windows to probabilities. The write is atomic (temp
   file + rename): a reader never sees half a model.
 - `load(path) -> LoadedModel` refuses, with a `ModelError` naming the file, anything that is not a
   FlashMM model it can serve: a missing, truncated or corrupt file, a file with no FlashMM metadata, a
-  different format version, inputs other than `dataset.MODEL_INPUTS`, other classes, or a program whose
+  different format version, inputs other than `inputs.MODEL_INPUTS`, other classes, or a program whose
   output on a probe window is not three finite probabilities summing to one.
 - `LoadedModel.predict_proba(window)` is the hot path: (window, N_INPUTS) float32 in, 3 probabilities out
   (down, flat, up). It copies into a preallocated tensor and runs under `torch.inference_mode`; no
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flashmm.model.dataset import CLASSES, MODEL_INPUTS, N_INPUTS
+from flashmm.model.inputs import CLASSES, MODEL_INPUTS, N_INPUTS
 
 FORMAT_VERSION = 1
 META_FILE = "flashmm_meta.json"

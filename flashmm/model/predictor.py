@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from flashmm.model.dataset import N_INPUTS, model_inputs
+from flashmm.model.inputs import N_INPUTS, model_inputs
 
 if TYPE_CHECKING:
-    from flashmm.book import L2Book
     from flashmm.config import ModelConfig
-    from flashmm.features import FeatureEngine
+    from flashmm.core.book import L2Book
+    from flashmm.core.features import FeatureEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +208,7 @@ class ModelPredictor:
             z = np.abs(live - self._mean) / self._std
             worst = int(np.argmax(z))
             if z[worst] > c.drift_feature_z:
-                from flashmm.model.dataset import MODEL_INPUTS
+                from flashmm.model.inputs import MODEL_INPUTS
 
                 return f"input {MODEL_INPUTS[worst]} drifted {z[worst]:.1f} sd from training"
         return ""

@@ -30,13 +30,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from flashmm.config import InfluxConfig
-from flashmm.engine import STAGES
-from flashmm.risk import BREAKER_ACTIONS
+from flashmm.core.engine import STAGES
+from flashmm.core.risk import BREAKER_ACTIONS
 from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import get_logger, register_secret
 
 if TYPE_CHECKING:
-    from flashmm.engine import Engine
+    from flashmm.core.engine import Engine
 
 BREAKERS: tuple[str, ...] = tuple(BREAKER_ACTIONS)
 BREAKER_STATE_CODE = {"ok": 0, "cooling_down": 1, "tripped": 2}

@@ -11,32 +11,15 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from flashmm.clock import NS_PER_S, Clock
-from flashmm.domain import Event, Instrument, OrderAction, Side
+from flashmm.core.clock import NS_PER_S, Clock
+from flashmm.core.domain import AccountState, Event, Instrument, OrderAction
 from flashmm.telemetry.histogram import LatencyHistogram
 
 
 class VenueStartError(RuntimeError):
     """The venue cannot start: no endpoint answers, the wrong chain, no signing key. One clear line."""
-
-
-@dataclass(frozen=True, slots=True)
-class VenueOrder:
-    client_id: int
-    side: Side
-    price_ticks: int
-    remaining_lots: int
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    """The venue's own record of our account, for reconciliation."""
-
-    position_lots: int
-    open_orders: dict[int, VenueOrder] = field(default_factory=dict)
 
 
 class Venue(ABC):

@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flashmm.book import L2Book
-from flashmm.clock import SimClock
 from flashmm.config import ReplayConfig
-from flashmm.data.events import FLAG_EMPTY, KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE, EventSet, message_bounds
-from flashmm.domain import (
+from flashmm.core.book import L2Book
+from flashmm.core.clock import SimClock
+from flashmm.core.domain import (
+    AccountState,
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -41,8 +41,18 @@ from flashmm.domain import (
     PlaceOrder,
     Side,
     Trade,
+    VenueOrder,
 )
-from flashmm.venues.base import AccountState, Pacer, Venue, VenueOrder
+from flashmm.data.events import (
+    FLAG_EMPTY,
+    KIND_BBO,
+    KIND_DIFF,
+    KIND_SNAP,
+    KIND_TRADE,
+    EventSet,
+    message_bounds,
+)
+from flashmm.venues.base import Pacer, Venue
 
 
 @dataclass(slots=True)

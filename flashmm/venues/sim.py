@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from sortedcontainers import SortedDict
 
-from flashmm.clock import NS_PER_S, SimClock
 from flashmm.config import SimConfig
-from flashmm.domain import (
+from flashmm.core.clock import NS_PER_S, SimClock
+from flashmm.core.domain import (
+    AccountState,
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -47,8 +48,9 @@ from flashmm.domain import (
     PlaceOrder,
     Side,
     Trade,
+    VenueOrder,
 )
-from flashmm.venues.base import AccountState, Pacer, Venue, VenueOrder
+from flashmm.venues.base import Pacer, Venue
 
 OURS = 0  # owner id of our account; other traders are 1
 OTHERS = 1

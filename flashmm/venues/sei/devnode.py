@@ -105,7 +105,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from abc import ABC, abstractmethod
 import base64
 import binascii
 import contextlib
@@ -116,6 +115,7 @@ import random
 import signal
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -134,7 +134,7 @@ from cosmpy.protos.cosmwasm.wasm.v1 import query_pb2 as wasm_query_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
-from flashmm.domain import Side
+from flashmm.core.domain import Side
 from flashmm.telemetry.logging import get_logger
 from flashmm.venues.sei import schema
 from flashmm.venues.sei import tx as sei_tx

@@ -44,9 +44,10 @@ from typing import Any
 import orjson
 import websockets
 
-from flashmm.clock import WallClock
 from flashmm.config import Config, SeiConfig
-from flashmm.domain import (
+from flashmm.core.clock import WallClock
+from flashmm.core.domain import (
+    AccountState,
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -63,12 +64,20 @@ from flashmm.domain import (
     PlaceOrder,
     Side,
     Trade,
+    VenueOrder,
     VenueStatus,
 )
 from flashmm.telemetry.logging import get_logger
-from flashmm.venues.base import AccountState, Venue, VenueOrder, VenueStartError
+from flashmm.venues.base import Venue, VenueStartError
 from flashmm.venues.sei import schema as S
-from flashmm.venues.sei.rpc_client import ABCIError, EndpointPool, RPCCallError, RPCClient, TransportError, _redact_url
+from flashmm.venues.sei.rpc_client import (
+    ABCIError,
+    EndpointPool,
+    RPCCallError,
+    RPCClient,
+    TransportError,
+    _redact_url,
+)
 from flashmm.venues.sei.tx import Signer, build_tx, fee_for
 
 __all__ = ["SeiTxError", "SeiVenue", "SeiVenueError", "tx_error"]

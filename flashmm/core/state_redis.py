@@ -52,10 +52,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from flashmm.config import RedisConfig
-from flashmm.domain import Fill, Instrument
-from flashmm.state import FillRecord, Portfolio
+from flashmm.core.domain import AccountState, Fill, Instrument
+from flashmm.core.state import FillRecord, Portfolio
 from flashmm.telemetry.logging import get_logger, register_secret
-from flashmm.venues.base import AccountState
 
 BATCH_MAX = 500  # fills and fees per MULTI/EXEC (bounds the writer's CPU slice on the engine's loop: ~4 ms)
 _BACKOFF_START_S = 0.05

@@ -31,9 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from flashmm.model.dataset import (
-    CLASSES,
-    MODEL_INPUTS,
+from flashmm.model.inputs import CLASSES, MODEL_INPUTS
+from flashmm.research.dataset import (
     Dataset,
     Samples,
     concat,
@@ -384,7 +383,7 @@ def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flashmm.model.evaluate", description="score a model file on data")
+    ap = argparse.ArgumentParser(prog="python -m flashmm.research.evaluate", description="score a model file on data")
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", nargs="+", required=True, help="data set paths, or sim:SECONDS:SEED")
     ap.add_argument("--json", default=None)

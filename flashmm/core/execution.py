@@ -12,11 +12,10 @@ import enum
 from collections import Counter
 from dataclasses import dataclass
 
-from flashmm.clock import NS_PER_S
-from flashmm.domain import CancelOrder, OrderAction, OrderType, PlaceOrder, Side
-from flashmm.risk import TokenBucket
-from flashmm.strategy import QuoteLevel
-from flashmm.venues.base import AccountState
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import AccountState, CancelOrder, OrderAction, OrderType, PlaceOrder, Side
+from flashmm.core.risk import TokenBucket
+from flashmm.core.strategy import QuoteLevel
 
 
 class OrderState(enum.StrEnum):

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from flashmm.book import L2Book
+from flashmm.core.book import L2Book
+from flashmm.core.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
 from flashmm.data.events import KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE
 from flashmm.data.readers import book_event, iter_messages, read_binance
-from flashmm.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
 
 NS_PER_S = 1_000_000_000
 DEPTH_TICKS = 10

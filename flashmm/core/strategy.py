@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from flashmm.config import RiskConfig, StrategyConfig
-from flashmm.domain import Instrument, Side
+from flashmm.core.domain import Instrument, Side
 from flashmm.model.predictor import Prediction
 
 

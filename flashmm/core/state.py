@@ -9,10 +9,9 @@ PnL split, exactly additive:  pnl = spread_capture + inventory + fees
 from __future__ import annotations
 
 from collections import deque
-
 from dataclasses import dataclass
 
-from flashmm.domain import Fill, Instrument
+from flashmm.core.domain import Fill, Instrument
 
 
 @dataclass(frozen=True, slots=True)

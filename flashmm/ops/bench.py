@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from flashmm.config import Config
-from flashmm.engine import Engine
+from flashmm.core.engine import Engine
 from flashmm.telemetry.logging import configure_logging
 from flashmm.venues.sim import SimVenue
 
@@ -148,8 +148,8 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
 def bench_backtest(cfg: Config, data: list[str], json_path: str | Path, cache_dir: Path | None,
                    quote_interval_ms: float | None = None) -> dict[str, Any]:
     """Replay throughput on one data set: parsing is excluded (the cache is warmed first)."""
-    from flashmm.backtest import run_one, with_strategy
     from flashmm.data.loader import load_events
+    from flashmm.research.backtest import run_one, with_strategy
 
     configure_logging("error")
     cfg = with_strategy(cfg, "flashmm", quote_interval_ms)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from flashmm.clock import NS_PER_S
 from flashmm.config import RiskConfig
-from flashmm.domain import Instrument, Side
-from flashmm.strategy import QuoteLevel
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import Instrument, Side
+from flashmm.core.strategy import QuoteLevel
 
 
 class BreakerState(enum.StrEnum):

@@ -15,7 +15,7 @@ model card is written next to it.
 the current file is replaced only if the candidate's directional accuracy is higher (ties: macro-F1).
 The comparison is appended to the card's promotion log either way.
 
-    python -m flashmm.model.train --data PATH... --out models/flashmm.pt2 [--promote-if-better]
+    python -m flashmm.research.train --data PATH... --out models/flashmm.pt2 [--promote-if-better]
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from flashmm.model import artifact
-from flashmm.model.dataset import CLASSES, MODEL_INPUTS, N_INPUTS, Samples, samples_from_sim, windows
-from flashmm.model.evaluate import (
+from flashmm.model.inputs import CLASSES, MODEL_INPUTS, N_INPUTS
+from flashmm.research.dataset import Samples, samples_from_sim, windows
+from flashmm.research.evaluate import (
     EvalSet,
     ImbalanceLogit,
     class_weights,
@@ -516,7 +517,7 @@ def render_card(meta: dict[str, Any], log_text: str = "", file_name: str = "flas
       "rest on few samples.")
     a("")
     a("## Inputs")
-    a("`dataset.MODEL_INPUTS`, computed by the engine's `FeatureEngine` on its own L2 book and sampled on the grid "
+    a("`model.inputs.MODEL_INPUTS`, computed by the engine's `FeatureEngine` on its own L2 book and sampled on the grid "
       "by `GridSampler` (one code path for training and serving). All are instrument-independent (bps, ratios, "
       "imbalances, a log ratio), so one model serves any pair:")
     a("")
@@ -848,7 +849,7 @@ def _bench_subprocess(model_path: Path, log: Any) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "bench.json"
         try:
-            subprocess.run([sys.executable, "-m", "flashmm.model.bench_inference", "--model", str(model_path),
+            subprocess.run([sys.executable, "-m", "flashmm.ops.bench_inference", "--model", str(model_path),
                             "--json", str(out), "--n", "3000"], check=True, capture_output=True, timeout=600)
             return json.loads(out.read_text())
         except (subprocess.SubprocessError, OSError, ValueError) as exc:
@@ -892,7 +893,7 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
                       "best_epoch": f.best_epoch, "epochs_run": f.epochs, "seconds": round(f.seconds, 1),
                       "history": f.history} for a, f in fits.items()}
     if command is None:
-        command = ("python -m flashmm.model.train --data " + " ".join(map(str, data_paths)) + f" --out {out}"
+        command = ("python -m flashmm.research.train --data " + " ".join(map(str, data_paths)) + f" --out {out}"
                    f" --sim-seconds {sim_seconds:g} --sim-seeds {' '.join(map(str, sim_seeds))}"
                    + (" --promote-if-better" if promote_if_better else ""))
     meta = make_meta(chosen, data, candidates, seed, command)
@@ -923,7 +924,7 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flashmm.model.train", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m flashmm.research.train", description=__doc__.split("\n")[0])
     ap.add_argument("--data", nargs="*", default=[], help="data set paths (one data set each) or sim:SECONDS:SEED")
     ap.add_argument("--out", required=True)
     ap.add_argument("--sim-seconds", type=float, default=SIM_SECONDS)
@@ -936,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=40)
     ap.add_argument("--no-bench", action="store_true", help="skip the latency measurement for the card")
     a = ap.parse_args(argv)
-    cmd = "python -m flashmm.model.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m flashmm.research.train " + " ".join(sys.argv[1:] if argv is None else argv)
     train(a.data, a.out, sim_seconds=a.sim_seconds, sim_seeds=a.sim_seeds, cache_dir=a.cache_dir,
           promote_if_better=a.promote_if_better, current=a.current, architectures=tuple(a.architectures), seed=a.seed,
           max_epochs=a.max_epochs, command=cmd, bench=not a.no_bench)

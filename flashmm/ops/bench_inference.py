@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from flashmm.model import artifact
-from flashmm.model.dataset import N_INPUTS
+from flashmm.model.inputs import N_INPUTS
 
 
 def _rss_mb() -> float:
@@ -59,7 +59,7 @@ def _latency(fn: Callable[[], Any], n: int, warmup: int = 300) -> dict[str, floa
 def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_out: str | os.PathLike | None = None,
                     *, n: int = 5000, aoti: bool = True, seed: int = 0) -> dict[str, Any]:
     """Measure the model file at `model_path`; write the result to `json_out` when given."""
-    from flashmm.model.train import rebuild_eager
+    from flashmm.research.train import rebuild_eager
 
     path = Path(model_path)
     rss0 = _rss_mb()
@@ -145,7 +145,7 @@ def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_o
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flashmm.model.bench_inference")
+    ap = argparse.ArgumentParser(prog="python -m flashmm.ops.bench_inference")
     ap.add_argument("--model", default="models/flashmm.pt2")
     ap.add_argument("--json", default=None)
     ap.add_argument("--n", type=int, default=5000)

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from flashmm.clock import NS_PER_S
 from flashmm.config import Config
-from flashmm.domain import (
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import (
     CancelAck,
     CancelOrder,
     CancelReject,
@@ -50,8 +50,8 @@ from flashmm.domain import (
     OrderReject,
     PlaceOrder,
 )
-from flashmm.engine import Engine
-from flashmm.execution import OrderState
+from flashmm.core.engine import Engine
+from flashmm.core.execution import OrderState
 from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.venues.sim import SimVenue
 
@@ -151,7 +151,7 @@ def _identity(name: str, lhs_label: str, lhs: int, rhs_label: str, rhs: int) -> 
 def accounting(engine: Engine, wire: WireCounts) -> dict[str, Any]:
     """The engine's order book-keeping (the OMS) against itself and against the wire, at this instant.
 
-    OMS lifecycle (flashmm/execution.py): PENDING -> OPEN -> PARTIALLY_FILLED -> FILLED | CANCELLED,
+    OMS lifecycle (flashmm/core/execution.py): PENDING -> OPEN -> PARTIALLY_FILLED -> FILLED | CANCELLED,
     PENDING -> REJECTED; terminal states are exactly FILLED, CANCELLED and REJECTED. CANCELLED covers
     a confirmed cancel, a market order's unfilled remainder, and an order reconciliation found gone.
     Actions submitted but not yet taken into a block sit in the venue's queue and are counted apart.
@@ -577,7 +577,7 @@ def run_soak(cfg: Config, hours: float, json_path: str | Path | None, *, seed: i
              gc_objects: bool = True, log_dir: str | Path | None = None, command: str = "") -> dict[str, Any]:
     """Run the daemon for `hours` of venue time at full speed and return (and write) the soak report.
     `model`: "" = the shipped model, "none" = model-free, else a path."""
-    from flashmm.daemon import run_daemon
+    from flashmm.ops.daemon import run_daemon
 
     duration_s = hours * 3600.0
     check_grid(duration_s, sample_s, period_s, cfg.sim.block_ms)
@@ -652,7 +652,7 @@ def _report(probe: SoakProbe, cfg: Config, rc: int, duration_s: float, sample_s:
     return {
         "benchmark": "soak",
         "command": command,
-        "path": "flashmm.daemon.run_daemon (the console-less production loop) on the embedded sim at speed=inf",
+        "path": "flashmm.ops.daemon.run_daemon (the console-less production loop) on the embedded sim at speed=inf",
         "venue": "sim", "seed": cfg.run.seed, "model": engine.predictor.name,
         "redis_state_store": cfg.redis.enabled, "influx_exporter": cfg.influx.enabled,
         "log_level": cfg.logging.level, "log_files_bytes": logs, "log_dir": str(log_dir) if log_dir else None,

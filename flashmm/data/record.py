@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flashmm.core.domain import BookDiff, BookSnapshot, Trade
 from flashmm.data.events import KIND_DIFF, KIND_SNAP, KIND_TRADE, EventSet, EventWriter
 from flashmm.data.readers import write_flashmm
-from flashmm.domain import BookDiff, BookSnapshot, Trade
 from flashmm.venues.base import Venue
 
 

@@ -12,7 +12,7 @@ from itertools import islice
 
 from sortedcontainers import SortedDict
 
-from flashmm.domain import BookDiff, BookSnapshot
+from flashmm.core.domain import BookDiff, BookSnapshot
 
 
 class L2Book:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from flashmm.config import Config
-from flashmm.engine import Engine
+from flashmm.core.engine import Engine
 from flashmm.model.predictor import load_predictor
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.base import VenueStartError
@@ -50,7 +50,7 @@ def make_state_store(cfg: Config, venue: Any) -> Any:
     """Redis state when [redis].enabled (redis is imported only then); one namespace per venue and pair."""
     if not cfg.redis.enabled:
         return None
-    from flashmm.state_redis import RedisStateStore
+    from flashmm.core.state_redis import RedisStateStore
 
     return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument)
 
@@ -125,7 +125,7 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
 
 async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None,
                      data: list[str] | None = None, on_engine: Callable[[Engine], None] | None = None) -> int:
-    """`on_engine` sees the engine before it starts (the soak benchmark's probe, flashmm/soak.py)."""
+    """`on_engine` sees the engine before it starts (the soak benchmark's probe, flashmm/ops/soak.py)."""
     run_id = uuid.uuid4().hex[:12]
     register_config_secrets(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups)

@@ -15,12 +15,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flashmm.book import L2Book
-from flashmm.clock import NS_PER_S
 from flashmm.config import Config
-from flashmm.domain import (
+from flashmm.core.book import L2Book
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import (
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -37,16 +37,24 @@ from flashmm.domain import (
     Trade,
     VenueStatus,
 )
-from flashmm.execution import OrderManager, OrderState, OrderView
-from flashmm.features import FeatureEngine
-from flashmm.metrics import TimeWeightedSpreads, fill_rate, inventory_pct, spread_bps, spread_improvement_pct
+from flashmm.core.execution import OrderManager, OrderState, OrderView
+from flashmm.core.features import FeatureEngine
+from flashmm.core.metrics import (
+    TimeWeightedSpreads,
+    fill_rate,
+    inventory_pct,
+    spread_bps,
+    spread_improvement_pct,
+)
+from flashmm.core.risk import BreakerAction, BreakerView, RiskManager
+from flashmm.core.state import PnL, Portfolio
+from flashmm.core.strategy import Quoter
 from flashmm.model.predictor import NoModelPredictor, Prediction, Predictor
-from flashmm.risk import BreakerAction, BreakerView, RiskManager
-from flashmm.state import PnL, Portfolio
-from flashmm.strategy import Quoter
 from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import AuditLog, get_logger
-from flashmm.venues.base import Venue
+
+if TYPE_CHECKING:
+    from flashmm.venues.base import Venue
 
 T2Q_EDGES_NS = (0, 50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000, 5_000_000)
 STAGES = ("book", "features", "predict", "quote", "risk", "orders", "submit")  # risk = breakers + limits
@@ -173,7 +181,7 @@ class Engine:
             self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
         self.model_errors = 0
         self._trace_orders = cfg.logging.level == "debug"  # per-order lifecycle lines (client_id correlates)
-        self.state_store = state_store  # flashmm.state_redis.RedisStateStore when [redis].enabled
+        self.state_store = state_store  # flashmm.core.state_redis.RedisStateStore when [redis].enabled
         self._state_task: asyncio.Task | None = None
         self._last_state_flush = 0.0
         self.recovered: dict[str, Any] = {}
@@ -326,7 +334,7 @@ class Engine:
     async def _recover_state(self) -> None:
         """Load what a previous run journaled, then compare it with the venue's record: every difference is
         logged, counted and pauses trading (sticky) until the operator resumes; nothing is merged silently."""
-        from flashmm.state_redis import reconcile
+        from flashmm.core.state_redis import reconcile
 
         store = self.state_store
         rec = await store.load()  # Redis unreadable at start: refuse to start blind (raises)
@@ -534,7 +542,7 @@ class Engine:
         order = self.oms.on_fill(ev.client_id, ev.lots, ev.done)
         self.portfolio.on_fill(ev, mid)
         if self.state_store is not None:
-            from flashmm.state_redis import fill_id, unknown_order_fill_id
+            from flashmm.core.state_redis import fill_id, unknown_order_fill_id
 
             fid = fill_id(ev.client_id, order.filled_lots) if order is not None else unknown_order_fill_id(ev)
             self.state_store.record_fill(self.portfolio.fills[-1], fid)

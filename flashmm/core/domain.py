@@ -9,7 +9,7 @@ as a float number of ticks: it is used for accounting, never compared for equali
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
 
@@ -181,3 +181,22 @@ class CancelOrder:
 
 
 OrderAction = PlaceOrder | CancelOrder
+
+
+# ---- the venue's own record of our account (reconciliation) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VenueOrder:
+    client_id: int
+    side: Side
+    price_ticks: int
+    remaining_lots: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """The venue's own record of our account, for reconciliation."""
+
+    position_lots: int
+    open_orders: dict[int, VenueOrder] = field(default_factory=dict)

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from flashmm.book import L2Book
-from flashmm.clock import NS_PER_S
-from flashmm.domain import Trade
+from flashmm.core.book import L2Book
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.domain import Trade
 
 FEATURE_NAMES: tuple[str, ...] = (
     "spread_ticks",

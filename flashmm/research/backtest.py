@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from flashmm.clock import NS_PER_S
 from flashmm.config import Config
+from flashmm.core.clock import NS_PER_S
+from flashmm.core.engine import Engine
 from flashmm.data.events import EventSet
 from flashmm.data.loader import load_events
-from flashmm.engine import Engine
 from flashmm.model.predictor import NoModelPredictor, load_predictor
 from flashmm.telemetry.logging import AuditLog, configure_logging
 from flashmm.venues.replay import ReplayVenue

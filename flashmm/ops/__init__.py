@@ -1,0 +1,1 @@
+"""Running FlashMM: the daemon, benchmarks, the soak, security checks."""
