@@ -11,6 +11,7 @@ from typing import Any
 
 from flashmm.config import Config, ConfigError, load_config
 from flashmm.data.readers import DataError
+from flashmm.model.artifact import ModelError
 from flashmm.model.predictor import ModelLoadError
 from flashmm.venues.base import VenueStartError
 
@@ -44,6 +45,22 @@ def _load(path: str | None, **run_overrides: Any) -> Config:
     return cfg
 
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """How recordings are read: the same three options on every command that reads them."""
+    p.add_argument("--symbol", help="the symbol to read from a recording holding several ([replay].symbol)")
+    p.add_argument("--instruments", metavar="FILE.toml",
+                   help="instrument spec adding to the built-in table (format of flashmm/data/instruments.toml; "
+                        "[replay].instruments_file)")
+    p.add_argument("--cache-dir", help="where parsed recordings are cached ([replay].cache_dir)")
+
+
+def _with_data_options(cfg: Config, args: argparse.Namespace) -> Config:
+    upd = {k: v for k, v in (("symbol", getattr(args, "symbol", None)),
+                             ("instruments_file", getattr(args, "instruments", None)),
+                             ("cache_dir", getattr(args, "cache_dir", None))) if v}
+    return cfg.model_copy(update={"replay": cfg.replay.model_copy(update=upd)}) if upd else cfg
+
+
 def tui_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="flashmm-tui", description="FlashMM market maker: console, or daemon with --no-ui")
     p.add_argument("--config", help="config.toml path (default: $FLASHMM_CONFIG, else built-in defaults)")
@@ -55,9 +72,10 @@ def tui_main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ui", action="store_true", help="run headless (the daemon)")
     p.add_argument("--duration", type=_positive(float), help="stop after S seconds of venue time")
     p.add_argument("--summary", help="write a JSON summary of the run to PATH")
+    _add_data_options(p)
     args = p.parse_args(argv)
     try:
-        cfg = _load(args.config, venue=args.venue, seed=args.seed, speed=args.speed)
+        cfg = _with_data_options(_load(args.config, venue=args.venue, seed=args.seed, speed=args.speed), args)
     except ConfigError as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--seed", type=int, default=7)
     ui.add_argument("--config", help="config.toml path")
     bi = bench_sub.add_parser("inference", help="single-sample model latency (eager vs exported), size, RSS")
-    bi.add_argument("--model", default="models/flashmm.pt2")
+    bi.add_argument("--model", help="model file (default: the shipped models/flashmm.pt2)")
     bi.add_argument("--json", required=True, help="write results to PATH")
     bi.add_argument("--n", type=int, default=5000, help="samples timed per path")
     bi.add_argument("--seed", type=int, default=7)
@@ -108,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     bb.add_argument("--quote-interval-ms", type=float, default=None, help="least time between quote cycles")
     bb.add_argument("--seed", type=int, default=7)
     bb.add_argument("--config", help="config.toml path")
+    _add_data_options(bb)
 
     bt = sub.add_parser("backtest", help="replay recorded markets through the engine and report")
     bt.add_argument("--data", action="append", required=True, nargs="+",
@@ -116,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--strategy", choices=["flashmm", "symmetric"], default="flashmm")
     bt.add_argument("--report", required=True, help="write the JSON report to PATH")
     bt.add_argument("--plot", action="store_true", help="draw PnL, inventory and spreads in the terminal")
-    bt.add_argument("--cache-dir", help="where parsed recordings are cached (default [replay].cache_dir)")
+    _add_data_options(bt)
     bt.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
     bt.add_argument("--trade-from-fraction", type=float, default=0.0,
                     help="follow the market but trade only from this fraction of each recording on (held-out slices)")
@@ -131,15 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--sim-seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105, 106])
     tr.add_argument("--promote-if-better", action="store_true",
                     help="replace the current model only if the candidate scores better on the same held-back slice")
-    tr.add_argument("--cache-dir", help="where parsed recordings are cached")
+    _add_data_options(tr)
     tr.add_argument("--seed", type=int, default=7)
     tr.add_argument("--config", help="config.toml path")
 
     ev = sub.add_parser("eval-model", help="score a model on data (its held-back test slice) with baselines")
-    ev.add_argument("--model", default="models/flashmm.pt2")
+    ev.add_argument("--model", help="model file (default: the shipped models/flashmm.pt2)")
     ev.add_argument("--data", action="append", required=True, nargs="+", help="data sets, or sim:SECONDS:SEED")
     ev.add_argument("--json", required=True, help="write the results to PATH")
-    ev.add_argument("--cache-dir", help="where parsed recordings are cached")
+    ev.add_argument("--part", default="test", choices=("test", "val", "all"),
+                    help="which time slice of each data set to score (default: the model's held-out test slice)")
+    _add_data_options(ev)
     ev.add_argument("--seed", type=int, default=7)
     ev.add_argument("--config", help="config.toml path")
 
@@ -159,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sei-devnode":
         return devnode.run_cli(args)
     try:
-        cfg = _load(args.config, seed=args.seed)
+        cfg = _with_data_options(_load(args.config, seed=args.seed), args)
     except ConfigError as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
     try:
         return _tools(args, cfg)
-    except (DataError, ModelLoadError) as exc:
+    except (DataError, ModelLoadError, ModelError) as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
 
@@ -173,28 +194,28 @@ def main(argv: list[str] | None = None) -> int:
 def _tools(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "train":
         from flashmm.research.train import train
-        from flashmm.venues.factory import default_cache_dir
 
-        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
         data = [p for group in args.data for p in group]
-        result = train(data, args.out, sim_seconds=args.sim_seconds, sim_seeds=args.sim_seeds, cache_dir=cache,
-                       promote_if_better=args.promote_if_better, command=" ".join(["flashmm"] + sys.argv[1:]))
+        result = train(data, args.out, sim_seconds=args.sim_seconds, sim_seeds=args.sim_seeds,
+                       promote_if_better=args.promote_if_better, command=" ".join(["flashmm"] + sys.argv[1:]), cfg=cfg)
         print(f"{result.architecture}: model -> {result.artifact_path}, card -> {result.card_path}")
         return 0
     if args.command == "eval-model":
-        from flashmm.research.evaluate import eval_model
-        from flashmm.venues.factory import default_cache_dir
+        from flashmm.research.evaluate import eval_model, report_lines
 
-        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
         data = [p for group in args.data for p in group]
-        r = eval_model(args.model, data, cache, args.json)
-        da = r.get("directional_accuracy")
-        print(f"directional accuracy {da if da is None else f'{da:.1%}'} -> {args.json}")
+        from flashmm.model.predictor import shipped_model_path
+
+        r = eval_model(args.model or shipped_model_path(), data, None, args.json, part=args.part, cfg=cfg)
+        print("\n".join(report_lines(r)))
+        print(f"-> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "inference":
         from flashmm.ops.bench_inference import bench_inference
 
-        r = bench_inference(args.model, args.json, n=args.n)
+        from flashmm.model.predictor import shipped_model_path
+
+        r = bench_inference(args.model or shipped_model_path(), args.json, n=args.n)
         print(f"inference -> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "latency":
@@ -208,10 +229,10 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
               f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
         return 0
     if args.command == "backtest":
-        from flashmm.research.backtest import run_backtest
-        from flashmm.venues.factory import default_cache_dir
+        from rich.console import Console
 
-        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
+        from flashmm.research.backtest import run_backtest, summary_table
+
         if args.model:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
         if args.no_prediction_skew:
@@ -219,13 +240,9 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         if not 0.0 <= args.trade_from_fraction < 1.0:
             print("flashmm: --trade-from-fraction must be in [0, 1)", file=sys.stderr)
             return 2
-        report = run_backtest(cfg, args.data, args.strategy, args.report, cache, args.plot,
+        report = run_backtest(cfg, args.data, args.strategy, args.report, args.plot,
                               trade_from_fraction=args.trade_from_fraction)
-        for sec in report["data_sets"]:
-            print(f"{sec['data']['symbol']} ({sec['data']['source']}, {sec['data']['duration_s']:.0f} s): "
-                  f"PnL {sec['pnl_usdc']:+.4f} USDC, fills {sec['fills']}, spread improvement "
-                  f"{sec['spread_improvement_pct']:+.1f} %, max |inventory| {sec['inventory']['max_abs_inventory_pct']:.3f} %, "
-                  f"{sec['rows_per_s']:,.0f} rows/s")
+        Console().print(summary_table(report))
         print(f"report -> {args.report}")
         return 0
     if args.command == "record":
@@ -237,9 +254,8 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     if args.command == "bench" and args.bench == "backtest":
         from flashmm.ops.bench import bench_backtest
-        from flashmm.venues.factory import default_cache_dir
 
-        r = bench_backtest(cfg, args.data, args.json, default_cache_dir(cfg), args.quote_interval_ms)
+        r = bench_backtest(cfg, args.data, args.json, args.quote_interval_ms)
         print(f"{r['rows']:,} rows, {r['messages']:,} messages in {r['wall_s']} s: {r['rows_per_s']:,.0f} rows/s, "
               f"{r['messages_per_s']:,.0f} messages/s, {r['replay_speed_vs_real_time']}x real time -> {args.json}")
         return 0

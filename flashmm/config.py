@@ -36,18 +36,22 @@ class RunConfig(_Section):
 
 
 class InstrumentConfig(_Section):
-    """The traded pair of the simulated market; prices are integer ticks and sizes integer lots in the engine.
-    (Replayed data brings its own instrument.)"""
+    """The traded pair of the simulated market and the Sei venue; prices are integer ticks and sizes integer
+    lots in the engine. Recorded data brings its own instrument from the instrument table
+    (flashmm/data/instruments.toml); these keys also describe a recording whose symbol they name
+    (e.g. symbol = "ETHUSDT" with its tick and lot)."""
 
     symbol: str = Field("SEI/USDC", description="Pair name shown in logs and the console.")
     base: str = Field("SEI", description="Base asset (what the position is counted in).")
     quote: str = Field("USDC", description="Quote asset (what prices and PnL are in).")
     price_tick: str = Field("0.0001", description="Price tick in quote currency (a decimal string).")
-    lot_size: str = Field("1", description="Quantity step in base currency (a decimal string).")
+    lot_size: str = Field("1", description="Quantity step in base currency, or contracts for an inverse contract (a decimal string).")
+    kind: Literal["linear", "inverse"] = Field("linear", description="linear (spot, USD-margined) or inverse (quantities are contracts of `multiplier` quote currency; PnL settles in the base).")
+    multiplier: str = Field("1", description="Linear: base units per quantity unit; inverse: quote currency per contract (a decimal string).")
 
     @model_validator(mode="after")
     def _positive_decimals(self) -> "InstrumentConfig":
-        for name in ("price_tick", "lot_size"):
+        for name in ("price_tick", "lot_size", "multiplier"):
             try:
                 v = Decimal(getattr(self, name))
             except Exception as exc:  # decimal.InvalidOperation
@@ -57,7 +61,8 @@ class InstrumentConfig(_Section):
         return self
 
     def instrument(self) -> Instrument:
-        return Instrument(self.symbol, self.base, self.quote, Decimal(self.price_tick), Decimal(self.lot_size))
+        return Instrument(self.symbol, self.base, self.quote, Decimal(self.price_tick), Decimal(self.lot_size),
+                          Decimal(self.multiplier), self.kind == "inverse")
 
 
 class SimConfig(_Section):
@@ -106,6 +111,9 @@ class ReplayConfig(_Section):
     maker_fee_bps: float = Field(0.0, description="Fee on passive fills, bps of notional (negative = rebate); set your tier.")
     taker_fee_bps: float = Field(2.0, description="Fee on aggressive fills, bps of notional; set your tier.")
     cache_dir: str = Field("", description="Where parsed recordings are cached; empty = $XDG_CACHE_HOME/flashmm or ~/.cache/flashmm.")
+    use_book_ticker: bool = Field(True, description="Apply the recording's best bid/offer updates (Binance bookTicker) to the book between depth diffs: the real-time top. false = depth diffs only (for comparison).")
+    symbol: str = Field("", description="The symbol to replay from a recording holding several (empty = the recording's one symbol).")
+    instruments_file: str = Field("", description="Instrument spec file (the format of flashmm/data/instruments.toml) adding to the built-in table.")
 
 
 class SeiConfig(_Section):

@@ -45,17 +45,17 @@ def main() -> int:
     rows = []
     for name, frac in SETS:
         for label, cfg in runs.items():
-            rep = run_backtest(cfg, [[str(data / name)]], "flashmm", Path("/tmp") / f"dih-{name}-{label}.json", None,
+            rep = run_backtest(cfg, [[str(data / name)]], "flashmm", Path("/tmp") / f"dih-{name}-{label}.json",
                                show_progress=False, trade_from_fraction=frac)
             s = rep["data_sets"][0]
             rows.append({"data": name, "held_out_from": frac, "run": label, "pnl_usdc": s["pnl_usdc"],
                          "pnl_breakdown": s["pnl_breakdown"], "fills": s["fills"],
-                         "adverse_selection_bps": s["markouts"]["adverse_selection_bps"],
-                         "markout_bps": s["markouts"]["markout_bps"], "spread_improvement_pct": s["spread_improvement_pct"],
+                         "adverse_selection_bps": s["adverse_selection_bps"],
+                         "markout_bps": s["markout_bps"], "spread_improvement_pct": s["spread_improvement_pct"],
                          "hit_rate": s["prediction_hit_rate"], "model": s["model"],
                          "model_breaker": s["breakers"]["model"], "quoting_time_s": s["quoting_time_s"]})
             print(f"{name} [{label}]: PnL {s['pnl_usdc']:+.4f}, fills {s['fills']}, adverse "
-                  f"{s['markouts']['adverse_selection_bps']}, spread impr {s['spread_improvement_pct']}, hit {s['prediction_hit_rate']}")
+                  f"{s['adverse_selection_bps']}, spread impr {s['spread_improvement_pct']}, hit {s['prediction_hit_rate']}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if not args.no_card:

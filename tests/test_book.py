@@ -4,7 +4,7 @@ queries the strategy reads (best prices, mid, spread, top levels, depth), all ch
 from __future__ import annotations
 
 from flashmm.core.book import L2Book
-from flashmm.core.domain import BookDiff, BookSnapshot
+from flashmm.core.domain import BookDiff, BookSnapshot, BookTop
 
 
 def _book() -> L2Book:
@@ -155,3 +155,42 @@ def test_half_tick_mid_and_one_sided_book():
     assert not book.two_sided()
     assert book.best_ask() is None and book.best_bid() == (100, 1)
     assert book.depth_within(5) == (1, 0)
+
+
+# ---- the real-time top of book (bookTicker between depth diffs) -------------------------------------
+
+
+def test_a_newer_top_sets_the_best_levels_and_removes_the_levels_it_moved_past():
+    book = _book()  # seq 10: bids 100x5 99x7 97x2 / asks 102x3 103x4 106x9
+    assert book.apply_top(BookTop(15, 99, 4, 103, 8, 2_000))
+    assert _levels(book) == ({97: 2, 99: 4}, {103: 8, 106: 9})  # 100 and 102 are gone as of id 15
+    assert book.seq == 10 and book.top_seq == 15 and book.mid_ticks() == 101.0
+
+
+def test_a_diff_older_than_the_top_never_resurrects_a_level_the_top_moved_past():
+    book = _book()
+    assert book.apply_top(BookTop(15, 99, 4, 103, 8, 2_000))
+    # the 100 ms diff covering ids 11..14 arrives after the top: its 100 and 102 levels are history
+    assert book.apply_diff(BookDiff(11, 14, [(100, 6), (99, 7), (98, 1)], [(102, 2), (104, 5)], 2_100))
+    assert _levels(book) == ({97: 2, 98: 1, 99: 4}, {103: 8, 104: 5, 106: 9})
+    assert book.rejects["diff_levels_behind_top"] == 3  # 100, 99 (the top's own, newer size), 102
+    assert not book.stale and book.seq == 14
+    # a diff ending at or after the top's id is newer than it: it applies in full
+    assert book.apply_diff(BookDiff(15, 16, [(100, 2)], [(103, 0)], 2_200))
+    assert _levels(book) == ({97: 2, 98: 1, 99: 4, 100: 2}, {104: 5, 106: 9})
+    assert book.top_seq == -1
+
+
+def test_a_top_older_than_the_book_crossed_or_while_stale_is_counted_not_applied():
+    book = _book()
+    assert not book.apply_top(BookTop(10, 100, 5, 102, 3, 2_000))  # the diffs already reached id 10
+    assert book.rejects["top_older_than_book"] == 1
+    assert not book.apply_top(BookTop(11, 102, 1, 101, 1, 2_000))
+    assert book.rejects["top_crossed"] == 1
+    assert not book.apply_top(BookTop(12, 100, 0, 102, 3, 2_000))
+    assert book.rejects["top_bad_level"] == 1
+    assert book.apply_top(BookTop(13, 100, 1, 102, 3, 2_000))
+    assert not book.apply_top(BookTop(13, 100, 2, 102, 3, 2_000))  # not newer than the last top
+    book.mark_stale("test")
+    assert not book.apply_top(BookTop(20, 100, 5, 102, 3, 3_000))
+    assert book.rejects["top_while_stale"] == 1 and book.bids[100] == 1

@@ -42,10 +42,10 @@ def test_sync_places_every_missing_level_with_increasing_client_ids():
     oms = _oms(start=100)
     actions = oms.sync(_two_sided(), T0, bps_per_tick=2.5)
     assert actions == [
-        PlaceOrder(100, B, 3999, 100, OrderType.LIMIT),
-        PlaceOrder(101, S, 4001, 100, OrderType.LIMIT),
-        PlaceOrder(102, B, 3998, 100, OrderType.LIMIT),
-        PlaceOrder(103, S, 4002, 100, OrderType.LIMIT),
+        PlaceOrder(100, B, 3999, 100, OrderType.LIMIT, post_only=True),
+        PlaceOrder(101, S, 4001, 100, OrderType.LIMIT, post_only=True),
+        PlaceOrder(102, B, 3998, 100, OrderType.LIMIT, post_only=True),
+        PlaceOrder(103, S, 4002, 100, OrderType.LIMIT, post_only=True),
     ]
     assert {cid: (o.side, o.level, o.state) for cid, o in oms.orders.items()} == {
         100: (B, 0, OrderState.PENDING), 101: (S, 0, OrderState.PENDING),
@@ -69,7 +69,7 @@ def test_sync_replaces_an_order_whose_price_moved_beyond_tolerance_cancel_first(
     desired = _two_sided()
     desired[0] = _q(B, 0, 3997)  # 2 ticks from the resting 3999
     actions = oms.sync(desired, T0 + NS_PER_S, bps_per_tick=2.5)
-    assert actions == [CancelOrder(1), PlaceOrder(5, B, 3997, 100, OrderType.LIMIT)]
+    assert actions == [CancelOrder(1), PlaceOrder(5, B, 3997, 100, OrderType.LIMIT, post_only=True)]
     assert oms.orders[1].cancel_requested and oms.orders[1].state is OrderState.OPEN
     assert oms.locked_lots(B) == 100 and oms.locked_lots(S) == 0
     # the cancel-pending order is neither kept nor cancelled again
@@ -80,7 +80,7 @@ def test_sync_replaces_an_order_whose_size_moved_beyond_tolerance():
     oms = _oms()
     _placed(oms, [_q(B, 0, 3999, 100)])
     actions = oms.sync([_q(B, 0, 3999, 130)], T0 + NS_PER_S, bps_per_tick=2.5)  # 30 lots off, tolerance 20 % of 130 = 26
-    assert actions == [CancelOrder(1), PlaceOrder(2, B, 3999, 130, OrderType.LIMIT)]
+    assert actions == [CancelOrder(1), PlaceOrder(2, B, 3999, 130, OrderType.LIMIT, post_only=True)]
 
 
 def test_sync_replaces_an_order_older_than_the_refresh_time():
@@ -88,7 +88,7 @@ def test_sync_replaces_an_order_older_than_the_refresh_time():
     _placed(oms, [_q(B, 0, 3999)])
     assert oms.sync([_q(B, 0, 3999)], T0 + 30 * NS_PER_S - 1, bps_per_tick=2.5) == []
     actions = oms.sync([_q(B, 0, 3999)], T0 + 30 * NS_PER_S, bps_per_tick=2.5)
-    assert actions == [CancelOrder(1), PlaceOrder(2, B, 3999, 100, OrderType.LIMIT)]
+    assert actions == [CancelOrder(1), PlaceOrder(2, B, 3999, 100, OrderType.LIMIT, post_only=True)]
 
 
 def test_sync_cancels_levels_no_longer_wanted():
@@ -274,3 +274,13 @@ def test_reconcile_with_matching_state_reports_nothing():
     problems, actions = oms.reconcile(AccountState(0, {1: VenueOrder(1, B, 3999, 100)}))
     assert problems == [] and actions == []
     assert 1 in oms.orders
+
+
+def test_quotes_go_out_post_only_and_marketable_flatten_orders_never_do():
+    oms = _oms()
+    places = _placed(oms, [QuoteLevel(B, 0, 3999, 100)])
+    assert places[0].post_only
+    flatten = oms.market_order(S, 50, 3900, T0)
+    assert flatten.order_type is OrderType.MARKET and not flatten.post_only
+    plain = OrderManager(2.5, 20.0, 30.0, 100.0, 100, post_only=False)  # [strategy].post_only = false
+    assert not _placed(plain, [QuoteLevel(B, 0, 3999, 100)])[0].post_only

@@ -64,7 +64,6 @@ from flashmm.data.events import (
 )
 from flashmm.data.readers import (
     DataError,
-    binance_instrument,
     iter_messages,
     read_binance,
     read_bitstamp,
@@ -72,6 +71,7 @@ from flashmm.data.readers import (
     read_lobster,
     write_flashmm,
 )
+from flashmm.data.instruments import instrument_table
 from flashmm.data.readers.common import _stamped_json
 from flashmm.telemetry.logging import AuditLog
 from flashmm.venues.replay import ReplayVenue
@@ -88,6 +88,8 @@ from flashmm.venues.sei.rpc_server import (
 from flashmm.venues.sei.schema import dec_from_json, dec_from_wire, dec_to_json, dec_to_wire
 from flashmm.venues.sei.tx import Signer, build_tx, decode_tx, memo_of, verify_tx_signature
 from tests.conftest import make_engine, run_for
+
+BTCUSDT_SPOT = instrument_table().resolve("binance-spot", "BTCUSDT")
 
 # One profile for the whole file: deterministic, no database, no per-example deadline (the machine is shared).
 # FLASHMM_FUZZ_SCALE=N runs N times the examples with fresh randomness: a deeper local search, never CI's default.
@@ -252,9 +254,12 @@ BINANCE_KEPT = {"qty_off_lot_grid", "truncated_file"}  # counted, but the line i
 
 
 def _check_binance(es: EventSet, lines: int) -> None:
-    """Every line is an event, a dropped-before-sync diff, or one counted rejection: nothing vanishes."""
+    """Every line is an event, a dropped-before-sync diff, a frame of another symbol (counted per symbol), a
+    snapshot that was not the chosen symbol's, or one counted rejection: nothing vanishes."""
     assert es.meta.get("lines", 0) == lines
-    assert lines == es.messages + es.meta.get("diffs_dropped_before_sync", 0) + _sum_rejects(es, BINANCE_KEPT)
+    others = sum(es.meta.get("other_symbol_frames", {}).values()) + es.meta.get("snapshot_not_chosen_symbol", 0)
+    assert lines == (es.messages + es.meta.get("diffs_dropped_before_sync", 0) + _sum_rejects(es, BINANCE_KEPT)
+                     + others)
 
 
 @fuzz(150)
@@ -271,8 +276,8 @@ def _check_binance(es: EventSet, lines: int) -> None:
 def test_binance_frames(workdir: Path, market: str, lines: list[bytes]) -> None:
     path = workdir / f"binance-{market}.gz"
     _write_gz(path, lines)
-    es = read_or_data_error(lambda: read_binance([path], market))
-    assert es is not None, "a readable gzip file is never a DataError"
+    es = read_or_data_error(lambda: read_binance([path], market, symbol="BTCUSDT"))
+    assert es is not None, "a readable gzip file is never a DataError once its symbol is known"
     _check_binance(es, len(lines))
     _accepted_is_sound(es, path)
 
@@ -286,7 +291,7 @@ def test_binance_container_garbage(workdir: Path, raw: bytes) -> None:
     """Not gzip, truncated gzip, bit-flipped gzip: DataError before the first line, a counted truncation after."""
     path = workdir / "garbage.gz"
     path.write_bytes(raw)
-    es = read_or_data_error(lambda: read_binance([path], "spot"))
+    es = read_or_data_error(lambda: read_binance([path], "spot", symbol="BTCUSDT"))
     if es is not None:
         _check_binance(es, es.meta.get("lines", 0))
         _accepted_is_sound(es, path)
@@ -423,7 +428,7 @@ def test_iter_messages_any_array(rows: list[tuple]) -> None:
 def _valid_set() -> EventSet:
     rows = [(1000, KIND_SNAP, 1, 0, 100, 5, 1, 1), (1000, KIND_SNAP, -1, FLAG_END, 101, 5, 1, 1),
             (2000, KIND_TRADE, 1, FLAG_END, 101, 2, 7, 0)]
-    return EventSet(np.array(rows, dtype=EVENT_DTYPE), binance_instrument("spot"), "binance-spot", ["x.gz"],
+    return EventSet(np.array(rows, dtype=EVENT_DTYPE), BTCUSDT_SPOT, "binance-spot", ["x.gz"],
                     {"bad_field": 1}, {"lines": 3})
 
 
@@ -992,13 +997,13 @@ def replay_set(draw: st.DrawFn) -> EventSet:
         flags = (FLAG_END if end else 0) | (FLAG_EMPTY if draw(st.integers(0, 9)) == 0 else 0)
         side = draw(st.one_of(*[st.sampled_from([-1, 1, 0])] * 9, st.integers(-128, 127)))
         rows.append((ts, kind, side, flags, draw(PRICE), draw(LOTS), draw(SEQ), draw(SEQ)))
-    return EventSet(np.array(rows, dtype=EVENT_DTYPE), binance_instrument("spot"), "fuzz", [])
+    return EventSet(np.array(rows, dtype=EVENT_DTYPE), BTCUSDT_SPOT, "fuzz", [])
 
 
 @fuzz(60)
 @given(es=replay_set())
 @example(es=EventSet(np.array([(1, KIND_TRADE, 5, FLAG_END, 100, 1, 1, 0)], dtype=EVENT_DTYPE),
-                     binance_instrument("spot"), "fuzz", []))  # side 5 passed read_flashmm, then KeyError in replay
+                     BTCUSDT_SPOT, "fuzz", []))  # side 5 passed read_flashmm, then KeyError in replay
 def test_engine_on_replayed_garbage(workdir: Path, es: EventSet) -> None:
     """A recording of garbage is refused by read_flashmm, or replays to the end: no fault, no crash."""
     path = workdir / "replay.npz"

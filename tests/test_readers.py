@@ -21,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from flashmm.core.book import L2Book
+from flashmm.core.domain import BookTop
 from flashmm.data.events import (
     EVENT_DTYPE,
     FLAG_END,
@@ -49,6 +50,7 @@ SPOT = "binance-spot-btcusdt-20240808"
 USDM = "binance-usdm-btcusdt-20240808"
 BITSTAMP = "bitstamp-btcusd-20150501"
 LOBSTER = "lobster-aapl-20120621-head"
+COINM = "binance-cm-btcusd-perp-20240808"
 LOB_MSG = "AAPL_2012-06-21_34200000_57600000_message_10.csv"
 LOB_OB = "AAPL_2012-06-21_34200000_57600000_orderbook_10.csv"
 
@@ -130,6 +132,43 @@ def _binance_bbo_check(es: EventSet) -> tuple[int, int, L2Book]:
     return len(common), sum(1 for u in common if after[u] != bbo[u]), book
 
 
+def _top_driven_check(es: EventSet) -> dict[str, int]:
+    """Replay every message, bookTicker frames included (L2Book.apply_top), and check at each step that the
+    book's best bid/offer is the newest information: after a frame newer than the depth state, the book's top
+    is that frame; a diff older than the frame in force leaves that top untouched (nothing the frame moved past
+    comes back); the book is never crossed or stale."""
+    book = L2Book()
+    n = {"frames": 0, "applied": 0, "older_than_depth": 0, "before_sync": 0, "diffs_behind_top": 0, "diffs": 0}
+    frame = None
+    for kind, ts, seq, seq2, rows in iter_messages(es.events):
+        if kind == KIND_SNAP:
+            assert book.apply_snapshot(book_event(kind, ts, seq, seq2, rows))
+        elif kind == KIND_DIFF:
+            behind = book.top_seq > seq2
+            assert book.apply_diff(book_event(kind, ts, seq, seq2, rows))
+            n["diffs"] += 1
+            if behind:
+                n["diffs_behind_top"] += 1
+                assert (book.best_bid(), book.best_ask()) == frame, f"diff {seq2} moved the top of frame {book.top_seq}"
+        elif kind == KIND_BBO:
+            (_, bp, bq), (_, ap, aq) = rows
+            n["frames"] += 1
+            if book.stale:  # before the first snapshot: nothing to put a top on
+                assert not book.apply_top(BookTop(seq, bp, bq, ap, aq, ts))
+                n["before_sync"] += 1
+                continue
+            if book.apply_top(BookTop(seq, bp, bq, ap, aq, ts)):
+                n["applied"] += 1
+                frame = ((bp, bq), (ap, aq))
+                assert (book.best_bid(), book.best_ask()) == frame
+            else:
+                assert seq <= book.seq, f"frame {seq} refused although newer than the depth state {book.seq}"
+                n["older_than_depth"] += 1
+        assert book.seq < 0 or (not book.stale and not book.crossed())
+    assert n["applied"] + n["older_than_depth"] + n["before_sync"] == n["frames"]
+    return n
+
+
 # ---- Binance spot ---------------------------------------------------------------------------------
 
 
@@ -171,6 +210,13 @@ def test_binance_spot_book_matches_every_book_ticker(spot):
     assert book.updates == 1 + 6493
 
 
+def test_binance_spot_top_of_book_follows_every_book_ticker_frame_between_diffs(spot):
+    n = _top_driven_check(spot)
+    # 73,174 frames against 6,493 diffs of 100 ms: between diffs the top comes from bookTicker
+    assert n == {"frames": 73_174, "applied": 73_171, "older_than_depth": 0, "before_sync": 3,
+                 "diffs_behind_top": 41, "diffs": 6_493}
+
+
 # ---- Binance USD-M --------------------------------------------------------------------------------
 
 
@@ -204,6 +250,26 @@ def test_binance_usdm_book_matches_every_book_ticker(usdm):
     compared, mismatched, book = _binance_bbo_check(usdm)
     assert compared == 629 and mismatched == 0
     assert not book.stale and dict(book.rejects) == {}
+
+
+def test_binance_usdm_top_of_book_follows_every_book_ticker_frame_between_diffs(usdm):
+    n = _top_driven_check(usdm)
+    # diffs every update (0 ms): 1,093 frames arrive after the diff that already covered their id
+    assert n == {"frames": 66_089, "applied": 64_953, "older_than_depth": 1_093, "before_sync": 43,
+                 "diffs_behind_top": 246, "diffs": 6_547}
+
+
+def test_binance_coin_m_is_read_as_an_inverse_contract_and_its_top_follows_book_ticker():
+    cm = read_binance([_need(COINM, "btcusd_perp_20240808.gz"), _need(COINM, "btcusd_perp_20240809.gz")], "cm")
+    inst = cm.instrument
+    assert (cm.source, inst.symbol, inst.base, inst.quote) == ("binance-cm", "BTCUSD_PERP", "BTC", "USD")
+    assert inst.inverse and inst.multiplier == Decimal("100") and inst.settle_currency == "BTC"
+    assert inst.price_tick == Decimal("0.1") and inst.lot_size == Decimal("1")
+    compared, mismatched, book = _binance_bbo_check(cm)
+    assert compared > 0 and mismatched == 0 and not book.stale
+    n = _top_driven_check(cm)
+    assert n == {"frames": 48_355, "applied": 48_345, "older_than_depth": 0, "before_sync": 10,
+                 "diffs_behind_top": 0, "diffs": 44_772}
 
 
 # ---- Bitstamp -------------------------------------------------------------------------------------

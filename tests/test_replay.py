@@ -9,6 +9,8 @@ import pytest
 
 from flashmm.config import ReplayConfig
 from flashmm.core.domain import (
+    REJECT_POST_ONLY,
+    BookTop,
     BookDiff,
     BookSnapshot,
     CancelAck,
@@ -171,14 +173,53 @@ def test_orders_are_rejected_while_the_recorded_book_is_not_synchronised():
     assert [e.reason for e in ev if isinstance(e, OrderReject)] == ["market data unavailable (book not synchronised)"]
 
 
-def test_trades_are_delivered_with_their_aggressor_and_bbo_rows_never_reach_the_engine():
+def test_trades_are_delivered_with_their_aggressor_and_bbo_rows_reach_the_engine_as_book_tops():
     w = EventWriter()
     w.message(0, KIND_SNAP, [(1, 100, 50), (-1, 101, 40)], 10, 10)
-    w.message(1 * MS, KIND_BBO, [(1, 100, 50), (-1, 101, 40)], 10)
+    w.message(1 * MS, KIND_BBO, [(1, 100, 45), (-1, 101, 40)], 11)
     w.message(2 * MS, KIND_TRADE, [(1, 101, 3), (0, 101, 2)], 5)
     v = _venue(EventSet(w.array(), INST, "test", ["synthetic"]))
+    ev = _next(v)
+    assert [(e.seq, e.bid_ticks, e.bid_lots) for e in ev if isinstance(e, BookTop)] == [(11, 100, 45)]
+    assert v.mirror.bids[100] == 45  # the venue's own book moved with it
     ev = _next(v)
     assert [(e.price_ticks, e.lots, e.aggressor) for e in ev if isinstance(e, Trade)] == [(101.0, 3, B), (101.0, 2, None)]
     assert v.bbo_messages == 1
     assert asyncio.run(v.next_batch()) is None
     assert v.rows_done == v.rows_total
+
+
+def test_a_post_only_order_that_would_cross_on_arrival_is_rejected_and_never_fills_as_a_taker():
+    # decided against a book at 100/101; by arrival (latency 5 ms) a top moved the ask down to 100
+    es = _set((4, KIND_BBO, [(1, 99, 10), (-1, 100, 7)], 11), (6, KIND_TRADE, [(-1, 99, 1)], 1))
+    v = _venue(es, latency_ms=5.0)
+    v.submit([PlaceOrder(1, B, 100, 5, post_only=True), PlaceOrder(2, S, 101, 5, post_only=True)])
+    ev = _next(v)  # the top at 4 ms
+    assert v.mirror.asks.peekitem(0) == (100, 7)
+    ev = _next(v)  # arrivals at 5 ms, then the trade at 6 ms
+    rejects = [e for e in ev if isinstance(e, OrderReject)]
+    assert [(r.client_id, r.code) for r in rejects] == [(1, REJECT_POST_ONLY)]
+    assert "would cross" in rejects[0].reason
+    assert not _fills(ev) and 1 not in v.model.orders and 2 in v.model.orders
+    assert v.model.post_only_rejects == 1 and v.model.position_lots == 0
+
+
+def test_a_flatten_market_order_still_crosses_and_pays_the_taker_fee():
+    es = _set((4, KIND_BBO, [(1, 100, 50), (-1, 101, 40)], 11), (6, KIND_TRADE, [(-1, 99, 1)], 1))
+    v = _venue(es, latency_ms=1.0)
+    v.submit([PlaceOrder(3, S, 99, 20, OrderType.MARKET)])
+    ev = _next(v)
+    fills = [f for f in ev if isinstance(f, Fill)]
+    assert [(f.client_id, f.price_ticks, f.lots, f.is_maker) for f in fills] == [(3, 100.0, 20, False)]
+    assert fills[0].fee_quote == pytest.approx(100 * 0.01 * 20 * 5.0 / 1e4)  # taker 5 bps of notional
+
+
+def test_a_book_top_through_our_resting_price_fills_us_and_cancels_ahead_advance_us():
+    es = _set((2, KIND_BBO, [(1, 100, 30), (-1, 101, 40)], 11),  # 20 lots cancelled at 100: 20 of 50 ahead go
+              (3, KIND_BBO, [(1, 98, 5), (-1, 99, 4)], 12))     # the market drops through our bid: filled
+    v = _venue(es)
+    v.submit([PlaceOrder(1, B, 100, 5, post_only=True)])
+    _next(v)  # arrival at 0 (no latency) then the first top
+    assert v.model.orders[1].queue_ahead == 30
+    ev = _next(v)
+    assert _fills(ev) == [(1, 100.0, 5, True, True)]

@@ -12,11 +12,18 @@ from flashmm.core.clock import NS_PER_S
 from flashmm.core.domain import BookDiff, BookSnapshot, Fill, Side, Trade
 from flashmm.core.features import F, FeatureEngine
 from flashmm.core.metrics import (
+    FillQuality,
+    RollingRange,
     TimeWeightedSpreads,
     fill_rate,
     inventory_pct,
+    mean_ci95,
+    orders_per_fill,
     spread_bps,
+    spread_improvement,
     spread_improvement_pct,
+    taker_share_pct,
+    time_at_touch_pct,
 )
 from flashmm.core.state import Portfolio
 from flashmm.telemetry.histogram import LatencyHistogram
@@ -91,6 +98,69 @@ def test_time_weighted_spreads_by_hand():
     assert tw.market_bps == pytest.approx(20.0)
     assert tw.ours_bps == pytest.approx(11.8)
     assert TimeWeightedSpreads().market_bps == 0.0
+
+
+def test_spread_improvement_is_null_with_a_reason_on_a_one_tick_book():
+    assert spread_improvement(10.0, 8.0, 4.0) == (pytest.approx(20.0), "")
+    value, why = spread_improvement(0.0016, 1.5, 1.01)  # BTCUSDT: one tick of 0.0016 bps
+    assert value is None and "1.01 ticks < 2" in why
+    assert spread_improvement(0.0, 0.0, 0.0) == (None, "no time quoting both sides")
+
+
+def test_time_at_touch_market_ticks_taker_share_and_orders_per_fill_by_hand():
+    tw = TimeWeightedSpreads()
+    tw.observe(0, 10.0, 12.0, 4.0, 1.0)  # both sides at the touch for 2 s
+    tw.observe(2 * NS_PER_S, 10.0, 14.0, 2.0, 0.5)  # one side for 2 s
+    tw.observe(4 * NS_PER_S, 10.0, 20.0, 2.0, 0.0)  # neither for 4 s
+    tw.observe(8 * NS_PER_S, None, None)
+    # touch = (1*2 + 0.5*2 + 0*4) / 8 = 3 / 8; market ticks = (4*2 + 2*2 + 2*4) / 8 = 2.5
+    assert time_at_touch_pct(tw.touch_ns, tw.time_ns) == pytest.approx(37.5)
+    assert tw.market_ticks == pytest.approx(2.5)
+    assert time_at_touch_pct(0.0, 0.0) is None
+    assert taker_share_pct(1, 4) == 25.0 and taker_share_pct(0, 0) is None
+    assert orders_per_fill(30, 4) == 7.5 and orders_per_fill(3, 0) is None
+
+
+def test_fill_quality_by_hand():
+    fq = FillQuality()
+    s = NS_PER_S
+    # a buy at 99 with the mid at 100, then a sell at 102 with the mid at 101
+    fq.on_fill(0, 1, 99.0, 100.0)
+    fq.on_fill(1 * s, -1, 102.0, 101.0)
+    assert fq.effective() == pytest.approx((2e4 * 1 / 100 + 2e4 * 1 / 101) / 2)  # 2*side*(mid0-p)/mid0
+    fq.resolve(1 * s, 100.5)  # the buy's 1 s horizon: mid 100.5
+    assert fq.markout(1.0) == pytest.approx(1e4 * (100.5 - 99) / 99)
+    fq.resolve(2 * s, 101.5)  # the sell's 1 s horizon
+    assert fq.markout(1.0) == pytest.approx((1e4 * 1.5 / 99 + 1e4 * -(101.5 - 102) / 102) / 2)
+    fq.resolve(5 * s, 98.0)  # the buy's 5 s horizon: the market fell 2 below its mid
+    rs, ci, n = fq.realised(5.0)
+    assert n == 1 and ci is None and rs == pytest.approx(2e4 * (98.0 - 99.0) / 100.0)  # 2*side*(mid5-p)/mid0
+    assert fq.adverse_selection(5.0) == pytest.approx(2e4 * (100.0 - 98.0) / 100.0)  # effective - realised
+    fq.resolve(6 * s, 103.0)  # the sell's 5 s horizon
+    rs, ci, n = fq.realised(5.0)
+    values = [2e4 * (98.0 - 99.0) / 100.0, 2e4 * -(103.0 - 102.0) / 101.0]
+    assert n == 2 and rs == pytest.approx(np.mean(values))
+    half = 1.96 * np.std(values, ddof=1) / np.sqrt(2)
+    assert ci == pytest.approx([rs - half, rs + half])
+    assert fq.markout(30.0) is None and fq.pending()
+    d = fq.as_dict()
+    assert d["realised_spread_bps"]["fills"] == 2 and d["markout_bps"]["30s"] is None
+    assert mean_ci95(0, 0.0, 0.0) == (None, None)
+
+
+def test_rolling_range_keeps_the_min_and_max_of_the_window():
+    rr = RollingRange()
+    s = NS_PER_S
+    assert rr.push(0, 100.0, -5 * s) == (100.0, 100.0)
+    assert rr.push(1 * s, 103.0, -4 * s) == (100.0, 103.0)
+    assert rr.push(2 * s, 101.0, -3 * s) == (100.0, 103.0)
+    assert rr.push(6 * s, 102.0, 1 * s) == (101.0, 103.0)  # 100 at t=0 left the window
+    assert rr.push(7 * s, 99.0, 2 * s) == (99.0, 102.0)  # 103 at t=1 left too
+    values = np.random.default_rng(3).normal(100, 1, 500)
+    for i, v in enumerate(values):  # against a brute-force window of 20
+        lo, hi = rr.push(100 * s + i, float(v), 100 * s + i - 19)
+        w = values[max(0, i - 19): i + 1]
+        assert (lo, hi) == (w.min(), w.max())
 
 
 # ---- LatencyHistogram ----------------------------------------------------------------------------------

@@ -1,8 +1,17 @@
-"""The engine's L2 order book: snapshot + diff application with sequence-gap detection.
+"""The engine's L2 order book: snapshot + diff application with sequence-gap detection, and the real-time
+top of book between diffs.
 
 A gap marks the book stale and it stays stale until a new snapshot arrives: it is never patched.
 Rejected input (a gap, a diff while stale, a negative size, a price <= 0, a level listed twice in a snapshot,
 a crossed result) is counted by reason.
+
+Top of book (`apply_top`, e.g. Binance bookTicker): depth diffs may come in batches (every 100 ms on Binance
+spot) while the best bid/offer is published as it changes. A top with an update id newer than the book's
+last diff sets the two best levels and removes the levels it shows are gone (bids above its bid, asks below
+its ask). A diff that ends before the last top's id is older than that top: its changes at or better than
+the top's prices are skipped (the top already moved past them) and the rest apply, so a diff never
+resurrects a level the top has moved past; a diff that ends at or after the top's id is newer and applies
+in full. A top older than the book (id <= the last diff's) is ignored and counted.
 """
 
 from __future__ import annotations
@@ -12,11 +21,12 @@ from itertools import islice
 
 from sortedcontainers import SortedDict
 
-from flashmm.core.domain import BookDiff, BookSnapshot
+from flashmm.core.domain import BookDiff, BookSnapshot, BookTop
 
 
 class L2Book:
-    __slots__ = ("bids", "asks", "seq", "stale", "stale_reason", "ts_ns", "rejects", "updates")
+    __slots__ = ("bids", "asks", "seq", "stale", "stale_reason", "ts_ns", "rejects", "updates", "top_seq",
+                 "top_bid", "top_ask")
 
     def __init__(self) -> None:
         self.bids: SortedDict = SortedDict()  # price_ticks -> lots; best bid is the last key
@@ -27,6 +37,9 @@ class L2Book:
         self.ts_ns = 0
         self.rejects: Counter[str] = Counter()
         self.updates = 0
+        self.top_seq = -1  # update id of the last top applied after the last diff (-1: none newer than it)
+        self.top_bid = 0
+        self.top_ask = 0
 
     # ---- input -----------------------------------------------------------------------------------
     def apply_snapshot(self, snap: BookSnapshot) -> bool:
@@ -45,6 +58,7 @@ class L2Book:
         self.bids = bids
         self.asks = asks
         self.seq = snap.seq
+        self.top_seq = -1
         self.ts_ns = snap.ts_ns
         self.stale = False
         self.stale_reason = ""
@@ -72,14 +86,52 @@ class L2Book:
                 if price <= 0:
                     self.rejects["diff_bad_price"] += 1
                     return False
-        _apply_levels(self.bids, diff.bids)
-        _apply_levels(self.asks, diff.asks)
+        if self.top_seq > diff.last_seq:  # older than the top we hold: only below the top may change
+            tb, ta = self.top_bid, self.top_ask
+            _apply_levels(self.bids, [(p, q) for p, q in diff.bids if p < tb])
+            _apply_levels(self.asks, [(p, q) for p, q in diff.asks if p > ta])
+            self.rejects["diff_levels_behind_top"] += sum(1 for p, _ in diff.bids if p >= tb) + sum(
+                1 for p, _ in diff.asks if p <= ta)
+        else:
+            _apply_levels(self.bids, diff.bids)
+            _apply_levels(self.asks, diff.asks)
+            self.top_seq = -1
         self.seq = diff.last_seq
         self.ts_ns = diff.ts_ns
         self.updates += 1
         if self.crossed():
             self._mark_stale("crossed_after_diff")
             return False
+        return True
+
+    def apply_top(self, top: BookTop) -> bool:
+        """Apply a best bid/offer newer than the book (see the module docstring). Returns True when the book
+        changed; a top while stale, older than the book, crossed, or with a bad price or size is counted."""
+        if self.stale:
+            self.rejects["top_while_stale"] += 1
+            return False
+        if top.seq <= self.seq or top.seq <= self.top_seq:
+            self.rejects["top_older_than_book"] += 1
+            return False
+        bp, ap = top.bid_ticks, top.ask_ticks
+        if bp <= 0 or ap <= 0 or top.bid_lots <= 0 or top.ask_lots <= 0:
+            self.rejects["top_bad_level"] += 1
+            return False
+        if bp >= ap:
+            self.rejects["top_crossed"] += 1
+            return False
+        bids, asks = self.bids, self.asks
+        while bids and bids.peekitem(-1)[0] > bp:
+            bids.popitem(-1)
+        while asks and asks.peekitem(0)[0] < ap:
+            asks.popitem(0)
+        bids[bp] = top.bid_lots
+        asks[ap] = top.ask_lots
+        self.top_seq = top.seq
+        self.top_bid = bp
+        self.top_ask = ap
+        self.ts_ns = top.ts_ns
+        self.updates += 1
         return True
 
     def mark_stale(self, reason: str) -> None:

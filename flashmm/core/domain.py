@@ -29,11 +29,22 @@ class OrderType(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
+    """What is traded, as the venue or the data defines it (never from code).
+
+    Linear (spot, USD-M futures): one lot is `lot_size` units of the base; its value in the quote currency is
+    price x lot_size x multiplier, and PnL settles in the quote currency.
+    Inverse (Binance COIN-M): one lot is `lot_size` contracts of `multiplier` quote currency each (a
+    BTCUSD_PERP contract is 100 USD); the exposure in the quote currency is fixed by the contract count, the
+    position is worth contracts x multiplier / price of the base, and PnL, margin and fees settle in the base.
+    """
+
     symbol: str
     base: str
     quote: str
     price_tick: Decimal  # quote currency per tick
-    lot_size: Decimal  # base currency per lot
+    lot_size: Decimal  # base currency (linear) or contracts (inverse) per lot
+    multiplier: Decimal = Decimal(1)  # linear: units of base per lot unit; inverse: quote currency per contract
+    inverse: bool = False
 
     def price_to_ticks(self, price: Decimal | str) -> int:
         """Exact conversion; a price that is not a multiple of the tick is an error, never rounded."""
@@ -65,9 +76,38 @@ class Instrument:
     def lot_f(self) -> float:
         return float(self.lot_size)
 
-    def notional(self, price_ticks: float, lots: int) -> float:
-        """Quote-currency value of `lots` at `price_ticks` (accounting only)."""
-        return price_ticks * float(self.price_tick) * lots * float(self.lot_size)
+    @property
+    def settle_currency(self) -> str:
+        """The currency PnL, fees and margin are counted in."""
+        return self.base if self.inverse else self.quote
+
+    # ---- accounting (floats; never compared for equality) -------------------------------------------
+    def exposure(self, price_ticks: float, lots: float) -> float:
+        """Signed exposure of `lots` in the quote currency at `price_ticks` (what risk limits, order sizes
+        and inventory % are measured in)."""
+        if self.inverse:
+            return lots * float(self.lot_size * self.multiplier)
+        return price_ticks * float(self.price_tick) * lots * float(self.lot_size * self.multiplier)
+
+    def settle_value(self, price_ticks: float, lots: float) -> float:
+        """Signed value of holding `lots` at `price_ticks`, in the settlement currency, such that the PnL of
+        a trade bought at p and marked at m is settle_value(m, n) - settle_value(p, n). (Inverse: a long
+        position is short the quote currency, hence the minus sign.)"""
+        if self.inverse:
+            return -lots * float(self.lot_size * self.multiplier) / (price_ticks * float(self.price_tick))
+        return self.exposure(price_ticks, lots)
+
+    def notional(self, price_ticks: float, lots: float) -> float:
+        """Unsigned settlement-currency value of `lots` at `price_ticks`: what exchange fees are charged on."""
+        return abs(self.settle_value(price_ticks, lots))
+
+    def to_quote(self, amount_settle: float, mid_ticks: float) -> float:
+        """A settlement-currency amount (PnL, fees) valued in the quote currency at `mid_ticks`."""
+        return amount_settle * mid_ticks * float(self.price_tick) if self.inverse else amount_settle
+
+    def lots_for(self, quote_amount: float, mid_ticks: float) -> float:
+        """How many lots carry `quote_amount` of exposure at `mid_ticks` (fractional; callers round)."""
+        return quote_amount / self.exposure(mid_ticks, 1.0)
 
 
 # ---- events delivered by venues (one batch per venue step: a block, a frame) ----------------------
@@ -93,6 +133,19 @@ class BookDiff:
 
 
 @dataclass(slots=True)
+class BookTop:
+    """The real-time best bid and offer at update id `seq` (Binance bookTicker): newer than the depth diffs
+    that end before `seq`, so it moves the top of the book between them (L2Book.apply_top)."""
+
+    seq: int
+    bid_ticks: int
+    bid_lots: int
+    ask_ticks: int
+    ask_lots: int
+    ts_ns: int
+
+
+@dataclass(slots=True)
 class Trade:
     price_ticks: float
     lots: int
@@ -107,11 +160,15 @@ class OrderAck:
     ts_ns: int
 
 
+REJECT_POST_ONLY = "post_only_would_cross"  # OrderReject.code: a post-only order that would have taken liquidity
+
+
 @dataclass(slots=True)
 class OrderReject:
     client_id: int
     reason: str
     ts_ns: int
+    code: str = ""  # a typed reason where the venue gives one (REJECT_POST_ONLY, ...)
 
 
 @dataclass(slots=True)
@@ -159,7 +216,7 @@ class VenueStatus:
 
 
 Event = (
-    BookSnapshot | BookDiff | Trade | OrderAck | OrderReject | CancelAck | CancelReject | Fill | FeeCharge | VenueStatus
+    BookSnapshot | BookDiff | BookTop | Trade | OrderAck | OrderReject | CancelAck | CancelReject | Fill | FeeCharge | VenueStatus
 )
 
 
@@ -173,6 +230,7 @@ class PlaceOrder:
     price_ticks: int  # worst acceptable price for MARKET (0 = none)
     lots: int
     order_type: OrderType = OrderType.LIMIT
+    post_only: bool = False  # rest or be rejected, never take liquidity (Binance GTX / LIMIT_MAKER)
 
 
 @dataclass(frozen=True, slots=True)

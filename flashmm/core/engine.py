@@ -21,8 +21,10 @@ from flashmm.config import Config
 from flashmm.core.book import L2Book
 from flashmm.core.clock import NS_PER_S
 from flashmm.core.domain import (
+    REJECT_POST_ONLY,
     BookDiff,
     BookSnapshot,
+    BookTop,
     CancelAck,
     CancelOrder,
     CancelReject,
@@ -40,11 +42,16 @@ from flashmm.core.domain import (
 from flashmm.core.execution import OrderManager, OrderState, OrderView
 from flashmm.core.features import FeatureEngine
 from flashmm.core.metrics import (
+    FillQuality,
+    RollingRange,
     TimeWeightedSpreads,
     fill_rate,
     inventory_pct,
+    orders_per_fill,
     spread_bps,
-    spread_improvement_pct,
+    spread_improvement,
+    taker_share_pct,
+    time_at_touch_pct,
 )
 from flashmm.core.risk import BreakerAction, BreakerView, RiskManager
 from flashmm.core.state import PnL, Portfolio
@@ -145,7 +152,7 @@ class Engine:
         self._last_quote_ns = -(1 << 62)
         self.risk = RiskManager(cfg.risk, self.instrument)
         self.oms = OrderManager(sc.refresh_tolerance_bps, sc.refresh_tolerance_size_pct, sc.order_refresh_time_s,
-                                cfg.risk.max_orders_per_s, cfg.risk.order_burst)
+                                cfg.risk.max_orders_per_s, cfg.risk.order_burst, post_only=sc.post_only)
         self.portfolio = Portfolio(self.instrument, journal_max=None if history_len is None else 10_000)
         self.hist = {s: LatencyHistogram() for s in STAGES}
         self.tick_to_quote = LatencyHistogram()
@@ -153,9 +160,11 @@ class Engine:
         self._window_ack = LatencyHistogram()  # venue time from order sent to ack: a slow venue widens too
         self._window_start_ns = 0
         self.spreads = TimeWeightedSpreads()
+        self.fill_quality = FillQuality()  # markouts, effective / realised spread, adverse selection of our fills
         self.events_log: deque[LogLine] = deque(maxlen=500)
         self.counters: dict[str, int] = {"events": 0, "batches": 0, "quotes": 0, "fills": 0, "trades": 0,
-                                         "book_updates": 0, "venue_rejects": 0, "reconcile_mismatches": 0,
+                                         "book_updates": 0, "top_updates": 0, "venue_rejects": 0,
+                                         "post_only_rejects": 0, "taker_fills": 0, "reconcile_mismatches": 0,
                                          "position_mismatches": 0}
         # operator / breaker state
         self.paused = False
@@ -170,7 +179,7 @@ class Engine:
         self.max_abs_inventory_pct = 0.0
         self.last_prediction: Prediction | None = None
         self.last_proposal = None
-        self._mids: deque[tuple[int, float]] = deque()
+        self._mids = RollingRange()  # mid range over [risk].extreme_window_s
         self._rejects: deque[int] = deque()
         self._stop = asyncio.Event()
         self._quoting = True
@@ -186,7 +195,7 @@ class Engine:
         self._last_state_flush = 0.0
         self.recovered: dict[str, Any] = {}
         self._handlers = {
-            BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, Trade: self._on_trade,
+            BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, BookTop: self._on_top, Trade: self._on_trade,
             OrderAck: self._on_ack, OrderReject: self._on_reject, CancelAck: self._on_cancel_ack,
             CancelReject: self._on_cancel_reject, Fill: self._on_fill, FeeCharge: self._on_fee,
             VenueStatus: self._on_status,
@@ -378,7 +387,11 @@ class Engine:
         t0 = perf_counter_ns()
         self._batch_book_ns = self._batch_feat_ns = 0
         self._market_in_batch = False
-        self.predictor.on_market(self.clock.now_ns())  # the model's grid sees the state before this batch
+        now0 = self.clock.now_ns()
+        self.predictor.on_market(now0)  # the model's grid sees the state before this batch
+        fq = self.fill_quality
+        if fq.pending() and self.book.two_sided() and not self.book.stale:
+            fq.resolve(now0, self.book.mid_ticks())  # horizons that passed before this batch: the mid until now
         handlers = self._handlers
         for ev in batch:
             handlers[type(ev)](ev)
@@ -507,6 +520,17 @@ class Engine:
         self._batch_book_ns += t1 - t
         self._batch_feat_ns += perf_counter_ns() - t1
 
+    def _on_top(self, ev: BookTop) -> None:
+        t = perf_counter_ns()
+        ok = self.book.apply_top(ev)
+        t1 = perf_counter_ns()
+        if ok:
+            self.features.on_book(self.book, ev.ts_ns)
+            self.counters["top_updates"] += 1
+            self._market_in_batch = True
+        self._batch_book_ns += t1 - t
+        self._batch_feat_ns += perf_counter_ns() - t1
+
     def _on_trade(self, ev: Trade) -> None:
         t = perf_counter_ns()
         self.features.on_trade(ev)
@@ -524,9 +548,18 @@ class Engine:
 
     def _on_reject(self, ev: OrderReject) -> None:
         self.oms.on_reject(ev.client_id, ev.reason)
+        if ev.code == REJECT_POST_ONLY:
+            # the market moved onto our price while the order travelled: the venue refused to let it take
+            # liquidity, as post-only means; normal at the touch, so counted, not a venue error
+            n = self.counters["post_only_rejects"] = self.counters["post_only_rejects"] + 1
+            if n == 1 or n % 100 == 0:
+                self._event("venue", f"post-only order {ev.client_id} would have crossed: rejected ({n} so far)")
+            if self._trace_orders:
+                self.log.debug("order_rejected", client_id=ev.client_id, reason=ev.reason, code=ev.code)
+            return
         self.counters["venue_rejects"] += 1
         self._rejects.append(ev.ts_ns)
-        self.log.warning("order_rejected", client_id=ev.client_id, reason=ev.reason)
+        self.log.warning("order_rejected", client_id=ev.client_id, reason=ev.reason, code=ev.code)
         self._event("venue", f"order {ev.client_id} rejected: {ev.reason}")
 
     def _on_cancel_ack(self, ev: CancelAck) -> None:
@@ -547,6 +580,9 @@ class Engine:
             fid = fill_id(ev.client_id, order.filled_lots) if order is not None else unknown_order_fill_id(ev)
             self.state_store.record_fill(self.portfolio.fills[-1], fid)
         self.counters["fills"] += 1
+        if not ev.is_maker:
+            self.counters["taker_fills"] += 1
+        self.fill_quality.on_fill(ev.ts_ns, int(ev.side), ev.price_ticks, mid)
         self._track_inventory(mid)
         side = "BUY" if ev.side is Side.BUY else "SELL"
         # written after this batch's quote cycle: a JSON log line costs tens of µs, and a block can carry
@@ -590,24 +626,18 @@ class Engine:
             mid = book.mid_ticks()
             self._track_inventory(mid)
             # extreme market: mid range within the window
-            mids = self._mids
-            mids.append((now, mid))
-            horizon = now - int(r.extreme_window_s * NS_PER_S)
-            while mids and mids[0][0] < horizon:
-                mids.popleft()
-            lo = min(m for _, m in mids)
-            hi = max(m for _, m in mids)
+            lo, hi = self._mids.push(now, mid, now - int(r.extreme_window_s * NS_PER_S))
             move_bps = 1e4 * (hi - lo) / lo
             if move_bps > r.extreme_move_bps and not self.killed:
                 b["extreme_market"].trip(f"mid moved {move_bps:.0f} bps in {r.extreme_window_s:g}s", now)
                 self._event("breaker", f"extreme_market tripped: {move_bps:.0f} bps")
                 self.kill("breaker:extreme_market", "extreme market move")
-            pnl = self.portfolio.pnl(mid).total
+            pnl = self.portfolio.pnl_quote(mid).total
             self.portfolio.peak_pnl = max(self.portfolio.peak_pnl, pnl)
             if self.portfolio.peak_pnl - pnl > r.max_drawdown_usdc and not b["drawdown"].active:
                 b["drawdown"].trip(f"drawdown {self.portfolio.peak_pnl - pnl:.2f} > {r.max_drawdown_usdc:g} USDC", now)
                 self._event("breaker", "drawdown tripped: quoting paused until resume")
-            pos_usdc = self.portfolio.position_value(mid)
+            pos_usdc = self.portfolio.exposure(mid)
             breach = r.max_position_usdc * r.inventory_breach_pct / 100.0
             if abs(pos_usdc) > breach and not self.flatten_reason:
                 if b["inventory"].trip(f"position {pos_usdc:.0f} USDC beyond {breach:g}", now):
@@ -649,7 +679,7 @@ class Engine:
                 self.log.info("breaker_changed", breaker=breaker.name, state=str(breaker.state))
 
     def _track_inventory(self, mid: float) -> None:
-        pct = abs(inventory_pct(self.portfolio.position_value(mid), self.cfg.risk.capital_usdc))
+        pct = abs(inventory_pct(self.portfolio.exposure(mid), self.cfg.risk.capital_usdc))
         if pct > self.max_abs_inventory_pct:
             self.max_abs_inventory_pct = pct
 
@@ -703,7 +733,7 @@ class Engine:
         cleared = [b.name for b in (self.risk.breakers["drawdown"], self.risk.breakers["venue_errors"])
                    if b.state == "tripped" and b.clear(now)]
         if "drawdown" in cleared:
-            self.portfolio.peak_pnl = self.portfolio.pnl(self.book.mid_ticks()).total if self.book.two_sided() else 0.0
+            self.portfolio.peak_pnl = self.portfolio.pnl_quote(self.book.mid_ticks()).total if self.book.two_sided() else 0.0
         result = "running" + (f"; acknowledged {', '.join(cleared)}" if cleared else "")
         return self._control("resume", who, why, result)
 
@@ -791,8 +821,8 @@ class Engine:
         if now - self._last_sample_ns >= NS_PER_S and book.two_sided():
             self._last_sample_ns = now
             mid = book.mid_ticks()
-            self.pnl_history.append(self.portfolio.pnl(mid).total)
-            self.inventory_history.append(inventory_pct(self.portfolio.position_value(mid), self.cfg.risk.capital_usdc))
+            self.pnl_history.append(self.portfolio.pnl_quote(mid).total)
+            self.inventory_history.append(inventory_pct(self.portfolio.exposure(mid), self.cfg.risk.capital_usdc))
             self.spread_history.append(self._last_spreads)
             self.sample_ts.append(now)
             self.mid_history.append(mid)
@@ -801,6 +831,7 @@ class Engine:
 
     def _observe_spreads(self, now: int) -> None:
         market = ours = None
+        market_ticks = at_touch = 0.0
         if self.book.two_sided() and not self.book.stale:
             mid = self.book.mid_ticks()
             mb, ma = self.market_best_ex_us()
@@ -809,7 +840,9 @@ class Engine:
             if mb is not None and ma is not None and our_b is not None and our_a is not None:
                 market = spread_bps(ma - mb, mid)
                 ours = spread_bps(our_a - our_b, mid)
-        self.spreads.observe(now, market, ours)
+                market_ticks = float(ma - mb)
+                at_touch = ((our_b >= mb) + (our_a <= ma)) / 2.0
+        self.spreads.observe(now, market, ours, market_ticks, at_touch)
         self._last_spreads = (market if market is not None else math.nan, ours if ours is not None else math.nan)
 
     def snapshot(self, depth: int = 10) -> EngineSnapshot:
@@ -821,7 +854,7 @@ class Engine:
         bids = tuple((p, q, ours_b.get(p, 0)) for p, q in book.top_bids(depth))
         asks = tuple((p, q, ours_a.get(p, 0)) for p, q in book.top_asks(depth))
         mid = book.mid_ticks() if book.two_sided() else 0.0
-        pos_usdc = self.portfolio.position_value(mid) if mid else 0.0
+        pos_usdc = self.portfolio.exposure(mid) if mid else 0.0
         prop = self.last_proposal
         lat = {s: h.summary_us() for s, h in self.hist.items()}
         lat["tick_to_quote"] = self.tick_to_quote.summary_us()
@@ -836,7 +869,7 @@ class Engine:
             reservation_ticks=prop.reservation_ticks if prop else 0.0,
             half_spread_ticks=prop.half_spread_ticks if prop else 0.0,
             inventory_skew_ticks=prop.inventory_skew_ticks if prop else 0.0,
-            pnl=self.portfolio.pnl(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid),
+            pnl=self.portfolio.pnl_quote(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid),
             predictor=self.predictor.name, prediction=self.last_prediction, breakers=self.risk.views(),
             latency_us=lat, counters=self.all_counters(), features=self.features.as_dict(),
             log=tuple(self.events_log), version=self.version, pnl_history=tuple(self.pnl_history),
@@ -845,6 +878,32 @@ class Engine:
             fault=self.fault,
             venue_link=self.venue.link(),
         )
+
+    def fill_metrics(self, counts: dict[str, int] | None = None) -> dict[str, Any]:
+        """The quality metrics of DESIGN.md (core/metrics.py), one computation for the summary, the console,
+        InfluxDB and backtest reports."""
+        counts = counts if counts is not None else self.all_counters()
+        sp = self.spreads
+        improvement, why = spread_improvement(sp.market_bps, sp.ours_bps, sp.market_ticks)
+        opf = orders_per_fill(counts.get("orders_placed", 0), counts["fills"])
+        taker = taker_share_pct(counts["taker_fills"], counts["fills"])
+        touch = time_at_touch_pct(sp.touch_ns, sp.time_ns)
+        return {
+            "spread_improvement_pct": None if improvement is None else round(improvement, 2),
+            "spread_improvement_note": why,
+            "market_spread_ticks": round(sp.market_ticks, 4),
+            **self.fill_quality.as_dict(),
+            "time_at_touch_pct": None if touch is None else round(touch, 2),
+            "taker_share_pct": None if taker is None else round(taker, 2),
+            "orders_per_fill": None if opf is None else round(opf, 3),
+            "post_only_rejects": counts["post_only_rejects"],
+        }
+
+    def instrument_summary(self) -> dict[str, Any]:
+        inst = self.instrument
+        return {"symbol": inst.symbol, "base": inst.base, "quote": inst.quote, "settle": inst.settle_currency,
+                "price_tick": str(inst.price_tick), "lot_size": str(inst.lot_size),
+                "multiplier": str(inst.multiplier), "inverse": inst.inverse}
 
     def all_counters(self) -> dict[str, int]:
         c = dict(self.counters)
@@ -861,8 +920,8 @@ class Engine:
         """The run summary: its keys are the metric names of DESIGN.md."""
         now = self.clock.now_ns()
         mid = self.book.mid_ticks() if self.book.two_sided() else 0.0
-        pnl = self.portfolio.pnl(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid)
-        pos_usdc = self.portfolio.position_value(mid) if mid else 0.0
+        pnl = self.portfolio.pnl_quote(mid) if mid else PnL(0.0, 0.0, 0.0, -self.portfolio.fees_paid)
+        pos_usdc = self.portfolio.exposure(mid) if mid else 0.0
         counts = self.all_counters()
         t2q = self.tick_to_quote.summary_us()
         return {
@@ -890,9 +949,12 @@ class Engine:
             "pnl_usdc": round(pnl.total, 4),
             "pnl_breakdown": {"spread_capture": round(pnl.spread_capture, 4), "inventory": round(pnl.inventory, 4),
                               "fees": round(pnl.fees, 4)},
+            # PnL is valued in the quote currency above; an inverse contract settles in its base, shown here too
+            "pnl_settle": round(self.portfolio.pnl(mid).total, 8) if mid else round(-self.portfolio.fees_paid, 8),
+            "instrument": self.instrument_summary(),
             "market_spread_bps": round(self.spreads.market_bps, 4),
             "our_spread_bps": round(self.spreads.ours_bps, 4),
-            "spread_improvement_pct": round(spread_improvement_pct(self.spreads.market_bps, self.spreads.ours_bps), 2),
+            **self.fill_metrics(counts),
             "quoting_time_s": round(self.spreads.time_ns / NS_PER_S, 3),
             "tick_to_quote_us": {"p50": t2q["p50"], "p99": t2q["p99"], "p999": t2q["p999"], "max": t2q["max"],
                                  "count": t2q["count"]},

@@ -86,7 +86,7 @@ class OrderView:
 
 class OrderManager:
     def __init__(self, refresh_tolerance_bps: float, refresh_tolerance_size_pct: float, order_refresh_time_s: float,
-                 max_orders_per_s: float, order_burst: int, client_id_start: int = 1) -> None:
+                 max_orders_per_s: float, order_burst: int, client_id_start: int = 1, post_only: bool = True) -> None:
         self.tol_bps = refresh_tolerance_bps
         self._bps_per_tick = 0.0
         self.tol_size = refresh_tolerance_size_pct / 100.0
@@ -96,6 +96,7 @@ class OrderManager:
         self.done: list[ManagedOrder] = []  # terminal orders, most recent last (bounded)
         self.next_client_id = client_id_start
         self.counts: Counter[str] = Counter()
+        self.post_only = post_only  # quotes go out post-only; marketable orders (flatten) never are
 
     # ---- desired -> actions --------------------------------------------------------------------------
     def sync(self, desired: list[QuoteLevel], now_ns: int, room: dict[Side, int] | None = None,
@@ -168,7 +169,7 @@ class OrderManager:
         self.next_client_id += 1
         self.orders[cid] = ManagedOrder(cid, side, price, lots, level, otype, now_ns)
         self.counts["orders_placed"] += 1
-        return PlaceOrder(cid, side, price, lots, otype)
+        return PlaceOrder(cid, side, price, lots, otype, self.post_only and otype is OrderType.LIMIT)
 
     # ---- venue events -------------------------------------------------------------------------------
     def _get(self, client_id: int, what: str) -> ManagedOrder | None:

@@ -131,7 +131,7 @@ class RiskManager:
         self.trimmed_orders = 0
 
     def lots_for_usdc(self, usdc: float, mid_ticks: float) -> int:
-        return int(usdc / (mid_ticks * self.instrument.tick_f * self.instrument.lot_f))
+        return int(self.instrument.lots_for(usdc, mid_ticks))
 
     def room(self, position_lots: int, mid_ticks: float, locked_bid_lots: int = 0, locked_ask_lots: int = 0) -> dict[Side, int]:
         """Lots that may rest on each side so that if all of them filled, including orders still waiting

@@ -1,6 +1,7 @@
 """Position, cash and PnL with its split, and the fills journal (in memory; Redis comes with telemetry).
 
-PnL split, exactly additive:  pnl = spread_capture + inventory + fees
+PnL split, exactly additive (in the instrument's settlement currency: the quote currency, or the base for
+an inverse contract):  pnl = spread_capture + inventory + fees
 - spread_capture: each fill's edge against the mid at the time of the fill (buy below mid > 0);
 - inventory: what holding the position earned or lost as the mid moved (mark-to-market minus the above);
 - fees: minus fees paid (exchange fees on fills, gas and per-order charges); rebates are positive.
@@ -12,6 +13,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from flashmm.core.domain import Fill, Instrument
+
+
+def fill_cash_and_edge(instrument: Instrument, side: int, price_ticks: float, lots: int, mid_ticks: float
+                       ) -> tuple[float, float]:
+    """A fill's cash flow and its edge against the mid, both in the settlement currency (one definition for
+    the portfolio and the Redis journal): buying pays settle_value(price); the edge is what the same lots are
+    worth at the mid minus what was paid, signed by side (> 0: bought below / sold above the mid)."""
+    paid = instrument.settle_value(price_ticks, lots)
+    return -side * paid, side * (instrument.settle_value(mid_ticks, lots) - paid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +60,12 @@ class Portfolio:
         self.max_abs_position_lots = 0
 
     def on_fill(self, f: Fill, mid_ticks: float) -> None:
-        inst = self.instrument
         sign = int(f.side)
+        cash, edge = fill_cash_and_edge(self.instrument, sign, f.price_ticks, f.lots, mid_ticks)
         self.position_lots += sign * f.lots
-        self.cash_flow -= sign * inst.notional(f.price_ticks, f.lots)
+        self.cash_flow += cash
         self.fees_paid += f.fee_quote
-        self.spread_capture += sign * inst.notional(mid_ticks - f.price_ticks, f.lots)
+        self.spread_capture += edge
         self.volume_lots += f.lots
         self.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))
         self.fills.append(FillRecord(f.ts_ns, f.client_id, sign, f.price_ticks, f.lots, f.fee_quote, f.is_maker, mid_ticks))
@@ -64,15 +74,31 @@ class Portfolio:
         """Start from a position held before this run (the venue's record, no journal to say how it was
         built): valued at the current mid, so PnL counts from now and the held inventory moves it."""
         self.position_lots += lots
-        self.cash_flow -= self.instrument.notional(mid_ticks, lots)
+        self.cash_flow -= self.instrument.settle_value(mid_ticks, lots)
         self.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))
 
     def on_fee(self, amount_quote: float) -> None:
         self.fees_paid += amount_quote
 
     def position_value(self, mid_ticks: float) -> float:
-        return self.instrument.notional(mid_ticks, self.position_lots)
+        """The position's value in the settlement currency (what PnL is counted in)."""
+        return self.instrument.settle_value(mid_ticks, self.position_lots)
+
+    def exposure(self, mid_ticks: float) -> float:
+        """The position's signed exposure in the quote currency (what limits and inventory % measure)."""
+        return self.instrument.exposure(mid_ticks, self.position_lots)
 
     def pnl(self, mid_ticks: float) -> PnL:
+        """PnL in the settlement currency."""
         gross = self.cash_flow + self.position_value(mid_ticks)
         return PnL(gross - self.fees_paid, self.spread_capture, gross - self.spread_capture, -self.fees_paid)
+
+    def pnl_quote(self, mid_ticks: float) -> PnL:
+        """PnL in the quote currency (the unit of capital and limits): the settlement-currency PnL valued at
+        `mid_ticks` (the same numbers for a linear instrument)."""
+        p = self.pnl(mid_ticks)
+        if not self.instrument.inverse:
+            return p
+        q = self.instrument.to_quote
+        return PnL(q(p.total, mid_ticks), q(p.spread_capture, mid_ticks), q(p.inventory, mid_ticks),
+                   q(p.fees, mid_ticks))

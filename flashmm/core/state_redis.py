@@ -39,6 +39,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import islice
 from typing import Any
 from urllib.parse import urlparse
@@ -53,7 +54,7 @@ from redis.retry import Retry
 
 from flashmm.config import RedisConfig
 from flashmm.core.domain import AccountState, Fill, Instrument
-from flashmm.core.state import FillRecord, Portfolio
+from flashmm.core.state import FillRecord, Portfolio, fill_cash_and_edge
 from flashmm.telemetry.logging import get_logger, register_secret
 
 BATCH_MAX = 500  # fills and fees per MULTI/EXEC (bounds the writer's CPU slice on the engine's loop: ~4 ms)
@@ -227,8 +228,8 @@ class RedisStateStore:
                  socket_timeout_s: float = 2.0, connect_timeout_s: float = 1.0) -> None:
         self.cfg = cfg
         self.account_key = account_key
-        # cash and spread capture in quote currency when the instrument is given (tick x lot units otherwise)
-        self._notional = float(instrument.price_tick) * float(instrument.lot_size) if instrument else 1.0
+        # cash and spread capture in the settlement currency when the instrument is given (tick x lot units otherwise)
+        self._instrument = instrument or Instrument("", "", "", Decimal(1), Decimal(1))
         p = f"{cfg.namespace}:{account_key}:"
         self.k_fills, self.k_ids, self.k_pos = p + "fills", p + "fill_ids", p + "position"
         self.k_orders, self.k_book, self.k_breakers, self.k_meta = p + "orders", p + "book", p + "breakers", p + "meta"
@@ -448,9 +449,8 @@ class RedisStateStore:
             self.on_fills_durable(fills)
 
     def _fill_args(self, fid: str, r: FillRecord) -> list[str]:
-        n = self._notional
-        return [fid, str(r.side * r.lots), _f(-r.side * r.price_ticks * r.lots * n), _f(r.fee_quote),
-                _f(r.side * (r.mid_ticks - r.price_ticks) * r.lots * n), str(r.lots),
+        cash, edge = fill_cash_and_edge(self._instrument, r.side, r.price_ticks, r.lots, r.mid_ticks)
+        return [fid, str(r.side * r.lots), _f(cash), _f(r.fee_quote), _f(edge), str(r.lots),
                 "fill_id", fid, "ts_ns", str(r.ts_ns), "client_id", str(r.client_id), "side", str(r.side),
                 "price_ticks", _f(r.price_ticks), "lots", str(r.lots), "fee_quote", _f(r.fee_quote),
                 "is_maker", "1" if r.is_maker else "0", "mid_ticks", _f(r.mid_ticks)]

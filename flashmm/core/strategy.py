@@ -68,8 +68,7 @@ class Quoter:
         self.maker_fee_bps = maker_fee_bps
 
     def base_lots(self, mid_ticks: float) -> int:
-        price = mid_ticks * self.instrument.tick_f
-        return max(1, int(self.cfg.order_amount_usdc / (price * self.instrument.lot_f)))
+        return max(1, int(self.instrument.lots_for(self.cfg.order_amount_usdc, mid_ticks)))
 
     def propose(
         self,
@@ -105,7 +104,7 @@ class Quoter:
         reservation = mid_ticks + inv_shift + pred_shift
         spacing = max(1, round(c.level_spacing_bps / bps_per_tick))
 
-        max_pos_lots = self.risk.max_position_usdc / (mid_ticks * self.instrument.tick_f * self.instrument.lot_f)
+        max_pos_lots = self.instrument.lots_for(self.risk.max_position_usdc, mid_ticks)
         skew_sizes = c.inventory_size_skew and c.model != "symmetric"
         u = max(-1.0, min(1.0, position_lots / max_pos_lots)) if skew_sizes else 0.0
         levels: list[QuoteLevel] = []

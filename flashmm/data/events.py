@@ -74,7 +74,8 @@ class EventSet:
             "source": self.source,
             "files": self.files,
             "instrument": {"symbol": inst.symbol, "base": inst.base, "quote": inst.quote,
-                           "price_tick": str(inst.price_tick), "lot_size": str(inst.lot_size)},
+                           "price_tick": str(inst.price_tick), "lot_size": str(inst.lot_size),
+                           "multiplier": str(inst.multiplier), "inverse": inst.inverse},
             "rejects": self.rejects,
             "meta": self.meta,
         }
@@ -82,7 +83,11 @@ class EventSet:
 
 def instrument_from_header(h: dict[str, Any]) -> Instrument:
     i = h["instrument"]
-    return Instrument(i["symbol"], i["base"], i["quote"], Decimal(i["price_tick"]), Decimal(i["lot_size"]))
+    inverse = i.get("inverse", False)  # absent in files written before inverse contracts were supported
+    if not isinstance(inverse, bool):
+        raise ValueError("instrument.inverse must be true or false")
+    return Instrument(i["symbol"], i["base"], i["quote"], Decimal(i["price_tick"]), Decimal(i["lot_size"]),
+                      Decimal(i.get("multiplier", "1")), inverse)
 
 
 class EventWriter:

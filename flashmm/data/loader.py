@@ -1,7 +1,7 @@
 """`load_events`: paths (files or folders) -> one EventSet, with the format detected and an optional cache.
 
-Detection: `*.gz` is a Binance recording (USD-M when its first lines carry `depth@0ms` or a `pu` field,
-else spot); `*.log.xz` is the Bitstamp 2015 capture; a LOBSTER `*_message_N.csv` goes with its
+Detection: `*.gz` is a Binance recording (futures when its first lines carry `depth@0ms` or a `pu` field,
+COIN-M when the futures symbol ends in _PERP or a delivery date, else USD-M; spot otherwise); `*.log.xz` is the Bitstamp 2015 capture; a LOBSTER `*_message_N.csv` goes with its
 `*_orderbook_N.csv` (either one names the pair); `*.npz` is FlashMM's own format. A folder expands to the
 data files in it (other files, e.g. LICENSE or Bitstamp's pre-parsed orders.csv.xz, are ignored).
 Several files of one Binance stream are read as one stream in the order given (a folder's files in name
@@ -15,16 +15,18 @@ trusted: it is counted (`meta["cache_corrupt"]`), logged and rebuilt.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import os
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 
-from flashmm.data.events import EventSet
+from flashmm.config import Config
+from flashmm.data.events import KIND_BBO, EventSet
+from flashmm.data.instruments import InstrumentTable, instrument_table
 from flashmm.data.readers import (
     READER_VERSION,
     DataError,
@@ -33,13 +35,14 @@ from flashmm.data.readers import (
     read_bitstamp,
     read_flashmm,
     read_lobster,
+    sniff_binance,
     write_flashmm,
 )
+from flashmm.data.readers.binance import binance_market
 from flashmm.data.readers.common import _log_rejects
 from flashmm.telemetry.logging import get_logger
 
 _LOBSTER = re.compile(r"_(message|orderbook)_\d+\.csv$")
-_SNIFF_LINES = 64
 
 
 @dataclass(frozen=True)
@@ -71,27 +74,6 @@ def _expand(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def _binance_market(p: Path) -> str:
-    """'usdm' when the first lines carry depth@0ms or a `pu` field (USD-M only), else 'spot'."""
-    head: list[bytes] = []
-    try:
-        with gzip.open(p, "rb") as fh:
-            for _ in range(_SNIFF_LINES):
-                line = fh.readline()
-                if not line:
-                    break
-                head.append(line)
-    except (OSError, EOFError, zlib.error) as exc:
-        if not head:
-            raise DataError(f"{p}: not a readable gzip file: {exc}") from exc
-    blob = b"".join(head)
-    if b'"stream"' not in blob and b'"lastUpdateId"' not in blob:
-        raise DataError(f"{p}: not a Binance recording (no stream frame or depth snapshot in its first lines)")
-    if b"@depth@0ms" in blob or b'"pu":' in blob:
-        return "usdm"
-    return "spot"
-
-
 def _classify(p: Path) -> tuple[str, Path]:
     n = p.name
     if n.endswith(".npz"):
@@ -101,7 +83,8 @@ def _classify(p: Path) -> tuple[str, Path]:
     if _LOBSTER.search(n):
         return "lobster", p
     if n.endswith(".gz"):
-        return f"binance-{_binance_market(p)}", p
+        futures, symbols = sniff_binance(p)
+        return f"binance-{binance_market(futures, symbols[0] if symbols else '')}", p
     raise DataError(f"{p}: unknown data format (expected Binance *.gz, Bitstamp *.log.xz, "
                     f"LOBSTER *_message_N.csv/*_orderbook_N.csv or FlashMM *.npz)")
 
@@ -142,33 +125,63 @@ def _resolve(paths: list[str | Path]) -> _Source:
     return _Source(reader, (fs[0],))
 
 
-def _read(src: _Source) -> EventSet:
+def _read(src: _Source, instruments: InstrumentTable, symbol: str | None) -> EventSet:
     if src.reader.startswith("binance-"):
-        return read_binance(list(src.files), src.reader.removeprefix("binance-"))
+        return read_binance(list(src.files), src.reader.removeprefix("binance-"), instruments, symbol)
     if src.reader == "bitstamp":
-        return read_bitstamp(src.files[0])
+        return read_bitstamp(src.files[0], instruments, symbol)
     if src.reader == "lobster":
-        return read_lobster(src.files[0], src.files[1])
-    return read_flashmm(src.files[0])
+        return read_lobster(src.files[0], src.files[1], instruments)
+    es = read_flashmm(src.files[0])
+    if symbol and es.instrument.symbol.upper() != symbol.upper():
+        raise DataError(f"{src.files[0]}: a recording of {es.instrument.symbol}, not {symbol}")
+    return es
 
 
-def cache_key(src_reader: str, files: list[Path] | tuple[Path, ...]) -> str:
-    """sha256 of (reader name, READER_VERSION, per file: absolute path, size, mtime_ns)."""
-    parts: list[object] = [src_reader, READER_VERSION]
+def check_has_market_data(es: EventSet) -> None:
+    """A data set with no market rows is an error that says why (every line rejected, a foreign symbol,
+    an empty file): a backtest of nothing must never look like a result."""
+    if int(np.count_nonzero(es.events["kind"] != KIND_BBO)) > 0:
+        return
+    why = ", ".join(f"{k} {v:,}" for k, v in sorted(es.rejects.items(), key=lambda kv: -kv[1]))
+    other = es.meta.get("other_symbol_frames")
+    if other:
+        why += ("; " if why else "") + "frames of other symbols " + ", ".join(f"{s} {n:,}" for s, n in other.items())
+    lines = es.meta.get("lines", es.meta.get("rows"))
+    read = f"{lines:,} lines read" if isinstance(lines, int) else "read"
+    raise DataError(f"{', '.join(es.files)}: no market data for {es.instrument.symbol} ({read}; "
+                    f"{why or 'nothing rejected: the files hold no book or trade messages'})")
+
+
+def cache_key(src_reader: str, files: list[Path] | tuple[Path, ...], extra: object = None) -> str:
+    """sha256 of (reader name, READER_VERSION, `extra` (the instrument table and chosen symbol), per file:
+    absolute path, size, mtime_ns)."""
+    parts: list[object] = [src_reader, READER_VERSION, extra]
     for f in files:
         st = Path(f).stat()
         parts.append([str(Path(f).absolute()), st.st_size, st.st_mtime_ns])
     return hashlib.sha256(orjson.dumps(parts)).hexdigest()
 
 
-def load_events(paths: list[str | Path], cache_dir: Path | None = None) -> EventSet:
-    """Paths (files or folders) of one data set -> its EventSet. See the module docstring."""
+def load_events(paths: list[str | Path], cache_dir: Path | None = None, *, symbol: str | None = None,
+                instruments: InstrumentTable | None = None, require_market_data: bool = True) -> EventSet:
+    """Paths (files or folders) of one data set -> its EventSet. See the module docstring. `symbol` chooses
+    one symbol of a recording holding several; `instruments` is the instrument table (default: the built-in
+    one). A data set without any market row raises DataError unless `require_market_data` is False."""
+    instruments = instruments or instrument_table()
     src = _resolve(list(paths))
+    es = _load(src, cache_dir, instruments, symbol)
+    if require_market_data:
+        check_has_market_data(es)
+    return es
+
+
+def _load(src: _Source, cache_dir: Path | None, instruments: InstrumentTable, symbol: str | None) -> EventSet:
     if src.reader == "flashmm" or cache_dir is None:
-        return _read(src)
+        return _read(src, instruments, symbol)
     log = get_logger("data")
     cache_dir = Path(cache_dir)
-    cpath = cache_dir / f"{cache_key(src.reader, src.files)}.npz"
+    cpath = cache_dir / f"{cache_key(src.reader, src.files, [instruments.fingerprint(), symbol])}.npz"
     corrupt = 0
     if cpath.exists():
         try:
@@ -182,7 +195,7 @@ def load_events(paths: list[str | Path], cache_dir: Path | None = None) -> Event
             _log_rejects(es.source, es.files, es.rejects)
             es.meta["cache"] = "hit"
             return es
-    es = _read(src)
+    es = _read(src, instruments, symbol)
     try:
         write_flashmm(es, cpath)
     except OSError as exc:
@@ -193,4 +206,19 @@ def load_events(paths: list[str | Path], cache_dir: Path | None = None) -> Event
     return es
 
 
-__all__ = ["cache_key", "load_events"]
+def default_cache_dir(cfg: Config) -> Path:
+    if cfg.replay.cache_dir:
+        return Path(cfg.replay.cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "flashmm"
+
+
+def load_configured(cfg: Config, paths: list[str | Path], *, require_market_data: bool = True) -> EventSet:
+    """One data set as the configuration says: [replay].symbol, [replay].instruments_file, the [instrument]
+    keys (for a symbol they name) and [replay].cache_dir. Every command that reads recordings comes here."""
+    table = instrument_table(cfg.replay.instruments_file or None, cfg.instrument.instrument())
+    return load_events(paths, default_cache_dir(cfg), symbol=cfg.replay.symbol or None, instruments=table,
+                       require_market_data=require_market_data)
+
+
+__all__ = ["cache_key", "check_has_market_data", "default_cache_dir", "load_configured", "load_events"]

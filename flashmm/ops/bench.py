@@ -145,16 +145,16 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
     return result
 
 
-def bench_backtest(cfg: Config, data: list[str], json_path: str | Path, cache_dir: Path | None,
+def bench_backtest(cfg: Config, data: list[str], json_path: str | Path,
                    quote_interval_ms: float | None = None) -> dict[str, Any]:
     """Replay throughput on one data set: parsing is excluded (the cache is warmed first)."""
-    from flashmm.data.loader import load_events
+    from flashmm.data.loader import load_configured
     from flashmm.research.backtest import run_one, with_strategy
 
     configure_logging("error")
     cfg = with_strategy(cfg, "flashmm", quote_interval_ms)
     t0 = time.perf_counter()
-    es = load_events(list(data), cache_dir)
+    es = load_configured(cfg, list(data))
     load_s = time.perf_counter() - t0
     no_model = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": "none"})})
     section, engine = run_one(no_model, es)  # the headline: model-free, comparable with hftbacktest's GLFT

@@ -85,6 +85,24 @@ def register_config_secrets(cfg: Config) -> None:
         register_secret(cfg.redis.url.split("://", 1)[-1].split("@", 1)[0])
 
 
+def nothing_processed(engine: Engine) -> str | None:
+    """On a replay, the one line saying that the run processed no market data or never quoted (a run of
+    nothing must not exit 0); None otherwise, and on every other venue."""
+    from flashmm.venues.replay import ReplayVenue
+
+    venue = engine.venue
+    if not isinstance(venue, ReplayVenue):
+        return None
+    from flashmm.data.readers import DataError
+    from flashmm.research.backtest import check_processed
+
+    try:
+        check_processed(venue.data, engine, venue)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
 def run_console(cfg: Config, duration_s: float | None, summary_path: str | None, data: list[str] | None = None) -> int:
     """The Textual console with the engine in a worker on the app's loop. Logs go to a file (the
     terminal belongs to the console): [logging].file, else var/flashmm.log."""
@@ -120,6 +138,10 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
         print(f"flashmm-tui: engine faulted: {engine.fault} (orders cancelled: {not engine.oms.orders})",
               file=sys.stderr)
         return 1
+    empty = nothing_processed(engine)
+    if empty:
+        print(f"flashmm-tui: {empty}", file=sys.stderr)
+        return 2
     return rc if isinstance(rc, int) else (app.return_code or 0)
 
 
@@ -181,4 +203,9 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
             loop.remove_signal_handler(sig)
     if not clean and rc == 0:
         rc = 1
+    empty = nothing_processed(engine) if rc == 0 and not signals_seen else None
+    if empty:
+        print(f"flashmm-tui: {empty}", file=sys.stderr)
+        log.error("nothing_processed", error=empty)
+        rc = 2
     return rc

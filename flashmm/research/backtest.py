@@ -18,8 +18,9 @@ import orjson
 from flashmm.config import Config
 from flashmm.core.clock import NS_PER_S
 from flashmm.core.engine import Engine
-from flashmm.data.events import EventSet
-from flashmm.data.loader import load_events
+from flashmm.data.events import KIND_BBO, EventSet
+from flashmm.data.loader import load_configured
+from flashmm.data.readers import DataError
 from flashmm.model.predictor import NoModelPredictor, load_predictor
 from flashmm.telemetry.logging import AuditLog, configure_logging
 from flashmm.venues.replay import ReplayVenue
@@ -47,31 +48,53 @@ def max_drawdown(pnl: np.ndarray) -> float:
     return float(np.max(peak - pnl))
 
 
-def markouts(engine: Engine, horizon_s: float = 2.0) -> dict[str, float | int | None]:
-    """Per fill, the mid `horizon_s` later (the first per-second sample at or after it) against the fill:
-    markout = side x (mid_later - fill price) / fill price, bps (> 0: the fill made money); adverse
-    selection = -side x (mid_later - mid at fill) / mid at fill, bps (> 0: the market moved against us)."""
-    ts = np.asarray(engine.sample_ts, dtype=np.int64)
-    mids = np.asarray(engine.mid_history, dtype=np.float64)
+def mid_gap_at_fills_bps(data: EventSet, engine: Engine) -> dict[str, Any]:
+    """How far the engine's mid was from the recording's real-time best bid/offer when our orders filled:
+    per fill, |mid the engine valued the fill at - mid of the last bookTicker frame at or before the fill|, in
+    bps (mean and p95). None where the recording has no best bid/offer stream. With [replay].use_book_ticker
+    the engine's book follows those frames and the gap is ~0; with depth diffs only it is the staleness of the
+    100 ms depth stream that adverse selection would otherwise be mistaken for."""
+    ev = data.events
+    bbo = ev[ev["kind"] == KIND_BBO]
     fills = engine.portfolio.fills
-    if len(ts) == 0 or not fills:
-        return {"markout_bps": None, "adverse_selection_bps": None, "fills_scored": 0, "horizon_s": horizon_s}
-    f_ts = np.array([f.ts_ns for f in fills], dtype=np.int64) + int(horizon_s * NS_PER_S)
-    idx = np.searchsorted(ts, f_ts)
-    ok = idx < len(ts)
-    side = np.array([f.side for f in fills], dtype=np.float64)[ok]
-    px = np.array([f.price_ticks for f in fills], dtype=np.float64)[ok]
-    mid0 = np.array([f.mid_ticks for f in fills], dtype=np.float64)[ok]
-    later = mids[idx[ok]]
-    w = np.array([f.lots for f in fills], dtype=np.float64)[ok]
-    if not len(w):
-        return {"markout_bps": None, "adverse_selection_bps": None, "fills_scored": 0, "horizon_s": horizon_s}
-    markout = side * (later - px) / px * 1e4
-    adverse = -side * (later - mid0) / mid0 * 1e4
-    return {"markout_bps": round(float(np.average(markout, weights=w)), 4),
-            "adverse_selection_bps": round(float(np.average(adverse, weights=w)), 4),
-            "fills_scored": int(len(w)), "horizon_s": horizon_s,
-            "method": "size-weighted over fills; mid from per-second samples at or after fill + horizon"}
+    if len(bbo) == 0 or not fills:
+        return {"mean": None, "p95": None, "fills": 0}
+    bid = bbo[bbo["side"] > 0]
+    ask = bbo[bbo["side"] < 0]
+    if len(bid) != len(ask) or not np.array_equal(bid["ts_ns"], ask["ts_ns"]):
+        return {"mean": None, "p95": None, "fills": 0}
+    ts = bid["ts_ns"]
+    mid = (bid["price"] + ask["price"]) / 2.0
+    f_ts = np.array([f.ts_ns for f in fills], dtype=np.int64)
+    f_mid = np.array([f.mid_ticks for f in fills], dtype=np.float64)
+    idx = np.searchsorted(ts, f_ts, side="left") - 1  # the last frame strictly before the fill
+    ok = idx >= 0
+    if not ok.any():
+        return {"mean": None, "p95": None, "fills": 0}
+    gap = np.abs(f_mid[ok] - mid[idx[ok]]) / mid[idx[ok]] * 1e4
+    return {"mean": round(float(gap.mean()), 4), "p95": round(float(np.percentile(gap, 95)), 4), "fills": int(ok.sum())}
+
+
+class NoDataProcessedError(DataError):
+    """A backtest that processed nothing (no market row reached the engine, or no quote cycle ran)."""
+
+
+def check_processed(data: EventSet, engine: Engine, venue: ReplayVenue) -> None:
+    """A run of nothing must fail loudly: no market message reached the engine, or the engine never ran a
+    quote cycle (its book never usable while it was allowed to trade). The message names what was rejected."""
+    counts = engine.all_counters()
+    label = f"{data.instrument.symbol} ({data.source}, {', '.join(Path(f).name for f in data.files)})"
+    book = {k.removeprefix("book_reject_"): v for k, v in counts.items() if k.startswith("book_reject_") and v}
+    why = "; ".join(x for x in (
+        ", ".join(f"{k} {v:,}" for k, v in sorted(data.rejects.items(), key=lambda kv: -kv[1])),
+        ", ".join(f"book {k} {v:,}" for k, v in sorted(book.items(), key=lambda kv: -kv[1]))) if x)
+    if venue.messages_done == 0 or counts["book_updates"] == 0:
+        raise NoDataProcessedError(f"{label}: no market data reached the engine ({venue.rows_done:,} of "
+                                   f"{venue.rows_total:,} rows replayed; rejected: {why or 'none'})")
+    if counts["quotes"] == 0 and counts["batches"]:
+        raise NoDataProcessedError(f"{label}: the engine never quoted ({counts['book_updates']:,} book updates, "
+                                   f"0 quote cycles with a usable book; rejected: {why or 'none'}; "
+                                   f"breakers: {', '.join(f'{b.name} {b.trips}' for b in engine.risk.views() if b.trips) or 'none'})")
 
 
 def with_strategy(cfg: Config, strategy: str, quote_interval_ms: float | None = None) -> Config:
@@ -119,6 +142,7 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fracti
     t0 = time.perf_counter()
     asyncio.run(go())
     wall = time.perf_counter() - t0
+    check_processed(data, engine, venue)
     section = report_section(cfg, data, engine, venue, wall)
     section["traded_from_fraction"] = trade_from_fraction
     return section, engine
@@ -135,14 +159,28 @@ def report_section(cfg: Config, data: EventSet, engine: Engine, venue: ReplayVen
     return {
         "data": {"source": data.source, "files": data.files, "symbol": data.instrument.symbol,
                  "duration_s": round(duration, 3), "rows": venue.rows_total, "messages": venue.messages_total,
-                 "reader_rejects": data.rejects, "cache": data.meta.get("cache")},
+                 "reader_rejects": data.rejects, "other_symbol_frames": data.meta.get("other_symbol_frames", {}),
+                 "cache": data.meta.get("cache")},
+        "instrument": s["instrument"],
         "strategy": cfg.strategy.model,
         "spread_improvement_pct": s["spread_improvement_pct"],
+        "spread_improvement_note": s["spread_improvement_note"],
         "market_spread_bps": s["market_spread_bps"],
+        "market_spread_ticks": s["market_spread_ticks"],
         "our_spread_bps": s["our_spread_bps"],
         "quoting_time_s": s["quoting_time_s"],
-        "pnl_usdc": s["pnl_usdc"],
+        "pnl_usdc": s["pnl_usdc"],  # in the quote currency (instrument.quote); pnl_settle in instrument.settle
+        "pnl_settle": s["pnl_settle"],
         "pnl_breakdown": s["pnl_breakdown"],
+        "effective_spread_bps": s["effective_spread_bps"],
+        "realised_spread_bps": s["realised_spread_bps"],
+        "adverse_selection_bps": s["adverse_selection_bps"],
+        "markout_bps": s["markout_bps"],
+        "time_at_touch_pct": s["time_at_touch_pct"],
+        "taker_share_pct": s["taker_share_pct"],
+        "orders_per_fill": s["orders_per_fill"],
+        "post_only_rejects": s["post_only_rejects"],
+        "mid_gap_at_fills_bps": mid_gap_at_fills_bps(data, engine),
         "sharpe": sharpe_annualised(per_minute, cfg.risk.capital_usdc),
         "sharpe_method": "per-minute PnL changes / capital, mean/std x sqrt(525600); null under 4 minutes",
         "max_drawdown_usdc": round(max_drawdown(pnl), 4),
@@ -161,7 +199,6 @@ def report_section(cfg: Config, data: EventSet, engine: Engine, venue: ReplayVen
             "mean_abs_pct": round(float(np.mean(np.abs(inv))), 4) if len(inv) else 0.0,
             "max_abs_inventory_pct": s["max_abs_inventory_pct"],
         },
-        "markouts": markouts(engine),
         "prediction_hit_rate": s["prediction_hit_rate"],  # live directional accuracy of the model's calls
         "model": s["model"],
         "model_errors": s["model_errors"],
@@ -176,7 +213,8 @@ def report_section(cfg: Config, data: EventSet, engine: Engine, venue: ReplayVen
         "replay_speed_vs_real_time": round(duration / wall_s, 1) if wall_s else None,
         "tick_to_quote_us": s["tick_to_quote_us"],
         "config": {"latency_ms": cfg.replay.latency_ms, "maker_fee_bps": cfg.replay.maker_fee_bps,
-                   "taker_fee_bps": cfg.replay.taker_fee_bps, "quote_interval_ms": cfg.strategy.quote_interval_ms},
+                   "taker_fee_bps": cfg.replay.taker_fee_bps, "quote_interval_ms": cfg.strategy.quote_interval_ms,
+                   "use_book_ticker": cfg.replay.use_book_ticker},
     }
 
 
@@ -191,27 +229,26 @@ def plot(engine: Engine, title: str) -> None:
         print(f"{title}: nothing to plot (no quote cycles)")
         return
     x = list(range(len(pnl)))
-    plt.clf()
-    plt.subplots(3, 1)
-    plt.subplot(1, 1)
-    plt.plot(x, pnl, label="PnL USDC")
-    plt.title(f"{title}: PnL (USDC) by second")
-    plt.subplot(2, 1)
-    plt.plot(x, inv, label="inventory %")
-    plt.title("inventory, % of capital")
-    plt.subplot(3, 1)
-    mkt = [m if m == m else None for m, _ in spreads]
-    ours = [o if o == o else None for _, o in spreads]
-    plt.plot(x, [v if v is not None else 0.0 for v in mkt], label="market bps")
-    plt.plot(x, [v if v is not None else 0.0 for v in ours], label="ours bps")
-    plt.title("spreads, bps (0 = not quoting)")
-    plt.plotsize(100, 36)
-    plt.show()
+    quote = engine.instrument.quote
+    mkt = [m if m == m else 0.0 for m, _ in spreads]
+    ours = [o if o == o else 0.0 for _, o in spreads]
+    charts = ((f"{title}: PnL ({quote}) by second", [(pnl, f"PnL {quote}")]),
+              ("inventory, % of capital", [(inv, "inventory %")]),
+              ("spreads, bps (0 = not quoting)", [(mkt, "market bps"), (ours, "ours bps")]))
+    for chart_title, series in charts:  # one chart at a time: plotext 5 sizes subplots unevenly
+        plt.clf()
+        for ys, label in series:
+            plt.plot(x[: len(ys)], ys, label=label)
+        plt.title(chart_title)
+        plt.plotsize(100, 15)
+        plt.show()
 
 
 def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_path: str | Path,
-                 cache_dir: Path | None, plot_charts: bool = False, show_progress: bool = True,
+                 plot_charts: bool = False, show_progress: bool = True,
                  trade_from_fraction: float = 0.0) -> dict[str, Any]:
+    """Every data set through the engine (loaded as the configuration says: [replay].symbol,
+    instruments_file, cache_dir). A data set that processed nothing raises NoDataProcessedError."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     # fills and breaker changes go to the log file when one is configured; on the terminal only errors,
@@ -224,7 +261,7 @@ def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_
                         TimeElapsedColumn(), disable=not show_progress)
     with progress:
         for paths in data_sets:
-            data = load_events(paths, cache_dir)
+            data = load_configured(cfg, paths)
             section, engine = run_one(cfg, data, progress, trade_from_fraction)
             sections.append(section)
             engines.append((data, engine))
@@ -236,3 +273,54 @@ def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_
         for data, engine in engines:
             plot(engine, f"{data.instrument.symbol} ({data.source})")
     return report
+
+
+def _fmt(x: Any, spec: str = "+.2f", unit: str = "") -> str:
+    return "n/a" if x is None else f"{x:{spec}}{unit}"
+
+
+def summary_table(report: dict[str, Any]) -> Any:
+    """One plain table of a backtest report: metrics down, data sets across (fits an 80-column terminal
+    for two data sets, and any width for one)."""
+    from rich.table import Table
+
+    secs = report["data_sets"]
+    table = Table(title=f"backtest: {report['strategy']} ({report['quoting_model']})", show_lines=False)
+    table.add_column("metric")
+    for s in secs:
+        table.add_column(f"{s['data']['symbol']}\n{s['data']['source']}", justify="right")
+
+    def row(name: str, f: Any) -> None:
+        table.add_row(name, *[f(s) for s in secs])
+
+    def cur(s: dict[str, Any]) -> str:
+        return s["instrument"]["quote"]
+
+    row("traded, s", lambda s: f"{s['data']['duration_s'] * (1 - s['traded_from_fraction']):,.0f}")
+    row("PnL", lambda s: f"{s['pnl_usdc']:+,.4f} {cur(s)}")
+    row("  in settlement", lambda s: f"{s['pnl_settle']:+.8f} {s['instrument']['settle']}"
+        if s["instrument"]["inverse"] else "same")
+    row("  spread capture", lambda s: f"{s['pnl_breakdown']['spread_capture']:+,.4f}")
+    row("  inventory", lambda s: f"{s['pnl_breakdown']['inventory']:+,.4f}")
+    row("  fees", lambda s: f"{s['pnl_breakdown']['fees']:+,.4f}")
+    row("fills / orders per fill", lambda s: f"{s['fills']:,} / {_fmt(s['orders_per_fill'], '.1f')}")
+    row("taker share of fills", lambda s: _fmt(s["taker_share_pct"], ".1f", " %"))
+    row("post-only rejects", lambda s: f"{s['post_only_rejects']:,}")
+
+    def realised(s: dict[str, Any]) -> str:
+        r = s["realised_spread_bps"]
+        ci = r["ci95"]
+        return _fmt(r["5s"], "+.2f") + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+    row("effective spread, bps", lambda s: _fmt(s["effective_spread_bps"]))
+    row("realised spread 5 s [95 %]", realised)
+    row("adverse selection 5 s, bps", lambda s: _fmt(s["adverse_selection_bps"]))
+    row("markout 1 / 5 / 30 s, bps", lambda s: " / ".join(_fmt(s["markout_bps"][h]) for h in ("1s", "5s", "30s")))
+    row("time at touch", lambda s: _fmt(s["time_at_touch_pct"], ".1f", " %"))
+    row("market / our spread, bps", lambda s: f"{s['market_spread_bps']:.2f} / {s['our_spread_bps']:.2f}")
+    row("spread improvement", lambda s: _fmt(s["spread_improvement_pct"], "+.1f", " %")
+        if s["spread_improvement_pct"] is not None else "n/a (< 2 ticks)")
+    row("max |inventory|, % capital", lambda s: f"{s['inventory']['max_abs_inventory_pct']:.3f}")
+    row("mid gap at fills, bps", lambda s: _fmt(s["mid_gap_at_fills_bps"]["mean"], ".3f"))
+    row("rows/s", lambda s: f"{s['rows_per_s']:,.0f}" if s["rows_per_s"] else "n/a")
+    return table

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from flashmm.config import Config
 from flashmm.model.inputs import CLASSES, MODEL_INPUTS
 from flashmm.research.dataset import (
     Dataset,
@@ -174,6 +176,13 @@ def _onehot(cls: np.ndarray) -> np.ndarray:
     return np.eye(len(CLASSES))[cls]
 
 
+def imbalance_sign_probs(x: np.ndarray) -> np.ndarray:
+    """The simplest signal: up when the level-1 depth imbalance of the window's last row is positive, down
+    when negative, flat at zero (one-hot)."""
+    imb = x[:, -1, MODEL_INPUTS.index("imbalance_1")] if len(x) else np.zeros(0)
+    return _onehot(np.where(imb > 0, UP, np.where(imb < 0, DOWN, FLAT)))
+
+
 def persistence_probs(e: EvalSet) -> np.ndarray:
     pm = np.nan_to_num(e.past_move_bps, nan=0.0)
     cls = np.where(pm > e.band_bps, UP, np.where(pm < -e.band_bps, DOWN, FLAT))
@@ -289,11 +298,13 @@ def _compact(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(model_or_probs: Any, dataset: Dataset | EvalSet, *, train: Dataset | EvalSet | None = None,
-             logit: ImbalanceLogit | None = None, baselines: bool = True, per_source: bool = False) -> dict[str, Any]:
+             logit: ImbalanceLogit | None = None, baselines: bool = True, per_source: bool = False,
+             majority: int | None = None) -> dict[str, Any]:
     """Scores of a model (or its probabilities, rows aligned with `dataset`) on `dataset`, see the module doc.
 
-    Baselines: always-flat always; persistence when `dataset` is an EvalSet (it needs the past mids); the
-    imbalance logistic regression when `train` (fit there) or a fitted `logit` is given. `per_source`
+    Baselines: always-flat and the sign of the level-1 depth imbalance always; the majority class of the
+    training labels when `majority` (or `train`) is given; persistence when `dataset` is an EvalSet (it needs
+    the past mids); the imbalance logistic regression when `train` (fit there) or a fitted `logit` is given. `per_source`
     (EvalSet only) adds the same dict per source under `sources`."""
     e = dataset if isinstance(dataset, EvalSet) else None
     d = dataset.data if isinstance(dataset, EvalSet) else dataset
@@ -303,8 +314,16 @@ def evaluate(model_or_probs: Any, dataset: Dataset | EvalSet, *, train: Dataset 
         td = train.data if isinstance(train, EvalSet) else train
         if len(td.y):
             logit = ImbalanceLogit().fit(td)
+    if majority is None and train is not None:
+        td = train.data if isinstance(train, EvalSet) else train
+        if len(td.y):
+            majority = int(np.bincount(td.y, minlength=len(CLASSES)).argmax())
     if baselines:
-        bl: dict[str, Any] = {"always_flat": _compact(scores(_onehot(np.full(len(d.y), FLAT)), d.y, d.move_bps))}
+        bl: dict[str, Any] = {"always_flat": _compact(scores(_onehot(np.full(len(d.y), FLAT)), d.y, d.move_bps)),
+                              "imbalance_sign": _compact(scores(imbalance_sign_probs(d.x), d.y, d.move_bps))}
+        if majority is not None:
+            bl["majority_class"] = {**_compact(scores(_onehot(np.full(len(d.y), majority)), d.y, d.move_bps)),
+                                    "class": CLASSES[majority]}
         if e is not None:
             bl["persistence"] = _compact(scores(persistence_probs(e), d.y, d.move_bps))
         if logit is not None:
@@ -314,25 +333,41 @@ def evaluate(model_or_probs: Any, dataset: Dataset | EvalSet, *, train: Dataset 
         out["sources"] = {}
         for name in e.source_names():
             m = e.sources == name
-            out["sources"][name] = evaluate(probs[m], e.where(m), logit=logit, baselines=baselines)
+            out["sources"][name] = evaluate(probs[m], e.where(m), logit=logit, baselines=baselines, majority=majority)
     return out
 
 
 # ---- scoring a model file on data (flashmm eval-model) ------------------------------------------------
 
 
-def source_samples(spec: str, cadence_ms: float, cache_dir: str | os.PathLike | None) -> Samples:
-    """A data path (file or folder of one data set), or `sim:SECONDS:SEED` for the simulated market."""
-    if spec.startswith("sim:"):
-        _, secs, seed = spec.split(":")
-        return samples_from_sim(float(secs), int(seed), cadence_ms)
-    from flashmm.data.loader import load_events
+def source_samples(spec: str, cadence_ms: float, cache_dir: str | os.PathLike | None,
+                   cfg: Config | None = None) -> Samples:
+    """A data path (file or folder of one data set), or `sim:SECONDS:SEED` for the simulated market. With
+    `cfg`, recordings load as the configuration says ([replay].symbol, instruments_file, [instrument]).
+    A data set that yields no sample is a DataError saying so, not an empty result."""
+    from flashmm.data.readers import DataError
 
-    return samples_from_events(load_events([spec], cache_dir), cadence_ms)
+    if spec.startswith("sim:"):
+        try:
+            _, secs, seed = spec.split(":")
+            seconds, seed_n = float(secs), int(seed)
+        except ValueError:
+            raise DataError(f"{spec}: expected sim:SECONDS:SEED") from None
+        s = samples_from_sim(seconds, seed_n, cadence_ms)
+    else:
+        from flashmm.data.loader import load_configured, load_events
+
+        es = load_configured(cfg, [spec]) if cfg is not None else load_events([spec], cache_dir)
+        s = samples_from_events(es, cadence_ms)
+    if len(s.times_ns) == 0:
+        raise DataError(f"{spec}: no samples: the book was never two-sided and in sync on the "
+                        f"{cadence_ms:g} ms grid")
+    return s
 
 
 def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: str | os.PathLike | None = None,
-               json_out: str | os.PathLike | None = None, *, part: str = "test") -> dict[str, Any]:
+               json_out: str | os.PathLike | None = None, *, part: str = "test", cfg: Config | None = None
+               ) -> dict[str, Any]:
     """Score a model file on each data set (a path, or `sim:SECONDS:SEED`) and on all of them pooled.
 
     `part`: "test" scores the last slice of each data set under the model's own time split (the slice its
@@ -354,7 +389,7 @@ def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: 
     scored, trains = [], []
     names: dict[str, int] = {}
     for spec in data_paths:
-        s = source_samples(spec, cadence, cache_dir)
+        s = source_samples(spec, cadence, cache_dir, cfg)
         name = s.source
         names[name] = names.get(name, 0) + 1
         if names[name] > 1:
@@ -364,8 +399,10 @@ def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: 
         scored.append({"test": te, "val": va, "all": e}[part])
         trains.append(tr)
     pooled = concat_sets(scored)
-    logit = ImbalanceLogit().fit(concat_sets(trains).data)
-    res = evaluate(m, pooled, logit=logit, per_source=True)
+    train_all = concat_sets(trains).data
+    logit = ImbalanceLogit().fit(train_all)
+    majority = int(np.bincount(train_all.y, minlength=len(CLASSES)).argmax())
+    res = evaluate(m, pooled, logit=logit, per_source=True, majority=majority)
     result = {
         "model": {"path": str(m.path), "sha256": m.sha256, "architecture": meta.get("architecture"),
                   "file_bytes": meta.get("file_bytes"), "window": window, "cadence_ms": cadence,
@@ -382,6 +419,42 @@ def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: 
     return result
 
 
+def directional_ci95(acc: float | None, n: int) -> tuple[float, float] | None:
+    """95 % interval of a directional accuracy over n calls (normal approximation to the binomial)."""
+    if acc is None or n < 2:
+        return None
+    half = 1.96 * math.sqrt(acc * (1 - acc) / n)
+    return acc - half, acc + half
+
+
+def report_lines(result: dict[str, Any]) -> list[str]:
+    """eval-model's plain report: the model and every baseline on the same windows, pooled and per source."""
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.1%}"
+
+    def block(name: str, s: dict[str, Any]) -> list[str]:
+        ci = directional_ci95(s["directional_accuracy"], s["n_directional"])
+        ci_s = f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
+        out = [f"{name}: {s['n']:,} windows, {s['n_directional']:,} with a move beyond the band",
+               f"  model                   directional {pct(s['directional_accuracy'])}{ci_s}   accuracy "
+               f"{pct(s['accuracy'])}   macro-F1 {s['macro_f1']:.3f}"]
+        names = {"imbalance_sign": "sign of imbalance", "logistic_imbalance": "logistic regression",
+                 "majority_class": "majority class", "always_flat": "always flat", "persistence": "persistence"}
+        for key, label in names.items():
+            b = s.get("baselines", {}).get(key)
+            if b is None:
+                continue
+            extra = f" ({b['class']})" if "class" in b else ""
+            out.append(f"  {(label + extra):<24}directional {pct(b['directional_accuracy'])}   accuracy "
+                       f"{pct(b['accuracy'])}   macro-F1 {b['macro_f1']:.3f}")
+        return out
+
+    lines = block(f"pooled ({result['part']} slice)", result["pooled"])
+    for name, s in result["sources"].items():
+        lines += block(name, s)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flashmm.research.evaluate", description="score a model file on data")
     ap.add_argument("--model", required=True)
@@ -391,10 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", default="test", choices=("test", "val", "all"))
     a = ap.parse_args(argv)
     r = eval_model(a.model, a.data, a.cache_dir, a.json, part=a.part)
-    p = r["pooled"]
-    print(f"pooled: directional {p['directional_accuracy']}, accuracy {p['accuracy']}, macro-F1 {p['macro_f1']}")
-    for name, s in r["sources"].items():
-        print(f"{name}: n={s['n']} directional {s['directional_accuracy']} macro-F1 {s['macro_f1']}")
+    print("\n".join(report_lines(r)))
     return 0
 
 

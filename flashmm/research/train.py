@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flashmm.config import Config
 from flashmm.model import artifact
 from flashmm.model.inputs import CLASSES, MODEL_INPUTS, N_INPUTS
 from flashmm.research.dataset import Samples, samples_from_sim, windows
@@ -212,11 +213,11 @@ def split_samples(s: Samples, name: str | None = None, *, window: int = WINDOW, 
 def build_dataset(data_paths: list[str], sim_seconds: float = SIM_SECONDS, sim_seeds: list[int] | tuple[int, ...] = SIM_SEEDS,
                   cache_dir: str | os.PathLike | None = None, *, cadence_ms: float = CADENCE_MS, window: int = WINDOW,
                   horizon_steps: int = HORIZON_STEPS, band_bps: float = BAND_BPS,
-                  fractions: tuple[float, float] = FRACTIONS) -> TrainData:
+                  fractions: tuple[float, float] = FRACTIONS, cfg: Config | None = None) -> TrainData:
     """Every data path (one data set each; `sim:SECONDS:SEED` also accepted) plus `sim_seeds` simulated
     markets of `sim_seconds` each -> per-source time splits, ready to pool."""
     t0 = time.perf_counter()
-    samples: list[Samples] = [source_samples(str(p), cadence_ms, cache_dir) for p in data_paths]
+    samples: list[Samples] = [source_samples(str(p), cadence_ms, cache_dir, cfg) for p in data_paths]
     samples += [samples_from_sim(sim_seconds, int(seed), cadence_ms) for seed in sim_seeds]
     seen: dict[str, int] = {}
     splits = []
@@ -865,7 +866,8 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
           promote_if_better: bool = False, current: str | os.PathLike | None = None,
           architectures: tuple[str, ...] | list[str] = ARCHITECTURES, seed: int = 0, max_epochs: int = 40,
           patience: int = 6, hidden: int | None = None, data: TrainData | None = None, command: str | None = None,
-          card_path: str | os.PathLike | None = None, bench: bool = True, log: Any = print) -> TrainResult:
+          card_path: str | os.PathLike | None = None, bench: bool = True, log: Any = print,
+          cfg: Config | None = None) -> TrainResult:
     """Build the data (unless `data` is given), train every architecture, export the best to `out` and
     write the model card (`card_path`, default README.md beside the current model).
 
@@ -878,7 +880,7 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
     log = log or (lambda *_: None)
     if data is None:
         log(f"sampling {len(data_paths)} data sets and {len(sim_seeds)} x {sim_seconds:g} s of simulated market ...")
-        data = build_dataset(data_paths, sim_seconds, sim_seeds, cache_dir)
+        data = build_dataset(data_paths, sim_seconds, sim_seeds, cache_dir, cfg=cfg)
     log(f"data: {len(data.part('train'))} train / {len(data.part('val'))} val / {len(data.part('test'))} test windows "
         f"from {len(data.sources)} sources ({data.seconds_to_build:.1f} s)")
     fits: dict[str, FitResult] = {}

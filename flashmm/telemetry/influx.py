@@ -46,7 +46,12 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     # USDC; total = spread_capture + inventory + fees
     "pnl": ("total", "spread_capture", "inventory", "fees"),
     # time-weighted over the run while both sides were quoted
-    "spread": ("spread_improvement_pct", "market_spread_bps", "our_spread_bps"),
+    # spread_improvement_pct is absent where the market's spread is under two ticks (core/metrics.py)
+    "spread": ("spread_improvement_pct", "market_spread_bps", "our_spread_bps", "market_spread_ticks"),
+    # our fills, per fill, bps (core/metrics.py): absent until a fill has reached the horizon
+    "fill_quality": ("effective_spread_bps", "realised_spread_5s_bps", "adverse_selection_5s_bps",
+                     "markout_1s_bps", "markout_5s_bps", "markout_30s_bps", "time_at_touch_pct",
+                     "taker_share_pct", "orders_per_fill", "post_only_rejects"),
     # counters are cumulative since the start of the run
     "fills": ("fill_rate", "fills", "orders_placed", "orders_cancelled", "orders_rejected"),
     # microseconds. p50/p95/p99: since the start of the run (as in the summary and the console);
@@ -159,7 +164,13 @@ def metric_points(engine: "Engine", ts_ns: int, tags: dict[str, Any], *, exporte
         "pnl": {"total": s["pnl_usdc"], "spread_capture": pb["spread_capture"], "inventory": pb["inventory"],
                 "fees": pb["fees"]},
         "spread": {"spread_improvement_pct": s["spread_improvement_pct"], "market_spread_bps": s["market_spread_bps"],
-                   "our_spread_bps": s["our_spread_bps"]},
+                   "our_spread_bps": s["our_spread_bps"], "market_spread_ticks": s["market_spread_ticks"]},
+        "fill_quality": {"effective_spread_bps": s["effective_spread_bps"],
+                         "realised_spread_5s_bps": s["realised_spread_bps"]["5s"],
+                         "adverse_selection_5s_bps": s["adverse_selection_bps"],
+                         **{f"markout_{h}_bps": s["markout_bps"][h] for h in ("1s", "5s", "30s")},
+                         "time_at_touch_pct": s["time_at_touch_pct"], "taker_share_pct": s["taker_share_pct"],
+                         "orders_per_fill": s["orders_per_fill"], "post_only_rejects": s["post_only_rejects"]},
         "fills": {"fill_rate": s["fill_rate"], "fills": s["fills"], "orders_placed": s["orders_placed"],
                   "orders_cancelled": s["orders_cancelled"], "orders_rejected": s["orders_rejected"]},
         "latency": {"tick_to_quote_p50_us": t2q["p50"], "tick_to_quote_p95_us": t2q["p95"],

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from flashmm.config import Config
 from flashmm.venues.base import Venue, VenueStartError
@@ -21,13 +19,6 @@ def terminal_passphrase() -> str:
     return getpass.getpass("FlashMM: passphrase of the Sei keystore: ")
 
 
-def default_cache_dir(cfg: Config) -> Path:
-    if cfg.replay.cache_dir:
-        return Path(cfg.replay.cache_dir).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "flashmm"
-
-
 def make_venue(cfg: Config, speed: float | None = None, data: list[str] | None = None,
                passphrase_prompt: Callable[[], str] | None = None) -> Venue:
     speed = cfg.run.speed if speed is None else speed
@@ -36,12 +27,12 @@ def make_venue(cfg: Config, speed: float | None = None, data: list[str] | None =
 
         return SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed)
     if cfg.run.venue == "replay":
-        from flashmm.data.loader import load_events
+        from flashmm.data.loader import load_configured
         from flashmm.venues.replay import ReplayVenue
 
         if not data:
             raise ValueError("--venue replay needs --data PATH (a recording: file or folder)")
-        return ReplayVenue(load_events(list(data), default_cache_dir(cfg)), cfg.replay, speed)
+        return ReplayVenue(load_configured(cfg, list(data)), cfg.replay, speed)
     if cfg.run.venue == "sei":
         from flashmm.telemetry.logging import register_secret
         from flashmm.venues.sei.tx import Signer, load_private_key

@@ -3,8 +3,11 @@
 The recorded market is not changed by our orders (the usual backtest assumption: our size is small
 against the book). What happens to our orders:
 - an action reaches the venue `latency_ms` after the decision;
-- a limit order that crosses the book on arrival takes liquidity at the book's prices (taker), up to the
-  recorded sizes; the rest rests at its price;
+- a post-only limit order (our quotes) that would cross the recorded book on arrival is rejected, as Binance
+  rejects a GTX / LIMIT_MAKER order (`OrderReject` code `post_only_would_cross`, counted); it never fills as
+  a taker;
+- any other limit order that crosses the book on arrival takes liquidity at the book's prices (taker), up to
+  the recorded sizes; the rest rests at its price;
 - a resting order joins the back of its level: `queue_ahead` = the recorded size there on arrival;
 - a trade at our price first consumes the queue ahead of us, the rest fills us (partial fills happen);
 - a trade through our price (a buy above our ask, a sell below our bid), or the opposite best price
@@ -12,7 +15,12 @@ against the book). What happens to our orders:
 - a level that shrinks by more than its trades was cancelled from; the cancelled size is split between
   ahead of us and behind us in proportion (so cancellations ahead of us advance us);
 - market orders (flatten) walk the book up to their worst price; what is left is cancelled.
-Fees: maker / taker bps of notional (negative = rebate).
+Fees: maker / taker bps of notional (negative = rebate), in the instrument's settlement currency.
+
+The recorded book is the depth stream plus, where the recording has them ([replay].use_book_ticker),
+the real-time best bid/offer updates (Binance bookTicker) between depth diffs: the venue's mirror and the
+engine's book apply the same `BookTop` events (L2Book.apply_top), so queue positions and fills see the top
+of the book as it was, not as the last 100 ms depth diff left it.
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ from flashmm.config import ReplayConfig
 from flashmm.core.book import L2Book
 from flashmm.core.clock import SimClock
 from flashmm.core.domain import (
+    REJECT_POST_ONLY,
     AccountState,
     BookDiff,
     BookSnapshot,
+    BookTop,
     CancelAck,
     CancelOrder,
     CancelReject,
@@ -77,6 +87,7 @@ class QueueFillModel:
         self.traded_at: dict[tuple[int, int], int] = {}  # (side of book, price) -> lots traded since last diff
         self.position_lots = 0
         self.next_id = 1
+        self.post_only_rejects = 0
         self.out: list[Event] = []
 
     # ---- our actions -------------------------------------------------------------------------------
@@ -93,6 +104,13 @@ class QueueFillModel:
         if self.book.stale or not self.book.two_sided():
             self.out.append(OrderReject(p.client_id, "market data unavailable (book not synchronised)", ts))
             return
+        if p.post_only and p.order_type is OrderType.LIMIT and self._crosses(p.side, p.price_ticks):
+            self.post_only_rejects += 1
+            best = self.book.asks.peekitem(0)[0] if p.side is Side.BUY else self.book.bids.peekitem(-1)[0]
+            self.out.append(OrderReject(p.client_id, f"post-only {p.side.name} at {p.price_ticks} would cross the "
+                                                     f"book (best {'ask' if p.side is Side.BUY else 'bid'} {best})",
+                                        ts, REJECT_POST_ONLY))
+            return
         vid = self.next_id
         self.next_id += 1
         self.out.append(OrderAck(p.client_id, vid, ts))
@@ -106,6 +124,11 @@ class QueueFillModel:
         levels = self.book.bids if p.side is Side.BUY else self.book.asks
         self.orders[p.client_id] = _Resting(p.client_id, p.side, p.price_ticks, remaining,
                                             levels.get(p.price_ticks, 0), vid)
+
+    def _crosses(self, side: Side, price: int) -> bool:
+        if side is Side.BUY:
+            return bool(self.book.asks) and self.book.asks.peekitem(0)[0] <= price
+        return bool(self.book.bids) and self.book.bids.peekitem(-1)[0] >= price
 
     def cancel(self, c: CancelOrder, ts: int) -> None:
         o = self.orders.pop(c.client_id, None)
@@ -229,6 +252,7 @@ class ReplayVenue(Venue):
         self.rows_done = 0
         self.messages_done = 0
         self.bbo_messages = 0
+        self.use_top = cfg.use_book_ticker
         self.pacer = Pacer(speed, yield_every=1024)
         self.lateness = self.pacer.lateness
         self._stopped = False
@@ -271,9 +295,10 @@ class ReplayVenue(Venue):
             kind = self._kind[start]
             if kind == KIND_BBO:
                 self.bbo_messages += 1
-                if out:
-                    return out
-                continue
+                if not self.use_top:
+                    if out:
+                        return out
+                    continue
             out.extend(self._market(kind, start, end, ts))
             return out
         # the recording is over: actions still in flight arrive, then the venue ends
@@ -293,12 +318,41 @@ class ReplayVenue(Venue):
                 model.cancel(a, t)
         return model.out
 
+    def _top(self, start: int, end: int, ts: int) -> list[Event]:
+        """A best bid/offer update: the mirror moves its top (L2Book.apply_top), the queue model sees the
+        levels it removed or resized (cancels ahead of us advance us; a top through our price fills us)."""
+        model = self.model
+        model.out = []
+        bid = ask = None
+        for i in range(start, end):
+            if self._side[i] > 0:
+                bid = (self._price[i], self._qty[i])
+            elif self._side[i] < 0:
+                ask = (self._price[i], self._qty[i])
+        if bid is None or ask is None:
+            return model.out
+        ev = BookTop(self._seq[start], bid[0], bid[1], ask[0], ask[1], ts)
+        mirror = self.mirror
+        changed: list[tuple[Side, int, int, int]] = []
+        if model.orders and not mirror.stale and ev.seq > mirror.seq and ev.seq > mirror.top_seq:
+            for p in mirror.bids.irange(minimum=bid[0], reverse=True):
+                changed.append((Side.BUY, p, mirror.bids[p], bid[1] if p == bid[0] else 0))
+            for p in mirror.asks.irange(maximum=ask[0]):
+                changed.append((Side.SELL, p, mirror.asks[p], ask[1] if p == ask[0] else 0))
+        if mirror.apply_top(ev):
+            for side, p, old, new in changed:
+                model.on_level(side, p, old, new)
+            model.on_book_moved(ts)
+        return model.out + [ev]
+
     def _market(self, kind: int, start: int, end: int, ts: int) -> list[Event]:
         model = self.model
         model.out = []
         side = self._side
         price = self._price
         qty = self._qty
+        if kind == KIND_BBO:
+            return self._top(start, end, ts)
         if kind == KIND_TRADE:
             trades = []
             for i in range(start, end):
@@ -319,11 +373,12 @@ class ReplayVenue(Venue):
             ev = BookDiff(self._seq[start], self._seq2[start], bids, asks, ts)
             old_b = {p: self.mirror.bids.get(p, 0) for p, _ in bids}
             old_a = {p: self.mirror.asks.get(p, 0) for p, _ in asks}
-            if self.mirror.apply_diff(ev):
-                for p, q in bids:
-                    model.on_level(Side.BUY, p, old_b[p], q)
-                for p, q in asks:
-                    model.on_level(Side.SELL, p, old_a[p], q)
+            mb, ma = self.mirror.bids, self.mirror.asks
+            if self.mirror.apply_diff(ev):  # levels behind a newer top are left as they are: compare after
+                for p, _ in bids:
+                    model.on_level(Side.BUY, p, old_b[p], mb.get(p, 0))
+                for p, _ in asks:
+                    model.on_level(Side.SELL, p, old_a[p], ma.get(p, 0))
         else:
             return model.out
         model.on_book_moved(ts)

@@ -9,13 +9,16 @@ its count, at the end of the file set. Only a file that cannot be read at all ra
 Timestamps are the recorder's local receive time where the recording has one (Binance ns, Bitstamp ms),
 else the exchange time (LOBSTER: seconds after midnight New York time on the date in the file name).
 
-Binance (`read_binance`, market "spot" or "usdm"): `<recv_ns> <json>` lines, several files of one stream
-read as one stream in the order given. Binance's sync procedure runs here: depth diffs are buffered until
+Instruments (tick, lot, contract terms) come from the instrument table (flashmm.data.instruments), keyed by
+the reader and the symbol read from the data; never from a reader's code.
+
+Binance (`read_binance`, market "spot", "usdm" or "cm" (COIN-M, inverse)): `<recv_ns> <json>` lines, several
+files of one stream read as one stream in the order given; the symbol from the stream names. Binance's sync procedure runs here: depth diffs are buffered until
 the REST snapshot line (`{"lastUpdateId": ...}`); the SNAP message is emitted at the snapshot line's time,
 then the buffered diffs with u > lastUpdateId (at the snapshot's time), then everything as it comes (trades
 and bookTickers are emitted as they come, also before the snapshot). Diffs
 with u <= lastUpdateId of the latest snapshot are dropped (counted in meta, not a reject). DIFF rows carry
-seq=U, seq2=u (spot) or seq=pu+1, seq2=u (USD-M), so that L2Book's "first_seq > seq + 1 => gap" rule is
+seq=U, seq2=u (spot) or seq=pu+1, seq2=u (futures), so that L2Book's "first_seq > seq + 1 => gap" rule is
 the venue's own chain rule. A diff that changes no level is kept as one FLAG_EMPTY row (side 0, qty 0),
 like an empty snapshot, so that the sequence chain stays whole. Quantities off the lot grid are rounded
 up to the next lot (a positive size never becomes 0) and counted as "qty_off_lot_grid" (kept, not
@@ -31,8 +34,8 @@ FlashMM's own format (`write_flashmm` / `read_flashmm`): an `.npz` with `events`
 (the JSON of `EventSet.header()` as uint8), no pickle; the reader validates everything it loads.
 """
 
-from flashmm.data.readers.binance import binance_instrument, read_binance
-from flashmm.data.readers.bitstamp import bitstamp_instrument, read_bitstamp
+from flashmm.data.readers.binance import read_binance, sniff_binance
+from flashmm.data.readers.bitstamp import read_bitstamp
 from flashmm.data.readers.common import (
     READER_VERSION,
     DataError,
@@ -43,7 +46,7 @@ from flashmm.data.readers.lobster import lobster_partner, read_lobster
 from flashmm.data.readers.npz import read_flashmm, write_flashmm
 
 __all__ = [
-    "DataError", "READER_VERSION", "binance_instrument", "bitstamp_instrument", "book_event", "iter_messages",
+    "DataError", "READER_VERSION", "book_event", "iter_messages", "sniff_binance",
     "lobster_partner",
     "read_binance", "read_bitstamp", "read_flashmm", "read_lobster", "write_flashmm",
 ]

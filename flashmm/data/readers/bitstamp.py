@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import lzma
 from collections import Counter, deque
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flashmm.core.domain import Instrument
 from flashmm.data.events import (
     KIND_SNAP,
     KIND_TRADE,
@@ -29,18 +27,14 @@ from flashmm.data.readers.common import (
     _Writer,
 )
 
+if TYPE_CHECKING:
+    from flashmm.data.instruments import InstrumentTable
 
-def bitstamp_instrument() -> Instrument:
-    return Instrument("BTCUSD", "BTC", "USD", Decimal("0.01"), Decimal("0.00000001"))
-
-
-
-# ---- Bitstamp 2015 ---------------------------------------------------------------------------------
-
+DEFAULT_SYMBOL = "BTCUSD"  # the 2015 capture (PROVENANCE.md); its frames name no pair
 _L3_WINDOW_MS = 100
 
 
-def read_bitstamp(path: Path) -> EventSet:
+def read_bitstamp(path: Path, instruments: "InstrumentTable | None" = None, symbol: str | None = None) -> EventSet:
     """Bitstamp BTC/USD capture (`<recv_ms> <event_type> <json>` lines, xz).
 
     `order_book` -> SNAP (top 20 a side, seq = running snapshot counter). `trade` -> TRADE (seq = trade id)
@@ -52,7 +46,13 @@ def read_bitstamp(path: Path) -> EventSet:
     snapshot can be seconds old). L3 lines emit no rows.
     """
     path = Path(path)
-    inst = bitstamp_instrument()
+    if instruments is None:
+        from flashmm.data.instruments import instrument_table
+
+        instruments = instrument_table()
+    # The 2015 capture's frames name no pair (it is BTC/USD: PROVENANCE.md); a capture of another pair needs
+    # --symbol, and the instrument table or [instrument] keys for it.
+    inst = instruments.resolve("bitstamp", symbol or DEFAULT_SYMBOL)
     source = "bitstamp"
     px = _Units(inst.price_tick)
     lot = _Units(inst.lot_size)

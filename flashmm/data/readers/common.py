@@ -26,7 +26,7 @@ from flashmm.data.events import (
 )
 from flashmm.telemetry.logging import get_logger
 
-READER_VERSION = 1  # bump when any reader's output for the same input changes (invalidates caches)
+READER_VERSION = 2  # 2: instruments from the table, symbol from the frames, COIN-M. Bump when any reader's output for the same input changes (invalidates caches)
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000

@@ -8,9 +8,8 @@ import re
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flashmm.core.domain import Instrument
 from flashmm.data.events import (
     KIND_SNAP,
     KIND_TRADE,
@@ -24,6 +23,10 @@ from flashmm.data.readers.common import (
     _log_rejects,
     _Writer,
 )
+
+if TYPE_CHECKING:
+    from flashmm.data.instruments import InstrumentTable
+
 
 # ---- LOBSTER ---------------------------------------------------------------------------------------
 
@@ -69,16 +72,25 @@ def lobster_partner(path: Path) -> Path:
     return path.with_name(f"{m['sym']}_{m['date']}_{m['t0']}_{m['t1']}_{other}_{m['levels']}.csv")
 
 
-def read_lobster(message_path: Path, orderbook_path: Path) -> EventSet:
-    """LOBSTER message + orderbook files (tick 0.01 USD, lot 1 share; prices USD*10000)."""
+def read_lobster(message_path: Path, orderbook_path: Path, instruments: "InstrumentTable | None" = None) -> EventSet:
+    """LOBSTER message + orderbook files (prices USD*10000, sizes in shares; the instrument from the table)."""
     message_path, orderbook_path = Path(message_path), Path(orderbook_path)
     m = _LOBSTER_NAME.match(message_path.name)
     if m is None or m["kind"] != "message":
         raise DataError(f"{message_path}: not a LOBSTER message file name "
                         f"(SYMBOL_YYYY-MM-DD_T0_T1_message_N.csv)")
     sym = m["sym"]
-    inst = Instrument(sym, sym, "USD", Decimal("0.01"), Decimal("1"))
-    price_div = _LOBSTER_PRICE_SCALE // 100  # USD*10000 -> ticks of 0.01
+    if instruments is None:
+        from flashmm.data.instruments import instrument_table
+
+        instruments = instrument_table()
+    inst = instruments.resolve("lobster", sym)
+    scale = Decimal(_LOBSTER_PRICE_SCALE) * inst.price_tick  # file price units per tick
+    if scale != scale.to_integral_value() or scale < 1 or inst.lot_size != 1:
+        raise DataError(f"{message_path}: LOBSTER prices are USD x 10000 and sizes whole shares: the instrument "
+                        f"of {sym} needs a tick that is a multiple of 0.0001 and a lot of 1 (got {inst.price_tick}, "
+                        f"{inst.lot_size})")
+    price_div = int(scale)  # USD*10000 -> ticks
     try:
         day = _dt.date.fromisoformat(m["date"])
     except ValueError as exc:

@@ -105,9 +105,9 @@ def read_flashmm(path: Path) -> EventSet:
     try:
         inst = instrument_from_header(h)
         if not all(isinstance(x, str) for x in (inst.symbol, inst.base, inst.quote)) or not all(
-                d.is_finite() and d > 0 for d in (inst.price_tick, inst.lot_size)):
+                d.is_finite() and d > 0 for d in (inst.price_tick, inst.lot_size, inst.multiplier)):
             raise ValueError("the instrument needs string names and finite positive tick and lot sizes")
         es = EventSet(events, inst, h["source"], files, rejects, meta)
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
         raise DataError(f"{path}: bad header ({type(exc).__name__}: {exc})") from exc
     return es
