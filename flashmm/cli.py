@@ -211,9 +211,8 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         print(f"-> {args.json}")
         return 0
     if args.command == "bench" and args.bench == "inference":
-        from flashmm.ops.bench_inference import bench_inference
-
         from flashmm.model.predictor import shipped_model_path
+        from flashmm.ops.bench_inference import bench_inference
 
         r = bench_inference(args.model or shipped_model_path(), args.json, n=args.n)
         print(f"inference -> {args.json}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flashmm.config import Config, RiskConfig
+from flashmm.config import Config, RiskConfig, StrategyConfig
 from flashmm.core.domain import OrderType, Side
 from flashmm.core.engine import Mode
 from tests.conftest import make_engine, run_for
@@ -91,9 +91,8 @@ def test_widen_multiplies_half_spread_and_tighten_undoes_it_capped():
     engine.widen_spread()
     run_for(engine, 1)
     assert engine.current_mode is Mode.WIDENED
-    assert abs(engine.last_proposal.half_spread_ticks / 1.5 - max(0.0, 1e-12) - engine.quoter.propose(
-        engine.book.mid_ticks(), engine.book.best_bid()[0], engine.book.best_ask()[0],
-        engine.features.volatility_ticks, engine.portfolio.position_lots, None, 1.0).half_spread_ticks) < 1e-9
+    assert abs(engine.last_proposal.half_spread_ticks / 1.5 - engine.propose(
+        engine.book.mid_ticks(), 1.0, None).half_spread_ticks) < 1e-9
     for _ in range(20):
         engine.widen_spread()
     assert engine.widen == engine.cfg.controls.widen_max
@@ -146,7 +145,8 @@ def test_stale_book_pulls_quotes():
 
 
 def test_drawdown_stop_pauses_until_the_operator_resumes():
-    cfg = Config(risk=RiskConfig(max_drawdown_usdc=0.01))
+    # keeps quoting whatever the measured edge, so that only the drawdown stop decides here
+    cfg = Config(risk=RiskConfig(max_drawdown_usdc=0.01), strategy=StrategyConfig(stand_aside_without_edge=False))
     engine, venue = make_engine(cfg, seed=3)
     for _ in range(60):
         run_for(engine, 10)

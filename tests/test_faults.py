@@ -301,8 +301,7 @@ def test_slow_venue_acks_late_and_the_latency_breaker_widens_the_spread(figures)
     assert engine.current_mode is Mode.WIDENED
     prop = engine.last_proposal
     book = engine.book
-    plain = engine.quoter.propose(book.mid_ticks(), book.best_bid()[0], book.best_ask()[0],
-                                  engine.features.volatility_ticks, engine.portfolio.position_lots, None, engine.widen)
+    plain = engine.propose(book.mid_ticks(), engine.widen, None)
     factor = prop.half_spread_ticks / plain.half_spread_ticks
     assert factor == pytest.approx(engine.cfg.risk.latency_widen_factor, rel=1e-9)
     spread_widened = _mean_quoted_spread(engine, 10)

@@ -37,6 +37,8 @@ class FakeModel:
 
 def _engine_with(model: FakeModel, cfg: Config | None = None, **model_cfg):
     cfg = cfg or Config()
+    # the model prices only when [strategy].alpha says so (its default is the online alpha)
+    cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"alpha": "model"})})
     engine, venue = make_engine(cfg)
     engine.predictor = ModelPredictor(model, ModelConfig(**model_cfg), "fake.pt2")
     engine.risk.breakers["model"].clear(0)

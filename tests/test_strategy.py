@@ -76,8 +76,10 @@ def test_avellaneda_stoikov_by_hand():
 def _quoter(maker_fee_bps: float = 0.0, **overrides) -> Quoter:
     # the config is per bps; at MID = 4000 ticks one tick is 2.5 bps, so gamma 0.02/bps = 0.05/tick and
     # k 1.2/bps = 3/tick: the hand-computed tick values below are unchanged
+    # the closed forms alone: no cap on price improvement (tested on its own below)
     kw = dict(model="glft", risk_aversion=0.02, arrival_intensity=1.0, arrival_decay=1.2, order_levels=1,
-              order_amount_usdc=200.0, min_edge_bps=0.0, post_only=True, inventory_size_skew=True)
+              order_amount_usdc=200.0, min_edge_bps=0.0, post_only=True, inventory_size_skew=True,
+              max_improve_ticks=-1)
     kw.update(overrides)
     return Quoter(StrategyConfig(**kw), RiskConfig(max_position_usdc=2000.0), default_instrument(), maker_fee_bps)
 
@@ -217,3 +219,55 @@ def test_post_only_never_crosses_the_best_opposite_price():
     loose = _quoter(order_levels=2, prediction_skew_bps=25.0, post_only=False)
     bids, _ = _prices(loose.propose(MID, best_bid, best_ask, 0.5, 0, up))
     assert bids == {0: 4009, 1: 4008}
+
+
+# ---- fair value, measured half-spread, queue awareness, standing aside ----------------------------------
+
+
+def test_the_fair_value_is_the_mid_shifted_by_the_alpha():
+    q = _quoter()
+    flat = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None)
+    up = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, alpha_bps=5.0)  # +5 bps = +2 ticks at 2.5 bps a tick
+    assert up.prediction_skew_ticks == pytest.approx(2.0)
+    assert up.reservation_ticks == pytest.approx(flat.reservation_ticks + 2.0)
+    (b0, a0), (b1, a1) = (_prices(flat)[0][0], _prices(flat)[1][0]), (_prices(up)[0][0], _prices(up)[1][0])
+    assert (b1, a1) == (b0 + 2, a0 + 2)
+    half = _quoter(alpha_weight=0.5).propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, alpha_bps=5.0)
+    assert half.prediction_skew_ticks == pytest.approx(1.0)
+    sym = _quoter(model="symmetric").propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, alpha_bps=5.0, adverse_bps=9.0)
+    assert sym.prediction_skew_ticks == 0.0 and sym.adverse_ticks == 0.0  # the baseline ignores both
+
+
+def test_the_adverse_selection_term_widens_glft_and_a_measured_half_spread_replaces_it():
+    q = _quoter()
+    base = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None)
+    wide = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, adverse_bps=5.0)  # 2 ticks
+    assert wide.adverse_ticks == pytest.approx(2.0)
+    assert wide.half_spread_ticks == pytest.approx(base.half_spread_ticks + 2.0)
+    assert q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, adverse_bps=-3.0).adverse_ticks == 0.0  # never tighter
+    measured = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, adverse_bps=5.0, half_bps=10.0)  # 4 ticks
+    assert measured.half_spread_ticks == pytest.approx(4.0)
+    assert measured.adverse_ticks == pytest.approx(4.0 - base.glft_half_ticks)
+    tight = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, half_bps=0.1)  # never tighter than GLFT
+    assert tight.half_spread_ticks == pytest.approx(base.half_spread_ticks)
+
+
+def test_inside_the_spread_a_quote_betters_the_market_by_at_most_the_cap():
+    best_bid, best_ask = 3980, 4020  # 40 ticks wide; GLFT wants 3999 / 4001
+    capped = _quoter(max_improve_ticks=1).propose(MID, best_bid, best_ask, 0.5, 0, None)
+    assert _prices(capped) == ({0: 3981}, {0: 4019})  # first in the queue, the rest of the way kept as edge
+    join = _quoter(max_improve_ticks=0).propose(MID, best_bid, best_ask, 0.5, 0, None)
+    assert _prices(join) == ({0: 3980}, {0: 4020})
+    free = _quoter(max_improve_ticks=-1).propose(MID, best_bid, best_ask, 0.5, 0, None)
+    assert _prices(free) == ({0: 3999}, {0: 4001})
+    outside = _quoter(max_improve_ticks=1).propose(MID, 3999, 4001, 0.5, 0, None, half_bps=25.0)  # 10 ticks out
+    assert _prices(outside) == ({0: 3990}, {0: 4010})  # behind the touch: the cap does not pull it in
+
+
+def test_without_an_edge_only_the_side_that_reduces_the_position_is_quoted():
+    q = _quoter()
+    assert q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 0, None, reduce_only=True).levels == ()
+    long = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, 300, None, reduce_only=True)
+    assert [(lv.side, lv.lots) for lv in long.levels] == [(Side.SELL, 300)]  # no more than the position
+    short = q.propose(MID, WIDE_BID, WIDE_ASK, 0.5, -2000, None, reduce_only=True)
+    assert [(lv.side, lv.lots) for lv in short.levels] == [(Side.BUY, 500)]  # one order's size at most

@@ -18,7 +18,9 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from flashmm.config import Config
+from flashmm.core.alpha import N_ALPHA, OnlineAlpha, alpha_inputs
 from flashmm.core.book import L2Book
+from flashmm.core.calibration import AdverseSelection, TradeIntensity, VirtualFills, VolatilityRegime
 from flashmm.core.clock import NS_PER_S
 from flashmm.core.domain import (
     REJECT_POST_ONLY,
@@ -55,7 +57,7 @@ from flashmm.core.metrics import (
 )
 from flashmm.core.risk import BreakerAction, BreakerView, RiskManager
 from flashmm.core.state import PnL, Portfolio
-from flashmm.core.strategy import Quoter
+from flashmm.core.strategy import QuoteProposal, Quoter
 from flashmm.model.predictor import NoModelPredictor, Prediction, Predictor
 from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import AuditLog, get_logger
@@ -129,6 +131,11 @@ class EngineSnapshot:
     t2q_hist: tuple[tuple[str, int], ...] = ()  # coarse tick-to-quote histogram: (bin label, count)
     fault: str = ""
     venue_link: tuple[bool, str] = (True, "")  # live venues: (connected, "height, endpoint, txs in flight")
+    # what the quoter works with (Engine.strategy_state): alpha, measured half-spread or GLFT + adverse
+    # selection, A and k, volatility and regime, whether there is an edge to quote for
+    strategy: dict[str, Any] = field(default_factory=dict)
+    # fill quality and the other metrics of DESIGN.md (Engine.fill_metrics)
+    quality: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -160,7 +167,23 @@ class Engine:
         self._window_ack = LatencyHistogram()  # venue time from order sent to ack: a slow venue widens too
         self._window_start_ns = 0
         self.spreads = TimeWeightedSpreads()
-        self.fill_quality = FillQuality()  # markouts, effective / realised spread, adverse selection of our fills
+        # what the quoter learns online (core.alpha, core.calibration): the short-horizon alpha, the trades'
+        # intensity curve (A, k), adverse selection (the market's trade impact, then our own fills) and the regime
+        self.online_alpha = OnlineAlpha(sc.alpha_horizon_s, halflife_s=sc.alpha_halflife_s, cap_bps=sc.alpha_cap_bps)
+        self.intensity = TradeIntensity(sc.arrival_intensity, sc.arrival_decay, sc.intensity_halflife_s,
+                                        a_bounds=(sc.arrival_intensity / 4, sc.arrival_intensity * 4),
+                                        k_bounds=(sc.arrival_decay / 4, sc.arrival_decay * 4))
+        self.adverse = AdverseSelection(sc.adverse_horizon_s)
+        self.regime = VolatilityRegime(garch=sc.volatility_model == "garch")
+        self.virtual = VirtualFills(latency_s=sc.virtual_latency_ms / 1e3, life_s=sc.virtual_quote_life_s,
+                                    horizon_s=sc.adverse_horizon_s, halflife_s=sc.virtual_halflife_s,
+                                    min_fills=sc.virtual_min_fills)
+        self.has_edge = True  # False while the measured curve says no distance earns (stand aside)
+        self._intensity = (sc.arrival_intensity, sc.arrival_decay)
+        self._last_fit_ns = 0
+        self.alpha_bps = 0.0
+        # markouts, effective / realised spread, adverse selection of our fills (the last also feeds the quoter)
+        self.fill_quality = FillQuality(listener=self.adverse.on_our_fill, listen_horizon_s=sc.adverse_horizon_s)
         self.events_log: deque[LogLine] = deque(maxlen=500)
         self.counters: dict[str, int] = {"events": 0, "batches": 0, "quotes": 0, "fills": 0, "trades": 0,
                                          "book_updates": 0, "top_updates": 0, "venue_rejects": 0,
@@ -202,6 +225,8 @@ class Engine:
         }
         self._batch_book_ns = 0
         self._batch_feat_ns = 0
+        self._alpha_x: tuple[float, ...] = (0.0,) * N_ALPHA
+        self._use_model = sc.alpha == "model"
         self._market_in_batch = False
         self.version = 0
         # per second of venue time (bounded for the console; unbounded for backtest reports)
@@ -389,9 +414,11 @@ class Engine:
         self._market_in_batch = False
         now0 = self.clock.now_ns()
         self.predictor.on_market(now0)  # the model's grid sees the state before this batch
-        fq = self.fill_quality
-        if fq.pending() and self.book.two_sided() and not self.book.stale:
-            fq.resolve(now0, self.book.mid_ticks())  # horizons that passed before this batch: the mid until now
+        if self.book.two_sided() and not self.book.stale:  # horizons that passed before this batch: the mid until now
+            mid0 = self.book.mid_ticks()
+            if self.fill_quality.pending():
+                self.fill_quality.resolve(now0, mid0)
+            self.adverse.resolve(now0, mid0)
         handlers = self._handlers
         for ev in batch:
             handlers[type(ev)](ev)
@@ -402,6 +429,13 @@ class Engine:
             self.hist["book"].record(self._batch_book_ns)
             self.hist["features"].record(self._batch_feat_ns)
             now = self.clock.now_ns()
+            book = self.book
+            if self.features.ready and book.two_sided() and not book.stale:
+                mid = book.mid_ticks()
+                self._alpha_x = alpha_inputs(self.features.values, mid)
+                self.online_alpha.observe(now, self._alpha_x, mid)
+                self.regime.observe(now, mid)
+                self.virtual.observe(now, mid)
             if self._quoting and now - self._last_quote_ns >= self._quote_interval_ns:
                 self._last_quote_ns = now
                 self._quote_cycle(t0)
@@ -432,16 +466,17 @@ class Engine:
             prediction = self._predict(now)
             t1 = perf_counter_ns()
             widen = self.widen * (self.cfg.risk.latency_widen_factor if risk.active(BreakerAction.WIDEN) else 1.0)
-            proposal = self.quoter.propose(mid, book.bids.peekitem(-1)[0], book.asks.peekitem(0)[0],
-                                           self.features.volatility_ticks, self.portfolio.position_lots,
-                                           prediction, widen)
+            proposal = self.propose(mid, widen, prediction)
             self.last_proposal = proposal
             t2 = perf_counter_ns()
             room = risk.room(self.portfolio.position_lots, mid, self.oms.locked_lots(Side.BUY),
                              self.oms.locked_lots(Side.SELL))
             desired = risk.trim(proposal.levels, mid, room)
             t3 = perf_counter_ns()
-            actions = self.oms.sync(desired, now, room, 1e4 / mid)
+            half = proposal.half_spread_ticks
+            sc = self.cfg.strategy
+            actions = self.oms.sync(desired, now, room, 1e4 / mid,
+                                    (sc.refresh_tolerance_tight_frac * half, sc.refresh_tolerance_loose_frac * half))
             t4 = perf_counter_ns()
             if desired:
                 self.counters["quotes"] += 1
@@ -457,6 +492,55 @@ class Engine:
         self.tick_to_quote.record(t5 - t0)
         self._window_t2q.record(t5 - t0)
         self._after_cycle(now)
+
+    def propose(self, mid: float, widen: float, prediction: Prediction | None) -> QuoteProposal:
+        """The quoter's proposal from the engine's current state: fair value (alpha), measured half-spread or
+        GLFT + adverse selection, calibrated intensity, regime, inventory."""
+        sc = self.cfg.strategy
+        book = self.book
+        self.alpha_bps = alpha_bps = self._alpha(mid)
+        half_bps = None
+        if sc.half_spread == "measured" and sc.model != "symmetric":
+            half_bps, self.has_edge = self.virtual.best(sc.min_realised_edge_bps)
+            if half_bps is None:  # not measured yet: GLFT + the adverse-selection estimate meanwhile
+                self.has_edge = True
+        mb, ma = self.market_best_ex_us()
+        return self.quoter.propose(mid, mb if mb is not None else book.bids.peekitem(-1)[0],
+                                   ma if ma is not None else book.asks.peekitem(0)[0],
+                                   self.features.volatility_ticks, self.portfolio.position_lots,
+                                   prediction if self._use_model else None, widen,
+                                   alpha_bps=alpha_bps, adverse_bps=self.adverse.estimate(),
+                                   intensity=self._intensity if sc.calibrate_intensity else None,
+                                   volatile=self.regime.regime == "volatile", half_bps=half_bps,
+                                   reduce_only=not self.has_edge and sc.stand_aside_without_edge)
+
+    def _alpha(self, mid: float) -> float:
+        """The fair value's shift from the mid, bps ([strategy].alpha; the model goes through `prediction`)."""
+        mode = self.cfg.strategy.alpha
+        if mode == "online":
+            return self.online_alpha.predict(self._alpha_x)
+        if mode == "imbalance":
+            return self.cfg.strategy.imbalance_alpha_bps * self._alpha_x[0]
+        return 0.0
+
+    def strategy_state(self) -> dict[str, Any]:
+        """What the quoter is working with, for the console, the summary and InfluxDB."""
+        a, k = self._intensity
+        prop = self.last_proposal
+        bpt = 1e4 / self.book.mid_ticks() if self.book.two_sided() else 0.0
+        return {
+            "alpha": self.cfg.strategy.alpha, "alpha_bps": round(self.alpha_bps, 4),
+            "alpha_live": self.online_alpha.scores(), "alpha_coefficients": self.online_alpha.coefficients(),
+            "adverse_selection_estimate_bps": round(self.adverse.estimate(), 4),
+            "trade_impact_bps": round(self.adverse.impact, 4), "our_fills_scored": self.adverse.ours_n,
+            "intensity_a_per_s": round(a, 4), "intensity_k_per_bps": round(k, 4),
+            "sigma_bps": round(self.regime.sigma_bps, 4), "regime": self.regime.regime,
+            "half_spread_source": self.cfg.strategy.half_spread, "has_edge": self.has_edge,
+            "measured_fills": self.virtual.fills,
+            "half_spread_bps": round(prop.half_spread_ticks * bpt, 4) if prop else None,
+            "glft_half_spread_bps": round(prop.glft_half_ticks * bpt, 4) if prop else None,
+            "adverse_term_bps": round(prop.adverse_ticks * bpt, 4) if prop else None,
+        }
 
     def _submit(self, actions: list[OrderAction]) -> None:
         """Every order action leaves the engine here."""
@@ -534,6 +618,13 @@ class Engine:
     def _on_trade(self, ev: Trade) -> None:
         t = perf_counter_ns()
         self.features.on_trade(ev)
+        book = self.book
+        if book.two_sided() and not book.stale:
+            mid = book.mid_ticks()
+            self.intensity.on_trade(ev.price_ticks, mid, ev.ts_ns)
+            if ev.aggressor is not None:
+                self.adverse.on_trade(int(ev.aggressor), mid, ev.ts_ns)
+            self.virtual.on_trade(ev.price_ticks, int(ev.aggressor) if ev.aggressor is not None else 0, ev.ts_ns)
         self.counters["trades"] += 1
         self._market_in_batch = True
         self._batch_feat_ns += perf_counter_ns() - t
@@ -804,8 +895,11 @@ class Engine:
 
     def _after_cycle(self, now: int) -> None:
         """Bookkeeping after the orders are out (not part of tick-to-quote): spreads, queue estimates,
-        the console's histories, and the model's next answer computed ahead."""
+        the calibration refit, the console's histories, and the model's next answer computed ahead."""
         self._observe_spreads(now)
+        if now - self._last_fit_ns >= 5 * NS_PER_S:  # the intensity curve changes slowly: refit every 5 s
+            self._last_fit_ns = now
+            self._intensity = self.intensity.fit(now)
         if self.predictor.available:
             try:
                 self.predictor.precompute(self.features, self.book, now)
@@ -877,6 +971,8 @@ class Engine:
             t2q_hist=tuple(zip(_T2Q_LABELS, self.tick_to_quote.coarse(T2Q_EDGES_NS), strict=True)),
             fault=self.fault,
             venue_link=self.venue.link(),
+            strategy=self.strategy_state(),
+            quality=self.fill_metrics(),
         )
 
     def fill_metrics(self, counts: dict[str, int] | None = None) -> dict[str, Any]:
@@ -952,6 +1048,7 @@ class Engine:
             # PnL is valued in the quote currency above; an inverse contract settles in its base, shown here too
             "pnl_settle": round(self.portfolio.pnl(mid).total, 8) if mid else round(-self.portfolio.fees_paid, 8),
             "instrument": self.instrument_summary(),
+            "strategy_state": self.strategy_state(),
             "market_spread_bps": round(self.spreads.market_bps, 4),
             "our_spread_bps": round(self.spreads.ours_bps, 4),
             **self.fill_metrics(counts),

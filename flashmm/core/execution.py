@@ -89,6 +89,7 @@ class OrderManager:
                  max_orders_per_s: float, order_burst: int, client_id_start: int = 1, post_only: bool = True) -> None:
         self.tol_bps = refresh_tolerance_bps
         self._bps_per_tick = 0.0
+        self._tol = (0.0, 0.0)  # (tight, loose) ticks of the current sync
         self.tol_size = refresh_tolerance_size_pct / 100.0
         self.refresh_ns = int(order_refresh_time_s * NS_PER_S)
         self.bucket = TokenBucket(max_orders_per_s, order_burst)
@@ -100,8 +101,15 @@ class OrderManager:
 
     # ---- desired -> actions --------------------------------------------------------------------------
     def sync(self, desired: list[QuoteLevel], now_ns: int, room: dict[Side, int] | None = None,
-             bps_per_tick: float = 0.0) -> list[OrderAction]:
+             bps_per_tick: float = 0.0, tolerance_ticks: tuple[float, float] = (0.0, 0.0)) -> list[OrderAction]:
         """Cancel what no longer matches, place what is missing; cancels come first in the list.
+
+        A resting order is kept while its price is within tolerance of its target, asymmetrically
+        (`tolerance_ticks` = (tight, loose), each at least [strategy].refresh_tolerance_bps): an order with
+        less edge than its target (a bid above it, an ask below it: the market or the fair value moved
+        toward it) is replaced beyond `tight`; one with more edge (further from the fair value, less likely
+        to fill, never worse) is kept up to `loose`. Quotes follow adverse moves at once and are not replaced
+        for noise.
 
         `room` caps the lots that may rest per side: kept orders, orders being cancelled now (they can
         still fill until the venue confirms) and new orders. An order kept for being within the size
@@ -109,6 +117,8 @@ class OrderManager:
         proposal."""
         want = {(q.side, q.level): q for q in desired}
         self._bps_per_tick = bps_per_tick
+        floor = self.tol_bps / bps_per_tick if bps_per_tick > 0 else 0.0
+        self._tol = (max(floor, tolerance_ticks[0]), max(floor, tolerance_ticks[1]))
         left = dict(room) if room is not None else None
         cancels: list[OrderAction] = []
         keep: set[tuple[Side, int]] = set()
@@ -145,8 +155,11 @@ class OrderManager:
         return cancels + places
 
     def _close_enough(self, o: ManagedOrder, q: QuoteLevel, now_ns: int) -> bool:
-        if o.price_ticks != q.price_ticks and abs(o.price_ticks - q.price_ticks) * self._bps_per_tick > self.tol_bps:
-            return False
+        if o.price_ticks != q.price_ticks:
+            less_edge = (o.price_ticks - q.price_ticks) * int(o.side)  # > 0: a bid above / an ask below target
+            tight, loose = self._tol
+            if less_edge > tight + 1e-9 or -less_edge > loose + 1e-9:
+                return False
         if abs(o.remaining - q.lots) > self.tol_size * q.lots:
             return False
         return now_ns - o.created_ns < self.refresh_ns

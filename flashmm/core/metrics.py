@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MIN_SPREAD_TICKS_FOR_IMPROVEMENT = 2.0
@@ -104,9 +105,16 @@ class FillQuality:
     before applying a batch, with the mid before the batch). Each horizon keeps its fills in a FIFO: a fill's
     due times are increasing with its fill time, so resolution is O(1) per resolved fill."""
 
-    __slots__ = ("horizons_ns", "_queues", "n", "sums", "sq", "effective_n", "effective_sum", "fills_scored")
+    __slots__ = ("horizons_ns", "_queues", "n", "sums", "sq", "effective_n", "effective_sum", "fills_scored",
+                 "listener", "_listen")
 
-    def __init__(self, horizons_s: tuple[float, ...] = MARKOUT_HORIZONS_S) -> None:
+    def __init__(self, horizons_s: tuple[float, ...] = MARKOUT_HORIZONS_S,
+                 listener: Callable[[float], None] | None = None, listen_horizon_s: float = REALISED_HORIZON_S) -> None:
+        """`listener(adverse_selection_bps)` is told each fill's adverse selection at `listen_horizon_s` (the
+        quoter's online adverse-selection estimate learns from it)."""
+        horizons_s = tuple(sorted(set(horizons_s) | ({listen_horizon_s} if listener is not None else set())))
+        self.listener = listener
+        self._listen = horizons_s.index(listen_horizon_s) if listener is not None else -1
         self.horizons_ns = tuple(int(h * 1e9) for h in horizons_s)
         self._queues: tuple[deque[_Pending], ...] = tuple(deque() for _ in horizons_s)
         self.n = [0] * len(horizons_s)
@@ -138,9 +146,12 @@ class FillQuality:
                 s[0] += markout_bps(f.side, f.price, mid)
                 rs = realised_spread_bps(f.side, f.price, f.mid_0, mid)
                 s[1] += rs
-                s[2] += adverse_selection_bps(f.side, f.mid_0, mid)
+                adverse = adverse_selection_bps(f.side, f.mid_0, mid)
+                s[2] += adverse
                 self.sq[i] += rs * rs
                 self.n[i] += 1
+                if i == self._listen:
+                    self.listener(adverse)
 
     def _index(self, horizon_s: float) -> int:
         return self.horizons_ns.index(int(horizon_s * 1e9))
@@ -172,7 +183,7 @@ class FillQuality:
             "realised_spread_bps": {"5s": r(rs), "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
                                     "fills": n},
             "adverse_selection_bps": r(self.adverse_selection()),
-            "markout_bps": {f"{h / 1e9:g}s": r(self.markout(h / 1e9)) for h in self.horizons_ns},
+            "markout_bps": {f"{h:g}s": r(self.markout(h)) for h in MARKOUT_HORIZONS_S},
         }
 
 

@@ -1,10 +1,17 @@
-"""Quote generation: Gueant-Lehalle-Fernandez-Tapia (GLFT) or Avellaneda-Stoikov closed forms.
+"""Quote generation: Gueant-Lehalle-Fernandez-Tapia (GLFT) or Avellaneda-Stoikov closed forms around a fair
+value that is not the mid, widened by the adverse selection measured online.
 
 The configuration is in bps of the mid (one meaning on any instrument); `Quoter.propose` converts it to
-ticks at the current mid, and the closed forms below work in ticks and order-size units. The reservation price leans against inventory and
-with the prediction (scaled by its confidence); the half-spread comes from volatility and the fill
-intensity lambda(delta) = A exp(-k delta); inventory also skews sizes. The output is a proposal:
-the risk manager trims it and the order manager turns it into actions.
+ticks at the current mid, and the closed forms below work in ticks and order-size units.
+- fair value = mid + alpha: the short-horizon expected move (core.alpha, or the model's prediction), in bps;
+- half-spread = GLFT's (from volatility and the fill intensity lambda(delta) = A exp(-k delta), A and k
+  calibrated online from the market's trades) + the adverse-selection estimate (core.calibration), floored at
+  the maker fee plus a minimum edge, widened in a volatile regime and by the operator;
+- reservation price = fair value shifted against inventory (GLFT's skew); inventory also skews sizes;
+- queue awareness: a quote that would sit inside the market's spread improves the market's best by at most
+  `max_improve_ticks` (the first in the queue either way; the rest of the way is edge given away), and never
+  crosses (post-only).
+The output is a proposal: the risk manager trims it and the order manager turns it into actions.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ class QuoteProposal:
     reservation_ticks: float
     half_spread_ticks: float
     inventory_skew_ticks: float  # reservation shift from inventory (negative when long)
-    prediction_skew_ticks: float
+    prediction_skew_ticks: float  # fair value - mid: the alpha (and the model's prediction), ticks
+    adverse_ticks: float = 0.0  # the adverse-selection term inside half_spread_ticks
+    glft_half_ticks: float = 0.0  # GLFT's own half-spread (before the adverse term and the floors)
 
 
 def glft_coefficients(gamma: float, a: float, k: float, delta: float = 1.0) -> tuple[float, float]:
@@ -79,47 +88,78 @@ class Quoter:
         position_lots: int,
         prediction: Prediction | None,
         widen: float = 1.0,
+        *,
+        alpha_bps: float = 0.0,
+        adverse_bps: float = 0.0,
+        intensity: tuple[float, float] | None = None,
+        volatile: bool = False,
+        half_bps: float | None = None,
+        reduce_only: bool = False,
     ) -> QuoteProposal:
+        """`best_bid`/`best_ask`: the market's best prices without our own orders (queue awareness and
+        post-only are judged against everyone else). `alpha_bps`: expected mid move (the fair value shift);
+        `adverse_bps`: adverse-selection estimate; `intensity`: calibrated (A per s, k per bps), else the
+        configured ones; `volatile`: the regime detector says so; `half_bps`: the measured half-spread
+        ([strategy].half_spread = "measured"), which replaces the adverse-selection term and is never tighter
+        than GLFT's; `reduce_only`: no edge to quote for, only the side that reduces the position."""
         c = self.cfg
         bps_per_tick = 1e4 / mid_ticks  # the configuration is in bps; quoting is in ticks
         sigma = max(sigma_ticks, c.vol_floor_bps / bps_per_tick)
         unit = self.base_lots(mid_ticks)
         q = position_lots / unit  # inventory in order-size units
         gamma = c.risk_aversion * bps_per_tick
-        k = c.arrival_decay * bps_per_tick
+        a_int, k_bps = intensity if intensity is not None else (c.arrival_intensity, c.arrival_decay)
+        k = k_bps * bps_per_tick
         inv_shift = 0.0
+        symmetric = c.model == "symmetric"
         if c.model == "glft":
-            half, skew, _, _ = glft_depths(sigma, q, gamma, c.arrival_intensity, k)
+            half, skew, _, _ = glft_depths(sigma, q, gamma, a_int, k)
             inv_shift = -skew * q
         elif c.model == "avellaneda_stoikov":
             inv_shift, half = avellaneda_stoikov(sigma, q, gamma, k, c.horizon_s)
-        else:  # symmetric baseline: fixed half-spread, no inventory or prediction skew
+        else:  # symmetric baseline: fixed half-spread, no inventory, alpha or prediction skew
             half = c.symmetric_half_spread_bps / bps_per_tick
-        pred_shift = 0.0
-        if prediction is not None and c.model != "symmetric":
-            pred_shift = c.prediction_skew_bps / bps_per_tick * prediction.confidence * prediction.direction
+        glft_half = half
+        if symmetric:
+            adverse = 0.0
+        elif half_bps is not None:  # measured on the market's tape: the adverse selection is inside it
+            adverse = max(0.0, half_bps / bps_per_tick - half)
+        else:
+            adverse = c.adverse_selection_weight * max(0.0, adverse_bps) / bps_per_tick
+        fair_shift = 0.0
+        if not symmetric:
+            fair_shift = c.alpha_weight * alpha_bps / bps_per_tick
+            if prediction is not None:
+                fair_shift += c.prediction_skew_bps / bps_per_tick * prediction.confidence * prediction.direction
         # never quote inside the fees plus a minimum edge
         min_half = (self.maker_fee_bps + c.min_edge_bps) / bps_per_tick
-        half = max(half, min_half) * widen
-        reservation = mid_ticks + inv_shift + pred_shift
+        half = max(half + adverse, min_half) * widen * (c.volatile_widen if volatile and not symmetric else 1.0)
+        reservation = mid_ticks + inv_shift + fair_shift
         spacing = max(1, round(c.level_spacing_bps / bps_per_tick))
 
         max_pos_lots = self.instrument.lots_for(self.risk.max_position_usdc, mid_ticks)
-        skew_sizes = c.inventory_size_skew and c.model != "symmetric"
+        skew_sizes = c.inventory_size_skew and not symmetric
         u = max(-1.0, min(1.0, position_lots / max_pos_lots)) if skew_sizes else 0.0
+        cap = c.max_improve_ticks if not symmetric else -1
         levels: list[QuoteLevel] = []
         for i in range(c.order_levels):
             size = unit * c.level_size_multiplier**i
             off = half + i * spacing
             bid = math.floor(reservation - off + 1e-9)
             ask = math.ceil(reservation + off - 1e-9)
+            if cap >= 0 and i == 0:  # inside the spread: better the market's best by at most `cap` ticks
+                bid = min(bid, best_bid + cap)
+                ask = max(ask, best_ask - cap)
             if c.post_only:
                 bid = min(bid, best_ask - 1 - i * spacing)
                 ask = max(ask, best_bid + 1 + i * spacing)
             bid_lots = int(size * (1.0 - max(u, 0.0)))
             ask_lots = int(size * (1.0 + min(u, 0.0)))
+            if reduce_only:  # only what brings the position back toward flat
+                bid_lots = min(bid_lots, max(0, -position_lots))
+                ask_lots = min(ask_lots, max(0, position_lots))
             if bid_lots > 0 and bid > 0:
                 levels.append(QuoteLevel(Side.BUY, i, bid, bid_lots))
             if ask_lots > 0:
                 levels.append(QuoteLevel(Side.SELL, i, ask, ask_lots))
-        return QuoteProposal(tuple(levels), reservation, half, inv_shift, pred_shift)
+        return QuoteProposal(tuple(levels), reservation, half, inv_shift, fair_shift, adverse, glft_half)

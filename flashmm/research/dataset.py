@@ -18,7 +18,7 @@ import numpy as np
 
 from flashmm.config import SimConfig
 from flashmm.core.book import L2Book
-from flashmm.core.domain import BookDiff, BookSnapshot, Instrument, Side, Trade
+from flashmm.core.domain import BookDiff, BookSnapshot, BookTop, Instrument, Side, Trade
 from flashmm.core.features import FeatureEngine
 from flashmm.data.events import KIND_BBO, KIND_TRADE, EventSet
 from flashmm.data.readers import book_event, iter_messages
@@ -37,9 +37,16 @@ class Samples:
     meta: dict = field(default_factory=dict)
 
 
-def _market_events(events: np.ndarray) -> Iterator[BookSnapshot | BookDiff | Trade]:
+def _market_events(events: np.ndarray, use_top: bool = True) -> Iterator[BookSnapshot | BookDiff | BookTop | Trade]:
+    """The recording's market events as the replay delivers them to the engine (bookTicker frames as BookTop,
+    as [replay].use_book_ticker does), so training sees the book the engine trades on."""
     for kind, ts, seq, seq2, rows in iter_messages(events):
         if kind == KIND_BBO:
+            if use_top:
+                bid = next(((p, q) for s, p, q in rows if s > 0), None)
+                ask = next(((p, q) for s, p, q in rows if s < 0), None)
+                if bid is not None and ask is not None:
+                    yield BookTop(seq, bid[0], bid[1], ask[0], ask[1], ts)
             continue
         if kind == KIND_TRADE:
             for s, p, q in rows:
@@ -48,7 +55,7 @@ def _market_events(events: np.ndarray) -> Iterator[BookSnapshot | BookDiff | Tra
             yield book_event(kind, ts, seq, seq2, rows)
 
 
-def sample_stream(stream: Iterable[BookSnapshot | BookDiff | Trade], cadence_ms: float, source: str,
+def sample_stream(stream: Iterable[BookSnapshot | BookDiff | BookTop | Trade], cadence_ms: float, source: str,
                   vol_halflife_s: float = 30.0) -> Samples:
     """Replay market events through the engine's book and features; sample on the grid."""
     book = L2Book()
@@ -59,7 +66,12 @@ def sample_stream(stream: Iterable[BookSnapshot | BookDiff | Trade], cadence_ms:
         if isinstance(ev, Trade):
             feats.on_trade(ev)
         else:
-            ok = book.apply_snapshot(ev) if isinstance(ev, BookSnapshot) else book.apply_diff(ev)
+            if isinstance(ev, BookSnapshot):
+                ok = book.apply_snapshot(ev)
+            elif isinstance(ev, BookTop):
+                ok = book.apply_top(ev)
+            else:
+                ok = book.apply_diff(ev)
             if ok:
                 feats.on_book(book, ev.ts_ns)
         sampler.update(feats, book)
