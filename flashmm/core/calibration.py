@@ -175,7 +175,8 @@ class VolatilityRegime:
             self.regime = "calm"
         elif self.short_var > self.volatile_ratio ** 2 * self.long_var:
             self.regime = "volatile"
-        elif abs(self.drift) > self.trend_z * math.sqrt(self.short_var / self._drift_n + 1e-18):
+        elif abs(self.drift) > self.trend_z * math.sqrt(max(0.0, self.short_var - self.drift ** 2) / self._drift_n
+                                                         + 1e-18):
             self.regime = "trending"
         else:
             self.regime = "calm"
