@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
     rec.add_argument("--config", help="config.toml path")
-    from flashmm.venues.sei import devnode, keystore
+    from flashmm.venues import keystore
+    from flashmm.venues.sei import devnode
 
     keystore.add_cli(sub)
     devnode.add_cli(sub)
