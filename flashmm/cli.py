@@ -171,15 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--seed", type=int, default=7)
     rec.add_argument("--config", help="config.toml path")
     from flashmm.venues import keystore
+    from flashmm.venues.citrex import devnode as citrex_devnode
     from flashmm.venues.sei import devnode
 
     keystore.add_cli(sub)
     devnode.add_cli(sub)
+    citrex_devnode.add_cli(sub)
     args = p.parse_args(argv)
     if args.command == "keystore":
         return keystore.run_cli(args)
     if args.command == "sei-devnode":
         return devnode.run_cli(args)
+    if args.command == "citrex-devnode":
+        return citrex_devnode.run_cli(args)
     try:
         cfg = _with_data_options(_load(args.config, seed=args.seed), args)
     except ConfigError as exc:

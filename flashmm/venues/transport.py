@@ -27,13 +27,17 @@ from typing import Any, NamedTuple
 
 from flashmm.telemetry.logging import get_logger
 
-__all__ = ["Endpoint", "EndpointPool", "HTTPConnections", "HTTPResponse", "TransportError", "redact_url"]
+__all__ = ["ConnectError", "Endpoint", "EndpointPool", "HTTPConnections", "HTTPResponse", "TransportError", "redact_url"]
 
 MAX_BODY = 64 * 1024 * 1024
 
 
 class TransportError(ConnectionError):
     """No usable answer from any endpoint (refused, reset, timed out, malformed)."""
+
+
+class ConnectError(OSError):
+    """The connection could not be opened: nothing of the request was sent."""
 
 
 @dataclass
@@ -131,11 +135,14 @@ class HTTPConnections:
         self.max_body = max_body
 
     async def request(self, ep: Endpoint, method: str, target: str = "", body: bytes | None = None,
-                      headers: dict[str, str] | None = None) -> HTTPResponse:
+                      headers: dict[str, str] | None = None, retry_idle: bool = True) -> HTTPResponse:
         """`method` on the endpoint's URL with `target` (a path and query) appended to its path.
 
-        Raises OSError / asyncio.IncompleteReadError / ValueError on a transport failure; the caller
-        applies its own timeout (asyncio.wait_for) and decides what an HTTP status means."""
+        A kept-alive connection the server had closed answers nothing: the request is then sent once more on
+        a fresh connection, unless `retry_idle` is False (a request that must not reach the server twice:
+        the server may have read it before closing). Raises OSError / asyncio.IncompleteReadError /
+        ValueError on a transport failure; the caller applies its own timeout (asyncio.wait_for) and decides
+        what an HTTP status means."""
         u = urllib.parse.urlsplit(ep.url)
         path = (u.path.rstrip("/") + target) if target else (u.path or "/")
         if not path.startswith("/"):
@@ -146,7 +153,10 @@ class HTTPConnections:
         else:
             ctx = ssl.create_default_context() if u.scheme == "https" else None
             port = u.port or (443 if u.scheme == "https" else 80)
-            reader, writer = await asyncio.open_connection(u.hostname, port, ssl=ctx)
+            try:
+                reader, writer = await asyncio.open_connection(u.hostname, port, ssl=ctx)
+            except OSError as exc:
+                raise ConnectError(exc.errno, exc.strerror or str(exc) or type(exc).__name__) from None
         head = [f"{method} {path} HTTP/1.1", f"Host: {u.netloc.rsplit('@', 1)[-1]}"]
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}")
@@ -161,7 +171,7 @@ class HTTPConnections:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
             await writer.drain()
             status_line = await reader.readline()
-            if not status_line and reused:  # the server closed an idle keep-alive connection: retry once, fresh
+            if not status_line and reused and retry_idle:  # an idle keep-alive connection closed: once more, fresh
                 writer.close()
                 return await self.request(ep, method, target, body, headers)
             parts = status_line.split(None, 2)
