@@ -14,7 +14,8 @@ times, leaning toward the fair price. Several listeners (``--port`` repeated) se
 client's endpoint failover can be exercised.
 
 Fault injection, per listener: answer the next N requests with an HTTP status (429 with ``Retry-After``, 5xx),
-drop connections without an answer, delay answers, refuse the next N signatures. Test-only endpoints live
+drop connections without an answer, answer late (after processing: a slow venue, or a lost answer
+when the client times out), refuse the next N signatures. Test-only endpoints live
 under ``/devnode/`` (never under ``/v1``) and are labelled as such: ``POST /devnode/faults``,
 ``GET /devnode/stats``, ``GET /devnode/requests``, ``GET /devnode/account``, ``POST /devnode/participants``,
 ``POST /devnode/taker``, ``POST /devnode/fair``, ``POST /devnode/fund``.
@@ -250,15 +251,13 @@ class CitrexDevNode:
             return keep
         api_path = path[len("/v1/"):] if path.startswith("/v1/") else None
         self._record(lst, method, path, url.query, headers, body)
+        rule = lst.faults.take(api_path) if api_path is not None else None
         if api_path is not None:
-            rule = lst.faults.take(api_path)
             if rule is not None:
                 if rule.kind == "drop":
                     writer.transport.abort()
                     return False
-                if rule.kind == "delay":
-                    await asyncio.sleep(rule.delay_s)
-                elif rule.kind == "status":
+                if rule.kind == "status":
                     extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
                     await self._respond(writer, rule.status, {"error": f"injected HTTP {rule.status}",
                                                               "success": False}, keep, extra)
@@ -275,6 +274,8 @@ class CitrexDevNode:
             self.log.exception("devnode_error", path=path)
             status, doc = 500, {"error": f"internal error: {type(exc).__name__}", "success": False}
         self.stats["by_status"][str(status)] = self.stats["by_status"].get(str(status), 0) + 1
+        if rule is not None and rule.kind == "delay":  # processed, answered late (a slow venue, or a lost answer)
+            await asyncio.sleep(rule.delay_s)
         await self._respond(writer, status, doc, keep)
         return keep
 
