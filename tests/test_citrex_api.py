@@ -93,6 +93,7 @@ def test_products_give_the_instrument_and_fees():
     assert (btc.id, btc.symbol, btc.increment, btc.min_quantity) == (1003, "btcperp", 10**14, 10**15)
     inst = btc.instrument()
     assert inst.price_tick == Decimal("0.0001") and inst.lot_size == Decimal("0.001")
+    assert str(inst.price_tick) == "0.0001" and str(inst.ticks_to_price(4003)) == "0.4003"  # printed at the tick
     assert (inst.base, inst.quote) == ("WBTC", "USDC")
     assert btc.maker_fee_bps == pytest.approx(-3.0) and btc.taker_fee_bps == pytest.approx(5.0)  # a rebate
     assert eth.maker_fee_bps == pytest.approx(-0.5) and eth.taker_fee_bps == pytest.approx(2.0)

@@ -156,8 +156,8 @@ class Product:
     def instrument(self) -> Instrument:
         """Tick = `increment`. Citrex's products carry no quantity step, so FlashMM's lot is `minQuantity`:
         every order is a whole number of minimum quantities."""
-        return Instrument(self.symbol, self.base_asset, self.quote_asset, from_wei(self.increment),
-                          from_wei(self.min_quantity))
+        return Instrument(self.symbol, self.base_asset, self.quote_asset, _plain(from_wei(self.increment)),
+                          _plain(from_wei(self.min_quantity)))
 
     @property
     def maker_fee_bps(self) -> float:
@@ -178,6 +178,12 @@ class Product:
             inc //= 10
             g += 1
         return g
+
+
+def _plain(d: Decimal) -> Decimal:
+    """The same value without trailing zeros, so prices print at the tick's own precision (0.0001, not
+    0.000100000000000000); whole numbers stay plain (10, not 1E+1)."""
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
 def parse_product(doc: Any) -> Product:
