@@ -160,7 +160,7 @@ class CitrexConfig(_Section):
     rate_limit_backoff_s: float = Field(1.0, gt=0, description="Pause after an HTTP 429 that names no Retry-After; doubles while 429s continue.")
     rate_limit_backoff_max_s: float = Field(30.0, gt=0, description="Longest pause after repeated 429s.")
     max_concurrent_requests: int = Field(8, ge=1, le=64, description="Order requests in flight at once (cancels go first).")
-    order_expiration_s: float = Field(2_592_000.0, gt=0, description="Expiration set on each order, seconds ahead (the client's default: 30 days).")
+    order_expiration_s: float = Field(600.0, gt=0, description="Expiration set on each order, seconds ahead: a dead man's switch, so the quotes of a process that died (kill -9, power loss) leave the book by themselves; quotes are replaced every [strategy].order_refresh_time_s anyway (the client's default is 30 days). At least twice order_refresh_time_s.")
     cancel_replace: bool = Field(True, description="Send a changed post-only quote as one cancel-and-replace request (forced LIMIT_MAKER + GTC by the venue) instead of a cancel and a place.")
     cancel_all_on_pull: bool = Field(True, description="When every resting order is to be cancelled at once (pause, kill, exit), send one cancel-all for the product.")
     fill_grace_s: float = Field(5.0, gt=0, description="A trade of our account on an order id not yet acknowledged waits this long for the ack, then counts as a fill of an unknown order (never dropped).")

@@ -92,6 +92,9 @@ def test_a_quote_is_acked_and_a_taker_fills_it_at_our_price():
         bid, ask = _best(node)
         h.venue.submit([PlaceOrder(1, Side.BUY, bid + 1, 30)])  # inside the spread: first in line
         await h.until(lambda: h.of(OrderAck, 1))
+        (resting,) = node.exchange.open_by_account[(h.venue.signer.address.lower(), 1)].values()
+        assert abs(resting.expiry_ms - time.time() * 1000 - 600_000) < 5_000  # the dead man's switch
+        assert resting.order_type == 1  # post-only: LIMIT_MAKER
         status, order = node.participants.take_now("sell", 20)
         assert status == 200
         await h.until(lambda: h.of(Fill, 1))
@@ -258,6 +261,8 @@ def test_start_refuses_a_wrong_domain_and_an_unknown_product():
             await fetch_product(_cfg(node.urls, product="dogeperp").citrex)
         with pytest.raises(VenueStartError, match="poll_interval_s"):
             CitrexVenue(_cfg(node.urls, poll_interval_s=0.7), CitrexSigner(KEY, Domain()), product)
+        with pytest.raises(VenueStartError, match="order_expiration_s"):  # quotes would expire before refresh
+            CitrexVenue(_cfg(node.urls, order_expiration_s=50), CitrexSigner(KEY, Domain()), product)
 
     _run(scenario)
 

@@ -173,6 +173,11 @@ class _PolledVenue(Venue):
             raise CitrexVenueError(
                 f"[citrex].poll_interval_s ({self.cc.poll_interval_s:g} s) must be below [risk].feed_stale_s "
                 f"({cfg.risk.feed_stale_s:g} s): the feed breaker would trip between two polls")
+        refresh = cfg.strategy.order_refresh_time_s
+        if self.cc.order_expiration_s < 2 * refresh:
+            raise CitrexVenueError(
+                f"[citrex].order_expiration_s ({self.cc.order_expiration_s:g} s) must be at least twice "
+                f"[strategy].order_refresh_time_s ({refresh:g} s): a resting quote would expire before its refresh")
         self.product = product
         self.instrument = product.instrument()
         self.maker_fee_bps = product.maker_fee_bps
