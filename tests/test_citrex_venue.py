@@ -283,3 +283,25 @@ def test_market_orders_go_out_ioc_and_their_rest_is_cancelled_after_the_fills():
         await h.venue.stop()
 
     _run(scenario)
+
+
+def test_reconciliation_sees_a_cancelled_order_open_until_the_engine_has_its_cancel_ack():
+    """The venue confirms a cancel before the connector reports it (after the next poll, so fills come first):
+    a reconciliation read in between must not call the order missing (the 60 s run counted 4 such mismatches
+    and 4 late CancelAcks before this)."""
+    async def scenario(node):
+        h = await _venue(node)
+        bid, _ = _best(node)
+        h.venue.submit([PlaceOrder(1, Side.BUY, bid - 3, 5)])
+        await h.until(lambda: h.of(OrderAck, 1))
+        h.venue.submit([CancelOrder(1)])
+        while node.stats["by_path"].get("DELETE /v1/order", 0) == 0 or h.venue._sender and not h.venue._sender.done():
+            await asyncio.sleep(0.01)
+        state = await h.venue.account_state()  # the double has cancelled it; the engine has not been told
+        assert node.exchange.open_by_account[(h.venue.signer.address.lower(), 1)] == {}
+        assert state.open_orders[1].remaining_lots == 5
+        await h.until(lambda: h.of(CancelAck, 1))
+        assert 1 not in (await h.venue.account_state()).open_orders
+        await h.venue.stop()
+
+    _run(scenario)

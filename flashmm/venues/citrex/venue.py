@@ -498,6 +498,7 @@ class CitrexVenue(_PolledVenue):
         self._sem = asyncio.Semaphore(self.cc.max_concurrent_requests)
         self._unmatched: list[tuple[float, api.TradeRecord, bool]] = []  # (deadline, trade, we are the maker)
         self._ends: list[tuple[int, int]] = []  # (poll count that must complete first, client id)
+        self._closing: dict[int, _Order] = {}  # closed here, its CancelAck not yet taken by the engine
         self._ingested_pos = 0  # signed lots of our fills reported to the engine's queue
         self._delivered_pos = 0  # ... and taken by the engine
         self._own_fills_seen = 0
@@ -540,9 +541,11 @@ class CitrexVenue(_PolledVenue):
             for ev in batch:
                 if isinstance(ev, Fill):
                     self._delivered_pos += int(ev.side) * ev.lots
-                    o = self._orders.get(ev.client_id)
+                    o = self._orders.get(ev.client_id) or self._closing.get(ev.client_id)
                     if o is not None:
                         o.lots_delivered += ev.lots
+                elif isinstance(ev, CancelAck):
+                    self._closing.pop(ev.client_id, None)
         return batch
 
     def submit(self, actions: Sequence[OrderAction]) -> None:
@@ -647,6 +650,7 @@ class CitrexVenue(_PolledVenue):
             o = self._orders.pop(cid, None)
             if o is not None:
                 events.append(CancelAck(cid, now))
+                self._closing[cid] = o
             elif cid < 0:
                 self._foreign.pop(cid, None)
         self._ends = keep
@@ -982,6 +986,11 @@ class CitrexVenue(_PolledVenue):
                 remaining += o.lots_sent - o.lots_delivered
             open_orders[cid] = VenueOrder(cid, Side.BUY if rec.is_buy else Side.SELL, rec.price // self._inc,
                                           remaining)
+        # orders that ended at the venue but whose end the engine has not yet been told of are still open in its
+        # view (and the venue's record as of what the engine has processed): reported as such, not as missing
+        for cid, o in [*self._orders.items(), *self._closing.items()]:
+            if (o.ended or cid in self._closing) and o.acked and cid not in open_orders:
+                open_orders[cid] = VenueOrder(cid, o.side, o.price_ticks, o.lots - o.lots_delivered)
         quantity = sum(p.quantity for p in positions
                        if p.product_id == self.product.id and p.sub_account_id == self.signer.sub_account_id)
         lots = abs(quantity) // self._lot * (1 if quantity >= 0 else -1)
@@ -991,7 +1000,7 @@ class CitrexVenue(_PolledVenue):
     def _own_record(self) -> AccountState:
         """What this connector knows, for a round where the venue could not be read (logged and counted)."""
         orders = {cid: VenueOrder(cid, o.side, o.price_ticks, o.lots - o.lots_delivered)
-                  for cid, o in self._orders.items() if o.acked and not o.ended}
+                  for cid, o in [*self._orders.items(), *self._closing.items()] if o.acked}
         return AccountState(self._delivered_pos, orders)
 
     async def read_account_info(self) -> None:
