@@ -66,6 +66,7 @@ from flashmm.core.domain import (
     VenueOrder,
     VenueStatus,
 )
+from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import get_logger
 from flashmm.venues.base import Venue, VenueStartError
 from flashmm.venues.citrex import api
@@ -499,6 +500,8 @@ class CitrexVenue(_PolledVenue):
         self._unmatched: list[tuple[float, api.TradeRecord, bool]] = []  # (deadline, trade, we are the maker)
         self._ends: list[tuple[int, int]] = []  # (poll count that must complete first, client id)
         self._closing: dict[int, _Order] = {}  # closed here, its CancelAck not yet taken by the engine
+        self._submitted_ns: dict[int, int] = {}  # client id -> when the engine handed the order over
+        self.ack_latency = LatencyHistogram()  # handed over -> acknowledged by the venue (signing + HTTP)
         self._ingested_pos = 0  # signed lots of our fills reported to the engine's queue
         self._delivered_pos = 0  # ... and taken by the engine
         self._own_fills_seen = 0
@@ -549,6 +552,10 @@ class CitrexVenue(_PolledVenue):
         return batch
 
     def submit(self, actions: Sequence[OrderAction]) -> None:
+        now = time.perf_counter_ns()
+        for a in actions:
+            if isinstance(a, PlaceOrder):
+                self._submitted_ns[a.client_id] = now
         self._pending.extend(actions)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_pending(), name="citrex-orders")
@@ -570,8 +577,11 @@ class CitrexVenue(_PolledVenue):
         return ok, f"{text} · {self._inflight} requests in flight"
 
     def status(self) -> dict[str, Any]:
+        ack = self.ack_latency
         return {**self._status_common(), "address": self.signer.address, "sub_account_id": self.signer.sub_account_id,
                 "live_orders": len(self._orders), "requests_in_flight": self._inflight,
+                "order_ack_ms": {"count": ack.count, "p50": round(ack.percentile(50) / 1e6, 2),
+                                 "p99": round(ack.percentile(99) / 1e6, 2)} if ack.count else {},
                 **self.live.__dict__, "account": dict(self._account_info)}
 
     # ---- feed hooks ------------------------------------------------------------------------------------
@@ -675,6 +685,7 @@ class CitrexVenue(_PolledVenue):
                     unsent = next((p for p in places if p.client_id == a.client_id), None)
                     if unsent is not None:  # placed and cancelled before it was sent: neither goes out
                         places.remove(unsent)
+                        self._submitted_ns.pop(a.client_id, None)
                         self._emit([CancelAck(a.client_id, now)])
                     else:
                         cancels.append(a.client_id)
@@ -704,6 +715,7 @@ class CitrexVenue(_PolledVenue):
             if reason:
                 self.stats.count("local")
                 self.log.warning("order_rejected_locally", client_id=p.client_id, reason=reason)
+                self._submitted_ns.pop(p.client_id, None)
                 self._emit([OrderReject(p.client_id, reason, now)])
             else:
                 checked.append(p)
@@ -843,6 +855,9 @@ class CitrexVenue(_PolledVenue):
         self._next_handle += 1
         self._by_id[venue_id] = o.cid
         self.live.acks += 1
+        t0 = self._submitted_ns.pop(o.cid, None)
+        if t0 is not None:
+            self.ack_latency.record(time.perf_counter_ns() - t0)
         self._emit([OrderAck(o.cid, o.handle, self.clock.now_ns())])
         if o.cid in self._cancel_after_ack:
             self._cancel_after_ack.discard(o.cid)
@@ -850,6 +865,7 @@ class CitrexVenue(_PolledVenue):
 
     def _reject(self, o: _Order, kind: str, message: str) -> None:
         self._orders.pop(o.cid, None)
+        self._submitted_ns.pop(o.cid, None)
         self._by_nonce.pop(o.nonce, None)
         self._cancel_after_ack.discard(o.cid)
         self.stats.count(kind)
