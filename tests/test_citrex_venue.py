@@ -306,3 +306,24 @@ def test_reconciliation_sees_a_cancelled_order_open_until_the_engine_has_its_can
         await h.venue.stop()
 
     _run(scenario)
+
+
+def test_a_replace_whose_old_order_just_filled_sends_the_new_quote_alone():
+    """Seen in a 60 s run: a taker filled a quote just before its cancel-and-replace arrived, and the venue
+    refused the whole request ("order to cancel not found"), which counted as a rejection toward the
+    venue_errors breaker. Now the new quote goes out on its own and the fill is reported as usual."""
+    async def scenario(node):
+        h = await _venue(node)
+        node.participants.set_active(False, None)
+        bid, _ = _best(node)
+        h.venue.submit([PlaceOrder(1, Side.BUY, bid + 1, 10)])
+        await h.until(lambda: h.of(OrderAck, 1))
+        assert node.participants.take_now("sell", 10)[0] == 200  # fills it all, before any poll sees it
+        h.venue.submit([CancelOrder(1), PlaceOrder(2, Side.BUY, bid, 10)])
+        await h.until(lambda: h.of(OrderAck, 2) and h.of(Fill, 1))
+        assert not h.of(OrderReject) and h.of(Fill, 1)[0].done
+        st = h.venue.status()
+        assert st["replaces_sent"] == 1 and st["replace_fallbacks"] == 1
+        await h.venue.stop()
+
+    _run(scenario)

@@ -466,6 +466,7 @@ class LiveStats:
     orders_sent: int = 0
     cancels_sent: int = 0
     replaces_sent: int = 0
+    replace_fallbacks: int = 0  # cancel-and-replace found its old order gone: the new one sent alone
     cancel_alls_sent: int = 0
     acks: int = 0
     fills: int = 0
@@ -802,14 +803,23 @@ class CitrexVenue(_PolledVenue):
         body = self.signer.replace(vid_old, self.product.id, o.side is Side.BUY, o.price_ticks * self._inc,
                                    o.quantity_wei, o.nonce, self._expiration())
         self.live.replaces_sent += 1
-        ok = await self._post_order(o, "order/cancel-and-replace", body_bytes(body))
-        if ok:
+        result = await self._post_order(o, "order/cancel-and-replace", body_bytes(body), replacing=True)
+        if result is True:
             self._end_after_poll(cid_old)  # replaced: the old order is gone at the venue
+        elif result == "old_gone":  # filled or expired just before: nothing to cancel, the new quote goes alone
+            self._end_after_poll(cid_old)
+            self.live.replace_fallbacks += 1
+            self._by_nonce.pop(o.nonce, None)
+            o.nonce = self.signer.nonces.next()  # a fresh nonce: the refused request's is not reused
+            self._by_nonce[o.nonce] = o.cid
+            self.live.orders_sent += 1
+            await self._post_order(o, "order", body_bytes(self._order_body(o)))
         else:  # the new order did not go in: whether the old one was cancelled is unknown, so cancel it plainly
             await self._cancel(cid_old, vid_old)
 
-    async def _post_order(self, o: _Order, path: str, body: bytes) -> bool:
-        """POST an order; True when the venue took it."""
+    async def _post_order(self, o: _Order, path: str, body: bytes, replacing: bool = False) -> bool | str:
+        """POST an order; True when the venue took it. When replacing, "old_gone" if only the order to cancel
+        was missing (the new one is then neither rejected nor placed here)."""
         try:
             await self._wait_backoff()
             status, doc = await self.rest.request("POST", path, body=body)
@@ -826,7 +836,10 @@ class CitrexVenue(_PolledVenue):
         err = api.api_error(doc, status)
         if err is not None or status >= 400:
             message = err.message if err is not None else f"HTTP {status}"
-            self._reject(o, classify_rejection(message), message)
+            kind = classify_rejection(message)
+            if replacing and kind == "not_found":
+                return "old_gone"
+            self._reject(o, kind, message)
             return False
         try:
             rec = api.parse_order(doc)
