@@ -21,6 +21,7 @@ from pathlib import Path
 from flashmm.venues.citrex.signing import CitrexSigner, Domain
 from flashmm.venues.keystore import create_keystore
 from tests.conftest import ROOT
+from tests.test_sei_e2e import _stop
 from tests.test_state_redis import redis_server  # noqa: F401 (the real redis-server fixture)
 
 KEY = "7" * 64
@@ -62,16 +63,6 @@ def _env(tmp_path: Path, double: dict, **extra: str) -> dict[str, str]:
                 "FLASHMM_LOGGING__FILE": str(tmp_path / "daemon.log"),
                 "FLASHMM_LOGGING__AUDIT_FILE": str(tmp_path / "audit.jsonl"), **extra})
     return env
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_daemon_quotes_gets_filled_and_its_summary_matches_the_double(tmp_path: Path):

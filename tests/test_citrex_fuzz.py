@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

@@ -447,14 +447,16 @@ class Exchange:
                 self._count("expired")
 
     # ---- cancels -------------------------------------------------------------------------------------------
+    def _who_and_what(self, body: Any) -> tuple[str, int, ProductSpec]:
+        """(account, sub-account, product) of a signed cancel body."""
+        if not isinstance(body, dict):
+            raise Rejected(400, "invalid body")
+        return _address_field(body), _int_field(body, "subAccountId", 0, 255), self._product(body.get("productId"))
+
     def cancel(self, body: Any) -> tuple[int, dict[str, Any]]:
         self._sweep()
         try:
-            if not isinstance(body, dict):
-                raise Rejected(400, "invalid body")
-            account = _address_field(body)
-            sub = _int_field(body, "subAccountId", 0, 255)
-            product = self._product(body.get("productId"))
+            account, sub, product = self._who_and_what(body)
             oid = body.get("orderId")
             if not isinstance(oid, str) or not oid:
                 raise Rejected(400, "invalid orderId")
@@ -473,11 +475,7 @@ class Exchange:
     def cancel_all(self, body: Any) -> tuple[int, dict[str, Any]]:
         self._sweep()
         try:
-            if not isinstance(body, dict):
-                raise Rejected(400, "invalid body")
-            account = _address_field(body)
-            sub = _int_field(body, "subAccountId", 0, 255)
-            product = self._product(body.get("productId"))
+            account, sub, product = self._who_and_what(body)
             self._verify("CancelOrders", {"account": account, "subAccountId": sub, "productId": product.id},
                          body.get("signature"), account)
         except Rejected as r:
