@@ -93,6 +93,7 @@ def test_a_quote_is_acked_and_a_taker_fills_it_at_our_price():
         h.venue.submit([PlaceOrder(1, Side.BUY, bid + 1, 30)])  # inside the spread: first in line
         await h.until(lambda: h.of(OrderAck, 1))
         (resting,) = node.exchange.open_by_account[(h.venue.signer.address.lower(), 1)].values()
+        order_id = resting.id
         assert abs(resting.expiry_ms - time.time() * 1000 - 600_000) < 5_000  # the dead man's switch
         assert resting.order_type == 1  # post-only: LIMIT_MAKER
         status, order = node.participants.take_now("sell", 20)
@@ -108,6 +109,8 @@ def test_a_quote_is_acked_and_a_taker_fills_it_at_our_price():
         await h.until(lambda: h.of(CancelAck, 1))
         st = h.venue.status()
         assert st["cancels_sent"] == 1 and st["order_ack_ms"]["count"] == 1 and st["order_ack_ms"]["p50"] > 0
+        # once the engine has the cancel, the order is forgotten but for its id (late trades still map)
+        assert h.venue._by_nonce == {} and h.venue._closing == {} and list(h.venue._retired) == [order_id]
         await h.venue.stop()
 
     _run(scenario)

@@ -488,7 +488,8 @@ class CitrexVenue(_PolledVenue):
         self._post_only_default = cfg.strategy.post_only
         self._orders: dict[int, _Order] = {}  # client id -> our order, until it is done
         self._by_id: dict[str, int] = {}  # venue order id -> client id
-        self._by_nonce: dict[int, int] = {}  # nonce -> client id
+        self._by_nonce: dict[int, int] = {}  # nonce -> client id, while the order lives
+        self._retired: deque[str] = deque()  # ids of finished orders, oldest first: their late trades still map
         self._foreign: dict[int, str] = {}  # negative client id -> venue id of an order we did not place
         self._foreign_by_id: dict[str, int] = {}
         self._next_foreign = 1
@@ -500,7 +501,7 @@ class CitrexVenue(_PolledVenue):
         self._sem = asyncio.Semaphore(self.cc.max_concurrent_requests)
         self._unmatched: list[tuple[float, api.TradeRecord, bool]] = []  # (deadline, trade, we are the maker)
         self._ends: list[tuple[int, int]] = []  # (poll count that must complete first, client id)
-        self._closing: dict[int, _Order] = {}  # closed here, its CancelAck not yet taken by the engine
+        self._closing: dict[int, _Order] = {}  # done or ended here; its last Fill / CancelAck not yet taken
         self._submitted_ns: dict[int, int] = {}  # client id -> when the engine handed the order over
         self.ack_latency = LatencyHistogram()  # handed over -> acknowledged by the venue (signing + HTTP)
         self._ingested_pos = 0  # signed lots of our fills reported to the engine's queue
@@ -548,8 +549,10 @@ class CitrexVenue(_PolledVenue):
                     o = self._orders.get(ev.client_id) or self._closing.get(ev.client_id)
                     if o is not None:
                         o.lots_delivered += ev.lots
+                    if ev.done:
+                        self._retire(ev.client_id)
                 elif isinstance(ev, CancelAck):
-                    self._closing.pop(ev.client_id, None)
+                    self._retire(ev.client_id)
         return batch
 
     def submit(self, actions: Sequence[OrderAction]) -> None:
@@ -638,8 +641,8 @@ class CitrexVenue(_PolledVenue):
             lots, o.lots_sent = total - o.lots_sent, total
             rest = t.quantity % self._lot
             done = o.filled_wei >= o.quantity_wei
-            if done:
-                self._orders.pop(cid, None)
+            if done:  # open in the engine's view until it takes this fill (next_batch retires it)
+                self._closing[cid] = self._orders.pop(cid)
         if rest:
             self.live.fractional_fills += 1
         if lots <= 0:
@@ -663,7 +666,9 @@ class CitrexVenue(_PolledVenue):
                 events.append(CancelAck(cid, now))
                 self._closing[cid] = o
             elif cid < 0:
-                self._foreign.pop(cid, None)
+                venue_id = self._foreign.pop(cid, None)
+                if venue_id is not None:
+                    self._retired.append(venue_id)
         self._ends = keep
 
     def _end_after_poll(self, cid: int) -> None:
@@ -961,6 +966,19 @@ class CitrexVenue(_PolledVenue):
     def _emit(self, events: list[Event]) -> None:
         if events:
             self._queue.put_nowait(events)
+
+    def _retire(self, cid: int) -> None:
+        """The engine knows this order is finished: forget its nonce; keep its id for late trades, for the
+        last 10,000 finished orders (a day of quoting would otherwise grow these maps without end)."""
+        o = self._closing.pop(cid, None)
+        if o is not None:
+            self._by_nonce.pop(o.nonce, None)
+            if o.venue_id is not None:
+                self._retired.append(o.venue_id)
+        while len(self._retired) > 10_000:
+            old = self._retired.popleft()
+            self._by_id.pop(old, None)
+            self._foreign_by_id.pop(old, None)
 
     def _foreign_cid(self, venue_id: str) -> int:
         cid = self._foreign_by_id.get(venue_id)
