@@ -7,10 +7,14 @@ import asyncio
 import time
 
 from flashmm.config import CitrexConfig, Config, RiskConfig
-from flashmm.core.domain import CancelOrder, Fill, OrderAck, PlaceOrder, Side
+from flashmm.core.domain import CancelOrder, Fill, OrderAck, OrderType, PlaceOrder, Side
 from flashmm.telemetry.logging import configure_logging
 from flashmm.venues.citrex.devnode import CitrexDevNode
 from flashmm.venues.citrex.venue import CitrexPaperVenue, fetch_product
+
+
+def _quote(cid: int, side: Side, price_ticks: int, lots: int) -> PlaceOrder:
+    return PlaceOrder(cid, side, price_ticks, lots, OrderType.LIMIT, post_only=True)
 
 
 def test_paper_orders_fill_against_the_public_feed_and_nothing_signed_leaves():
@@ -35,7 +39,7 @@ def test_paper_orders_fill_against_the_public_feed_and_nothing_signed_leaves():
 
             await pump(lambda: venue.mirror.two_sided(), 3)
             bid, ask = venue.mirror.best_bid()[0], venue.mirror.best_ask()[0]
-            venue.submit([PlaceOrder(1, Side.BUY, bid + 1, 50), PlaceOrder(2, Side.SELL, ask - 1, 50)])
+            venue.submit([_quote(1, Side.BUY, bid + 1, 50), _quote(2, Side.SELL, ask - 1, 50)])
             fills = lambda: [e for e in events if isinstance(e, Fill)]  # noqa: E731
             await pump(lambda: {f.client_id for f in fills()} == {1, 2}, 15)
             venue.submit([CancelOrder(c) for c in (1, 2) if not any(f.client_id == c and f.done for f in fills())])

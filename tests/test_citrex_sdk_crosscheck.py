@@ -12,7 +12,6 @@ string, body bytes (so signatures) and Content-Type must be equal. node and npm 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -90,9 +89,7 @@ class _Nonces:
 
 def _place(cid: int, side: Side, price_ticks: int, lots: int, post_only: bool = True,
            order_type: OrderType = OrderType.LIMIT) -> PlaceOrder:
-    if "post_only" in {f.name for f in dataclasses.fields(PlaceOrder)}:
-        return PlaceOrder(cid, side, price_ticks, lots, order_type, post_only=post_only)  # type: ignore[call-arg]
-    return PlaceOrder(cid, side, price_ticks, lots, order_type)
+    return PlaceOrder(cid, side, price_ticks, lots, order_type, post_only)
 
 
 async def _flashmm(url: str) -> dict:
@@ -115,10 +112,7 @@ async def _flashmm(url: str) -> dict:
     await send(_place(2, Side.SELL, 4010, 500))
     await send(CancelOrder(1), _place(3, Side.BUY, 3991, 400))  # one cancel-and-replace
     await send(CancelOrder(2))
-    default = venue._post_only_default  # noqa: SLF001 - until PlaceOrder carries post_only
-    venue._post_only_default = False  # noqa: SLF001
-    await send(_place(4, Side.SELL, 4020, 300, post_only=False))
-    venue._post_only_default = default  # noqa: SLF001
+    await send(_place(4, Side.SELL, 4020, 300, post_only=False))  # a plain LIMIT, GTC
     await send(_place(5, Side.SELL, 4030, 200))
     await send(CancelOrder(3), CancelOrder(4), CancelOrder(5))  # every resting order at once: one cancel-all
     await send(_place(6, Side.BUY, 4125, 25, post_only=False, order_type=OrderType.MARKET))

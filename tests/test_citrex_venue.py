@@ -12,6 +12,7 @@ import pytest
 
 from flashmm.config import CitrexConfig, Config, RiskConfig
 from flashmm.core.domain import (
+    REJECT_POST_ONLY,
     BookSnapshot,
     CancelAck,
     CancelOrder,
@@ -80,6 +81,11 @@ def _run(coro_fn, **node_kwargs):
     return asyncio.run(main())
 
 
+def _quote(cid: int, side: Side, price_ticks: int, lots: int) -> PlaceOrder:
+    """A quote as the order manager sends it: a post-only limit order."""
+    return PlaceOrder(cid, side, price_ticks, lots, OrderType.LIMIT, post_only=True)
+
+
 def _best(node: CitrexDevNode) -> tuple[int, int]:
     bid, ask = node.exchange.best_prices(node.product.id)
     return bid // node.product.increment, ask // node.product.increment
@@ -90,7 +96,7 @@ def test_a_quote_is_acked_and_a_taker_fills_it_at_our_price():
         h = await _venue(node)
         node.participants.set_active(False, None)  # the ladder stays put
         bid, ask = _best(node)
-        h.venue.submit([PlaceOrder(1, Side.BUY, bid + 1, 30)])  # inside the spread: first in line
+        h.venue.submit([_quote(1, Side.BUY, bid + 1, 30)])  # inside the spread: first in line
         await h.until(lambda: h.of(OrderAck, 1))
         (resting,) = node.exchange.open_by_account[(h.venue.signer.address.lower(), 1)].values()
         order_id = resting.id
@@ -121,10 +127,10 @@ def test_a_post_only_quote_that_would_cross_is_rejected_and_counted():
         h = await _venue(node)
         node.participants.set_active(False, None)
         _, ask = _best(node)
-        h.venue.submit([PlaceOrder(7, Side.BUY, ask, 5)])  # post-only at the best ask: LIMIT_MAKER, refused
+        h.venue.submit([_quote(7, Side.BUY, ask, 5)])  # post-only at the best ask: LIMIT_MAKER, refused
         await h.until(lambda: h.of(OrderReject, 7))
         (rej,) = h.of(OrderReject, 7)
-        assert rej.reason.startswith("post_only_would_cross:")
+        assert rej.reason.startswith("post_only_would_cross:") and rej.code == REJECT_POST_ONLY  # not a venue error
         assert h.venue.status()["reject_post_only_would_cross"] == 1
         assert node.exchange.position(h.venue.signer.address, 1, node.product.id) == 0
         await h.venue.stop()
@@ -143,11 +149,11 @@ def test_429_pauses_every_request_for_its_retry_after():
         lst.faults.rules.append(_Rule("status", 1, "order", 429, 0.4))
         bid, _ = _best(node)
         t0 = time.monotonic()
-        h.venue.submit([PlaceOrder(1, Side.BUY, bid - 3, 5)])
+        h.venue.submit([_quote(1, Side.BUY, bid - 3, 5)])
         await h.until(lambda: h.of(OrderReject, 1))
         assert h.of(OrderReject, 1)[0].reason.startswith("rate_limited")
         polls_before = node.stats["by_path"].get("GET /v1/depth", 0)
-        h.venue.submit([PlaceOrder(2, Side.BUY, bid - 3, 5)])  # waits out the pause, then goes
+        h.venue.submit([_quote(2, Side.BUY, bid - 3, 5)])  # waits out the pause, then goes
         await h.until(lambda: h.of(OrderAck, 2))
         waited = time.monotonic() - t0
         st = h.venue.status()
@@ -167,7 +173,7 @@ def test_endpoint_failover_and_the_dead_endpoints_breaker():
         node.close_listener(0)  # the first endpoint goes away mid-run
         bid, _ = _best(node)
         await asyncio.sleep(0.5)
-        h.venue.submit([PlaceOrder(1, Side.BUY, bid - 2, 5)])
+        h.venue.submit([_quote(1, Side.BUY, bid - 2, 5)])
         await h.until(lambda: h.of(OrderAck, 1))
         st = h.venue.status()
         assert st["endpoints"][0]["state"] == "open" and st["endpoints"][1]["state"] == "closed"
@@ -185,7 +191,7 @@ def test_a_lost_answer_is_looked_up_by_nonce_not_sent_twice():
 
         node.listeners[0].faults.rules.append(_Rule("delay", 1, "order", delay_s=0.8))  # > request_timeout_s
         bid, _ = _best(node)
-        h.venue.submit([PlaceOrder(1, Side.BUY, bid - 2, 5)])
+        h.venue.submit([_quote(1, Side.BUY, bid - 2, 5)])
         await h.until(lambda: h.of(OrderAck, 1) or h.of(OrderReject, 1))
         assert h.of(OrderAck, 1) and h.venue.status()["lookups"] == 1
         assert node.stats["by_path"]["POST /v1/order"] == 1  # once
@@ -296,7 +302,7 @@ def test_reconciliation_sees_a_cancelled_order_open_until_the_engine_has_its_can
     async def scenario(node):
         h = await _venue(node)
         bid, _ = _best(node)
-        h.venue.submit([PlaceOrder(1, Side.BUY, bid - 3, 5)])
+        h.venue.submit([_quote(1, Side.BUY, bid - 3, 5)])
         await h.until(lambda: h.of(OrderAck, 1))
         h.venue.submit([CancelOrder(1)])
         while node.stats["by_path"].get("DELETE /v1/order", 0) == 0 or h.venue._sender and not h.venue._sender.done():
@@ -319,10 +325,10 @@ def test_a_replace_whose_old_order_just_filled_sends_the_new_quote_alone():
         h = await _venue(node)
         node.participants.set_active(False, None)
         bid, _ = _best(node)
-        h.venue.submit([PlaceOrder(1, Side.BUY, bid + 1, 10)])
+        h.venue.submit([_quote(1, Side.BUY, bid + 1, 10)])
         await h.until(lambda: h.of(OrderAck, 1))
         assert node.participants.take_now("sell", 10)[0] == 200  # fills it all, before any poll sees it
-        h.venue.submit([CancelOrder(1), PlaceOrder(2, Side.BUY, bid, 10)])
+        h.venue.submit([CancelOrder(1), _quote(2, Side.BUY, bid, 10)])
         await h.until(lambda: h.of(OrderAck, 2) and h.of(Fill, 1))
         assert not h.of(OrderReject) and h.of(Fill, 1)[0].done
         st = h.venue.status()

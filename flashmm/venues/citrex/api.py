@@ -155,9 +155,10 @@ class Product:
 
     def instrument(self) -> Instrument:
         """Tick = `increment`. Citrex's products carry no quantity step, so FlashMM's lot is `minQuantity`:
-        every order is a whole number of minimum quantities."""
+        every order is a whole number of minimum quantities. Citrex perpetuals are linear (quantity in the base,
+        price, margin and PnL in the quote asset, USDC): multiplier 1, not inverse."""
         return Instrument(self.symbol, self.base_asset, self.quote_asset, _plain(from_wei(self.increment)),
-                          _plain(from_wei(self.min_quantity)))
+                          _plain(from_wei(self.min_quantity)), multiplier=Decimal(1), inverse=False)
 
     @property
     def maker_fee_bps(self) -> float:

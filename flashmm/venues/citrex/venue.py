@@ -47,6 +47,7 @@ from flashmm.config import CitrexConfig, Config
 from flashmm.core.book import L2Book
 from flashmm.core.clock import WallClock
 from flashmm.core.domain import (
+    REJECT_POST_ONLY,
     AccountState,
     BookDiff,
     BookSnapshot,
@@ -81,7 +82,7 @@ _OPEN = ("OPEN", "PENDING")
 # Rejection reasons by what the venue's message says. The live venue's wording is not published; the double
 # uses these words. Anything else is counted as "rejected", with the venue's message in the reason.
 _KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("post_only_would_cross", ("post only", "post-only", "postonly", "would cross", "limit maker", "limit_maker")),
+    (REJECT_POST_ONLY, ("post only", "post-only", "postonly", "would cross", "limit maker", "limit_maker")),
     ("signature", ("signature",)),
     ("nonce", ("nonce",)),
     ("insufficient_margin", ("margin", "insufficient", "balance")),
@@ -485,7 +486,6 @@ class CitrexVenue(_PolledVenue):
         super().__init__(cfg, product, signer.address, "citrex")
         self.signer = signer
         self.live = LiveStats()
-        self._post_only_default = cfg.strategy.post_only
         self._orders: dict[int, _Order] = {}  # client id -> our order, until it is done
         self._by_id: dict[str, int] = {}  # venue order id -> client id
         self._by_nonce: dict[int, int] = {}  # nonce -> client id, while the order lives
@@ -758,11 +758,10 @@ class CitrexVenue(_PolledVenue):
             finally:
                 self._inflight -= 1
 
-    def _post_only(self, p: PlaceOrder) -> bool:
-        if p.order_type is OrderType.MARKET:
-            return False
-        flag = getattr(p, "post_only", None)  # PlaceOrder.post_only when the engine sets it
-        return self._post_only_default if flag is None else bool(flag)
+    @staticmethod
+    def _post_only(p: PlaceOrder) -> bool:
+        """Quotes come post-only from the order manager ([strategy].post_only); a marketable order never is."""
+        return p.order_type is OrderType.LIMIT and p.post_only
 
     def _check_place(self, p: PlaceOrder) -> str | None:
         if p.lots <= 0:
@@ -888,7 +887,7 @@ class CitrexVenue(_PolledVenue):
         self._cancel_after_ack.discard(o.cid)
         self.stats.count(kind)
         self.log.warning("order_rejected", client_id=o.cid, kind=kind, reason=message[:300])
-        self._emit([OrderReject(o.cid, f"{kind}: {message}"[:500], self.clock.now_ns())])
+        self._emit([OrderReject(o.cid, f"{kind}: {message}"[:500], self.clock.now_ns(), kind)])
 
     async def _lookup(self, o: _Order) -> bool:
         """An order whose answer was lost: find it by its nonce among the open orders; else it did not rest."""
