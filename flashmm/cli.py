@@ -64,8 +64,11 @@ def _with_data_options(cfg: Config, args: argparse.Namespace) -> Config:
 def tui_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="flashmm-tui", description="FlashMM market maker: console, or daemon with --no-ui")
     p.add_argument("--config", help="config.toml path (default: $FLASHMM_CONFIG, else built-in defaults)")
-    p.add_argument("--venue", choices=["sim", "replay", "sei"],
-                   help="market to trade (default from config: sim); sei = x/dex over CometBFT RPC, see [sei]")
+    p.add_argument("--venue", choices=["sim", "replay", "sei", "citrex"],
+                   help="market to trade (default from config: sim); sei = x/dex over CometBFT RPC, see [sei]; "
+                        "citrex = Sei's order book on Sei EVM, see [citrex]")
+    p.add_argument("--paper", action="store_true", default=None,
+                   help="paper trading on --venue citrex: its public feed, fills by the replay's queue model, no key")
     p.add_argument("--data", action="append", help="recording to replay (file or folder; repeat for several files)")
     p.add_argument("--seed", type=int, help="seed of the simulated market")
     p.add_argument("--speed", type=_positive(float), help="venue clock speed as a multiple of wall time (sim)")
@@ -75,7 +78,8 @@ def tui_main(argv: list[str] | None = None) -> int:
     _add_data_options(p)
     args = p.parse_args(argv)
     try:
-        cfg = _with_data_options(_load(args.config, venue=args.venue, seed=args.seed, speed=args.speed), args)
+        cfg = _with_data_options(_load(args.config, venue=args.venue, seed=args.seed, speed=args.speed,
+                                       paper=args.paper), args)
     except ConfigError as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
@@ -170,15 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
     rec.add_argument("--config", help="config.toml path")
-    from flashmm.venues.sei import devnode, keystore
+    from flashmm.venues import keystore
+    from flashmm.venues.citrex import devnode as citrex_devnode
+    from flashmm.venues.sei import devnode
 
     keystore.add_cli(sub)
     devnode.add_cli(sub)
+    citrex_devnode.add_cli(sub)
     args = p.parse_args(argv)
     if args.command == "keystore":
         return keystore.run_cli(args)
     if args.command == "sei-devnode":
         return devnode.run_cli(args)
+    if args.command == "citrex-devnode":
+        return citrex_devnode.run_cli(args)
     try:
         cfg = _with_data_options(_load(args.config, seed=args.seed), args)
     except ConfigError as exc:

@@ -28,8 +28,9 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     """What to run."""
 
-    venue: Literal["sim", "replay", "sei"] = Field(
-        "sim", description="Market to trade: sim (embedded simulated Sei market), replay (recorded data, --data) or sei (x/dex over CometBFT RPC, [sei]).")
+    venue: Literal["sim", "replay", "sei", "citrex"] = Field(
+        "sim", description="Market to trade: sim (embedded simulated Sei market), replay (recorded data, --data), sei (x/dex over CometBFT RPC, [sei]) or citrex (Sei's order book on Sei EVM, [citrex]).")
+    paper: bool = Field(False, description="Paper trading on a live venue (citrex): its public market data, our orders filled by the replay's queue model, no key, nothing signed or sent.")
     seed: int = Field(7, description="Seed of the simulated market; the same seed gives the same run.")
     speed: float = Field(1.0, gt=0, description="Venue clock speed as a multiple of wall time (sim only).")
     status_interval_s: float = Field(5.0, gt=0, description="Seconds of wall time between daemon status lines.")
@@ -136,6 +137,46 @@ class SeiConfig(_Section):
     endpoint_failures_to_open: int = Field(3, ge=1, description="Consecutive failures that open an endpoint's breaker.")
     endpoint_cooldown_s: float = Field(5.0, gt=0, description="How long an open endpoint is skipped (doubles while it keeps failing, up to 8x).")
     tx_timeout_blocks: int = Field(10, ge=2, description="A broadcast tx not seen in a block after this many blocks is looked up, then given up.")
+
+
+class CitrexConfig(_Section):
+    """The Citrex venue: Sei's order book today (perpetuals on Sei EVM, off-chain matching), over its REST API
+    with EIP-712 signed orders, exactly as the official client citrex-sdk 1.2.2 sends them. The product
+    (tick = its `increment`, lot = its `minQuantity`, maker/taker fees) is read from the venue at start, never
+    from here. Endpoints may carry credentials: set FLASHMM_CITREX__ENDPOINTS in the environment. The key comes
+    from FLASHMM_CITREX_PRIVATE_KEY or an encrypted keystore (FLASHMM_CITREX_KEYSTORE), never from here."""
+
+    endpoints: list[str] = Field(["https://api.citrex.markets/v1"], description="REST base URLs in failover order (the client's mainnet API; staging is https://api.staging.citrex.markets/v1).")
+    chain_id: int = Field(1329, ge=1, description="EIP-712 domain chainId: 1329 Sei mainnet, 1328 Sei testnet.")
+    verifying_contract: str = Field("0x993543DC8BdFCba9fc7355d822108eF49dB6b9F9", description="EIP-712 domain verifyingContract (the order dispatch contract; the value citrex-sdk's README gives for mainnet).")
+    sub_account_id: int = Field(1, ge=0, le=255, description="Sub-account that trades (the client's default is 1).")
+    product: str = Field("seiperp", description="Product symbol to quote (e.g. seiperp, ethperp, btcperp); must be listed and active at the venue.")
+    poll_interval_s: float = Field(0.5, gt=0, description="Seconds between polls of depth and trade-history (the client shows no WebSocket feed); must be below [risk].feed_stale_s.")
+    depth_levels: Literal[5, 10, 20] = Field(20, description="Book levels per side read from depth (5, 10 or 20, as the client allows).")
+    trade_lookback: int = Field(100, ge=1, le=500, description="Trades read per poll of trade-history (at most 500); a full page with none seen before is counted as a possible gap.")
+    request_timeout_s: float = Field(2.0, gt=0, description="Timeout of one REST request.")
+    endpoint_failures_to_open: int = Field(3, ge=1, description="Consecutive failures that open an endpoint's breaker.")
+    endpoint_cooldown_s: float = Field(5.0, gt=0, description="How long an open endpoint is skipped (doubles while it keeps failing, up to 8x).")
+    rate_limit_backoff_s: float = Field(1.0, gt=0, description="Pause after an HTTP 429 that names no Retry-After; doubles while 429s continue.")
+    rate_limit_backoff_max_s: float = Field(30.0, gt=0, description="Longest pause after repeated 429s.")
+    max_concurrent_requests: int = Field(8, ge=1, le=64, description="Order requests in flight at once (cancels go first).")
+    order_expiration_s: float = Field(600.0, gt=0, description="Expiration set on each order, seconds ahead: a dead man's switch, so the quotes of a process that died (kill -9, power loss) leave the book by themselves; quotes are replaced every [strategy].order_refresh_time_s anyway (the client's default is 30 days). At least twice order_refresh_time_s.")
+    cancel_replace: bool = Field(True, description="Send a changed post-only quote as one cancel-and-replace request (forced LIMIT_MAKER + GTC by the venue) instead of a cancel and a place.")
+    cancel_all_on_pull: bool = Field(True, description="When every resting order is to be cancelled at once (pause, kill, exit), send one cancel-all for the product.")
+    fill_grace_s: float = Field(5.0, gt=0, description="A trade of our account on an order id not yet acknowledged waits this long for the ack, then counts as a fill of an unknown order (never dropped).")
+    account_info_interval_s: float = Field(10.0, gt=0, description="Seconds between reads of balances and account health (shown in status).")
+    paper_latency_ms: float = Field(50.0, ge=0, description="Paper trading: delay from a decision to its arrival at the simulated queue (orders and cancels).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "CitrexConfig":
+        if not self.endpoints:
+            raise ValueError("at least one endpoint is needed")
+        vc = self.verifying_contract
+        if not (vc.startswith("0x") and len(vc) == 42 and all(c in "0123456789abcdefABCDEF" for c in vc[2:])):
+            raise ValueError("verifying_contract must be a 0x-prefixed 20-byte hex address")
+        if self.rate_limit_backoff_max_s < self.rate_limit_backoff_s:
+            raise ValueError("rate_limit_backoff_max_s must be >= rate_limit_backoff_s")
+        return self
 
 
 class StrategyConfig(_Section):
@@ -301,6 +342,7 @@ class Config(_Section):
     sim: SimConfig = SimConfig()
     replay: ReplayConfig = ReplayConfig()
     sei: SeiConfig = SeiConfig()
+    citrex: CitrexConfig = CitrexConfig()
     strategy: StrategyConfig = StrategyConfig()
     model: ModelConfig = ModelConfig()
     risk: RiskConfig = RiskConfig()

@@ -175,6 +175,7 @@ def test_every_listener_in_the_package_binds_loopback():
     results = {f: listener_problems(src, f) for f, src in sources.items()}
     assert [p for probs, _ in results.values() for p in probs] == []
     assert results["flashmm/venues/sei/rpc_server.py"][1] >= 1  # the check saw the node double's listener
+    assert results["flashmm/venues/citrex/devnode.py"][1] >= 1  # and the Citrex double's
 
 
 @pytest.mark.parametrize("source", [

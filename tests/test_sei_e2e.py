@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from flashmm.venues.sei.keystore import create_keystore
+from flashmm.venues.keystore import create_keystore
 from flashmm.venues.sei.rpc_client import EndpointPool, RPCClient
 from flashmm.venues.sei.tx import Signer
 from tests.conftest import ROOT

@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from flashmm.telemetry.logging import configure_logging, get_logger
-from flashmm.venues.sei import keystore as ks
+from flashmm.venues import keystore as ks
 from flashmm.venues.sei import tx as t
 
 FAST_N = ks.MIN_N  # the least cost a keystore accepts; keeps each open at ~50 ms

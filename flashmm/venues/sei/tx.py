@@ -15,7 +15,7 @@ refused with code 13). `gas_limit` is our execution-gas estimate:
   of a sei-chain node; a node double should check fees with `min_fee_usei`, the same formula.
 
 Keys: `load_private_key` takes a hex secp256k1 key from env `FLASHMM_SEI_PRIVATE_KEY`, else decrypts the
-keystore named by `FLASHMM_SEI_KEYSTORE` (AES-256-GCM + scrypt, see keystore.py; `flashmm keystore create`
+keystore named by `FLASHMM_SEI_KEYSTORE` (AES-256-GCM + scrypt, see flashmm/venues/keystore.py; `flashmm keystore create`
 writes one) with the passphrase from `FLASHMM_SEI_KEYSTORE_PASSPHRASE` or an interactive prompt. The key and
 passphrase are registered for log redaction and never appear in a repr, log line or exception message.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from decimal import Decimal
 from typing import Any, Callable, NamedTuple
 
@@ -36,7 +35,9 @@ from cosmpy.protos.cosmos.crypto.secp256k1.keys_pb2 import PubKey as ProtoPubKey
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import AuthInfo, SignDoc, TxBody, TxRaw
 from google.protobuf.message import DecodeError
 
-from flashmm.telemetry.logging import register_secret
+from flashmm.venues.keystore import SEI_KEYS
+from flashmm.venues.keystore import load_private_key as _load_private_key
+from flashmm.venues.keystore import parse_private_key_hex as _parse_private_key_hex
 
 DENOM = "usei"
 PUBKEY_TYPE_URL = "/cosmos.crypto.secp256k1.PubKey"
@@ -49,29 +50,14 @@ DEX_GAS_PER_CANCEL = 53_000
 DEX_GAS_PRICE_USEI = Decimal("0.1")
 DEFAULT_GAS_PRICE_USEI = 0.02  # pacific-1 / arctic-1 minimum; atlantic-2 needs 0.08
 
-ENV_PRIVATE_KEY = "FLASHMM_SEI_PRIVATE_KEY"
-ENV_KEYSTORE = "FLASHMM_SEI_KEYSTORE"
-ENV_KEYSTORE_PASSPHRASE = "FLASHMM_SEI_KEYSTORE_PASSPHRASE"
+ENV_PRIVATE_KEY = SEI_KEYS.private_key
+ENV_KEYSTORE = SEI_KEYS.keystore
+ENV_KEYSTORE_PASSPHRASE = SEI_KEYS.passphrase
 
 _SECP256K1_ORDER = ecdsa.SECP256k1.order
 
 
 # ------------------------------------------------------------------------------------------- keys
-
-
-def _parse_private_key_hex(private_key_hex: str) -> bytes:
-    text = private_key_hex.strip()
-    if text[:2] in ("0x", "0X"):
-        text = text[2:]
-    if len(text) != 64:
-        raise ValueError("private key must be 32 bytes as 64 hex characters")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise ValueError("private key is not valid hex") from None
-    if not 0 < int.from_bytes(raw, "big") < _SECP256K1_ORDER:
-        raise ValueError("private key is out of range for secp256k1")
-    return raw
 
 
 class Signer:
@@ -105,37 +91,9 @@ def address_from_pubkey(pubkey: bytes, prefix: str = "sei") -> str:
 
 
 def load_private_key(passphrase_prompt: Callable[[], str] | None = None) -> str:
-    """The signing key as 64 hex characters.
-
-    Order: env FLASHMM_SEI_PRIVATE_KEY (hex) first; else the keystore at env FLASHMM_SEI_KEYSTORE, opened with
-    env FLASHMM_SEI_KEYSTORE_PASSPHRASE or, when that is unset or empty, `passphrase_prompt()` (the console
-    and the daemon pass one that reads a hidden line). Raises RuntimeError naming both variables when
-    neither is set, KeystoreError (a RuntimeError) when the keystore cannot be opened, ValueError for a
-    malformed hex key; no message ever holds the key or the passphrase.
-    """
-    raw = os.environ.get(ENV_PRIVATE_KEY, "").strip()
-    if raw:
-        register_secret(raw)
-        key = _parse_private_key_hex(raw).hex()
-        register_secret(key)
-        return key
-    path = os.environ.get(ENV_KEYSTORE, "").strip()
-    if not path:
-        raise RuntimeError(f"no Sei signing key: set {ENV_PRIVATE_KEY} (hex secp256k1 private key) or "
-                           f"{ENV_KEYSTORE} (an encrypted keystore file, see `flashmm keystore create`)")
-    from flashmm.venues.sei.keystore import keystore_address, open_keystore  # keystore imports this module
-
-    keystore_address(path)  # a missing or malformed file is reported before anyone is asked for a passphrase
-    passphrase = os.environ.get(ENV_KEYSTORE_PASSPHRASE, "")
-    if not passphrase:
-        if passphrase_prompt is None:
-            raise RuntimeError(f"{ENV_KEYSTORE} is set but no passphrase: set {ENV_KEYSTORE_PASSPHRASE} "
-                               f"or start interactively to be asked for it")
-        passphrase = passphrase_prompt()
-    register_secret(passphrase)
-    key = open_keystore(path, passphrase)
-    register_secret(key)
-    return key
+    """The Sei signing key as 64 hex characters: env FLASHMM_SEI_PRIVATE_KEY, else the keystore at
+    FLASHMM_SEI_KEYSTORE (see flashmm.venues.keystore.load_private_key)."""
+    return _load_private_key(SEI_KEYS, passphrase_prompt)
 
 
 # ------------------------------------------------------------------------------------------- fees

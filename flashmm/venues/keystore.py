@@ -1,4 +1,8 @@
-"""Encrypted keystore for the Sei signing key: AES-256-GCM under a key derived from a passphrase with scrypt.
+"""The signing key of a live venue: from the environment or an encrypted keystore (AES-256-GCM under a key
+derived from a passphrase with scrypt). Venue-neutral: Sei (x/dex, Cosmos) and Citrex (Sei EVM) both sign
+with a secp256k1 key; each venue names its own environment variables (`KeySource`: FLASHMM_SEI_* and
+FLASHMM_CITREX_*), and one keystore file serves either (the file records the key's Sei bech32 address; the
+same key's EVM address is derived from the key once opened).
 
 Why: a hex key in an environment variable is visible to anything that can read the process environment
 (`/proc/PID/environ`, `docker inspect`, a shell history). A keystore file keeps the key encrypted at rest;
@@ -24,8 +28,9 @@ file and an atomic rename, and `open_keystore` warns (log + `keystore_permission
 others can read it. Neither the key nor the passphrase ever appears in an exception message or a log line.
 
 Command line (wired into `flashmm` by `add_cli` / `run_cli`):
-  flashmm keystore create PATH [--overwrite] [--scrypt-n N]   key from env FLASHMM_SEI_PRIVATE_KEY or a
-      hidden prompt; passphrase from env FLASHMM_SEI_KEYSTORE_PASSPHRASE or a hidden prompt asked twice
+  flashmm keystore create PATH [--overwrite] [--scrypt-n N]   key from env FLASHMM_SEI_PRIVATE_KEY or
+      FLASHMM_CITREX_PRIVATE_KEY or a hidden prompt; passphrase from env FLASHMM_SEI_KEYSTORE_PASSPHRASE
+      (or FLASHMM_CITREX_KEYSTORE_PASSPHRASE) or a hidden prompt asked twice
   flashmm keystore address PATH                                the account address, no passphrase needed
 """
 
@@ -39,14 +44,17 @@ import stat
 import sys
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import ecdsa
+from cosmpy.crypto.address import Address
+from cosmpy.crypto.keypairs import PrivateKey
 from Crypto.Cipher import AES
 from Crypto.Protocol.KDF import scrypt
 
 from flashmm.telemetry.logging import get_logger, register_secret
-from flashmm.venues.sei.tx import ENV_KEYSTORE_PASSPHRASE, ENV_PRIVATE_KEY, Signer, _parse_private_key_hex
 
 VERSION = 1
 KDF = "scrypt"
@@ -65,6 +73,71 @@ AAD_PREFIX = b"flashmm-sei-keystore/v1|"
 
 _WRONG = "wrong passphrase or corrupted keystore"
 _log = get_logger("keystore")
+_SECP256K1_ORDER = ecdsa.SECP256k1.order
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a venue's signing key comes from: a hex key in `private_key`, else the keystore file named by
+    `keystore`, opened with the passphrase in `passphrase` (or asked at a hidden prompt)."""
+
+    label: str  # "Sei", "Citrex": named in every message
+    private_key: str
+    keystore: str
+    passphrase: str
+
+
+SEI_KEYS = KeySource("Sei", "FLASHMM_SEI_PRIVATE_KEY", "FLASHMM_SEI_KEYSTORE", "FLASHMM_SEI_KEYSTORE_PASSPHRASE")
+CITREX_KEYS = KeySource("Citrex", "FLASHMM_CITREX_PRIVATE_KEY", "FLASHMM_CITREX_KEYSTORE",
+                        "FLASHMM_CITREX_KEYSTORE_PASSPHRASE")
+
+
+def parse_private_key_hex(private_key_hex: str) -> bytes:
+    """32 raw bytes of a hex secp256k1 key (an optional 0x prefix); ValueError never echoes the key."""
+    text = private_key_hex.strip()
+    if text[:2] in ("0x", "0X"):
+        text = text[2:]
+    if len(text) != 64:
+        raise ValueError("private key must be 32 bytes as 64 hex characters")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("private key is not valid hex") from None
+    if not 0 < int.from_bytes(raw, "big") < _SECP256K1_ORDER:
+        raise ValueError("private key is out of range for secp256k1")
+    return raw
+
+
+def load_private_key(source: KeySource = SEI_KEYS, passphrase_prompt: Callable[[], str] | None = None) -> str:
+    """The signing key as 64 hex characters.
+
+    Order: env `source.private_key` (hex) first; else the keystore at env `source.keystore`, opened with env
+    `source.passphrase` or, when that is unset or empty, `passphrase_prompt()` (the console and the daemon
+    pass one that reads a hidden line). Raises RuntimeError naming both variables when neither is set,
+    KeystoreError (a RuntimeError) when the keystore cannot be opened, ValueError for a malformed hex key;
+    no message ever holds the key or the passphrase.
+    """
+    raw = os.environ.get(source.private_key, "").strip()
+    if raw:
+        register_secret(raw)
+        key = parse_private_key_hex(raw).hex()
+        register_secret(key)
+        return key
+    path = os.environ.get(source.keystore, "").strip()
+    if not path:
+        raise RuntimeError(f"no {source.label} signing key: set {source.private_key} (hex secp256k1 private key) or "
+                           f"{source.keystore} (an encrypted keystore file, see `flashmm keystore create`)")
+    keystore_address(path)  # a missing or malformed file is reported before anyone is asked for a passphrase
+    passphrase = os.environ.get(source.passphrase, "")
+    if not passphrase:
+        if passphrase_prompt is None:
+            raise RuntimeError(f"{source.keystore} is set but no passphrase: set {source.passphrase} "
+                               f"or start interactively to be asked for it")
+        passphrase = passphrase_prompt()
+    register_secret(passphrase)
+    key = open_keystore(path, passphrase)
+    register_secret(key)
+    return key
 
 
 class KeystoreError(RuntimeError):
@@ -105,7 +178,7 @@ def _aad(address: str) -> bytes:
 
 def address_of(private_key_hex: str) -> str:
     """The bech32 'sei' account address of a hex secp256k1 key (ValueError without echoing a bad key)."""
-    return Signer(private_key_hex, chain_id="").address
+    return str(Address(PrivateKey(parse_private_key_hex(private_key_hex)).public_key, prefix="sei"))
 
 
 # ------------------------------------------------------------------------------------------- write
@@ -122,7 +195,7 @@ def create_keystore(path: str | os.PathLike[str], private_key_hex: str, passphra
     n, r, p = _check_kdf_params(n, r, p)
     pw = _passphrase_bytes(passphrase)
     try:
-        raw = _parse_private_key_hex(private_key_hex)
+        raw = parse_private_key_hex(private_key_hex)
     except ValueError as exc:
         raise KeystoreError(f"keystore {target}: {exc}") from None
     address = address_of(raw.hex())
@@ -277,7 +350,7 @@ def open_keystore(path: str | os.PathLike[str], passphrase: str) -> str:
     except ValueError:
         raise KeystoreError(f"keystore {p}: {_WRONG}") from None
     try:
-        private_key_hex = _parse_private_key_hex(raw.hex()).hex()
+        private_key_hex = parse_private_key_hex(raw.hex()).hex()
         matches = address_of(private_key_hex) == address
     except ValueError:
         matches = False
@@ -293,10 +366,11 @@ def open_keystore(path: str | os.PathLike[str], passphrase: str) -> str:
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     """`flashmm keystore create|address` on an argparse subparsers object; dispatch with run_cli(args)."""
-    ks = subparsers.add_parser("keystore", help="create or inspect the encrypted Sei signing-key keystore")
+    ks = subparsers.add_parser("keystore", help="create or inspect the encrypted signing-key keystore (Sei, Citrex)")
     ks_sub = ks.add_subparsers(dest="keystore_command", required=True)
     create = ks_sub.add_parser(
-        "create", help=f"encrypt a key (from env {ENV_PRIVATE_KEY} or a hidden prompt) into a 0600 keystore file")
+        "create", help=f"encrypt a key (from env {SEI_KEYS.private_key} or {CITREX_KEYS.private_key}, or a hidden "
+                       f"prompt) into a 0600 keystore file")
     create.add_argument("path", help="keystore file to write")
     create.add_argument("--overwrite", action="store_true", help="replace an existing keystore")
     create.add_argument("--scrypt-n", type=int, default=DEFAULT_N,
@@ -326,13 +400,21 @@ def run_cli(args: argparse.Namespace, *, prompt: Callable[[str], str] | None = N
             print(keystore_address(args.path))
             return 0
         if args.keystore_command == "create":
-            key = os.environ.get(ENV_PRIVATE_KEY, "").strip() or ask("Sei private key (64 hex characters): ").strip()
+            from_env = {os.environ.get(src.private_key, "").strip() for src in (SEI_KEYS, CITREX_KEYS)} - {""}
+            for value in from_env:
+                register_secret(value)
+            if len(from_env) > 1:
+                raise KeystoreError(f"{SEI_KEYS.private_key} and {CITREX_KEYS.private_key} hold different keys: "
+                                    f"set one")
+            key = from_env.pop() if from_env else ask("Private key (64 hex characters): ").strip()
             register_secret(key)
-            passphrase = os.environ.get(ENV_KEYSTORE_PASSPHRASE, "") or _ask_passphrase_twice(ask)
+            passphrase = (os.environ.get(SEI_KEYS.passphrase, "") or os.environ.get(CITREX_KEYS.passphrase, "")
+                          or _ask_passphrase_twice(ask))
             register_secret(passphrase)
             address = create_keystore(args.path, key, passphrase, n=args.scrypt_n, overwrite=args.overwrite)
             print(address)
-            print(f"wrote {args.path} (mode 0600); start with FLASHMM_SEI_KEYSTORE={args.path}", file=sys.stderr)
+            print(f"wrote {args.path} (mode 0600); start with {SEI_KEYS.keystore}={args.path} "
+                  f"or {CITREX_KEYS.keystore}={args.path}", file=sys.stderr)
             return 0
         raise KeystoreError(f"unknown keystore command {args.keystore_command!r}")
     except (KeystoreError, EOFError) as exc:
