@@ -216,7 +216,7 @@ class StrategyConfig(_Section):
     min_realised_edge_bps: float = Field(0.5, ge=0, description="Realised spread (at adverse_horizon_s) a distance must have earned to be quoted at, bps.")
     virtual_min_fills: float = Field(30.0, gt=0, description="Fills (decayed) a distance needs before its realised spread counts.")
     virtual_halflife_s: float = Field(900.0, gt=0, description="Half-life of the measured fill statistics, seconds of venue time.")
-    virtual_quote_life_s: float = Field(2.0, gt=0, description="How long a measured (virtual) quote stands before it is replaced, seconds.")
+    virtual_quote_life_s: float = Field(5.0, gt=0, description="Longest a measured (virtual) quote stands, seconds; it is replaced sooner when the mid moves toward it by refresh_tolerance_tight_frac of its distance, as a real quote is.")
     virtual_latency_ms: float = Field(50.0, ge=0, description="Delay from decision to a virtual quote standing, ms (as [replay].latency_ms).")
     stand_aside_without_edge: bool = Field(True, description="When the measured distances show none earning min_realised_edge_bps: quote only the side that reduces the position (none when flat), shown as NO EDGE; false = quote at the best-earning distance anyway.")
     adverse_selection_weight: float = Field(1.0, ge=0, description="Multiplier of the adverse-selection estimate added to the half-spread (0 = GLFT alone).")

@@ -201,23 +201,26 @@ class VirtualFills:
     market's own tape: the adverse-selection curve the half-spread is chosen from.
 
     Every `cadence_ms` of venue time, a virtual bid and ask stand at mid -/+ delta for each delta of
-    VIRTUAL_DELTAS_BPS, from `latency_s` after the decision for `life_s` (a quote's life before it is
-    replaced). A market trade at or through a virtual price fills it (a sell fills bids, a buy fills asks;
-    an unknown side fills both); `horizon_s` later its realised spread 2 x side x (mid_h - price) / mid, bps,
-    is recorded. Counts and sums decay with `halflife_s`. The quoter's half-spread is the tightest delta whose
-    fills earned at least a minimum realised spread (the curve made non-decreasing in delta first), among the
-    deltas with at least `min_fills` (decayed) fills: the zero crossing of the adverse-selection curve plus a
-    margin (maximising rate x edge instead
-    chased the few large sweeps that fill the widest quotes, and moved with them); when no delta earned
-    enough there is no edge to quote for (`best()` says so). Queue position is ignored: at these distances a
-    fill comes from a trade through the price."""
+    VIRTUAL_DELTAS_BPS, from `latency_s` after the decision, and behave like the engine's own quotes: a quote
+    the mid moves toward by more than `chase_frac` x delta is replaced (cancelled `latency_s` later, as the
+    order manager's tight refresh tolerance does), and none lives longer than `life_s`. A market trade at or
+    through a live virtual price fills it (a sell fills bids, a buy fills asks; an unknown side fills both);
+    `horizon_s` later its realised spread 2 x side x (mid_h - price) / mid, bps, is recorded. Counts and sums
+    decay with `halflife_s`. The quoter's half-spread is the tightest delta whose fills earned at least a
+    minimum realised spread (the curve made non-decreasing in delta first), among the deltas with at least
+    `min_fills` (decayed) fills: the zero crossing of the adverse-selection curve plus a margin (maximising
+    rate x edge instead chased the few large sweeps that fill the widest quotes, and moved with them); when
+    no delta earned enough there is no edge to quote for (`best()` says so). Queue position is ignored: at
+    these distances a fill comes from a trade through the price. Without the replacement rule, quotes left
+    standing for 2 s were filled by every slow 2.5 bps drift, and the curve said 2.5 bps lost where the
+    engine's own quotes at 2.5 bps earned (they follow such drifts)."""
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
-                 "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills")
+                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills")
 
-    def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 2.0,
+    def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
                  horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,
-                 deltas_bps: tuple[float, ...] = VIRTUAL_DELTAS_BPS) -> None:
+                 deltas_bps: tuple[float, ...] = VIRTUAL_DELTAS_BPS, chase_frac: float = 0.1) -> None:
         self.deltas = np.array(deltas_bps)
         self.cadence_ns = int(cadence_ms * 1e6)
         self.latency_ns = int(latency_s * 1e9)
@@ -225,7 +228,9 @@ class VirtualFills:
         self.horizon_ns = int(horizon_s * 1e9)
         self.halflife_ns = halflife_s * 1e9
         self.min_fills = min_fills
-        # live grid points: [t0, mid0, bids filled up to index, asks filled up to index]
+        self.chase = max(chase_frac, 1e-9)
+        # live grid points: [t0, mid0, bids filled up to, asks filled up to, bids replaced up to,
+        #                    asks replaced up to, bid replacement times, ask replacement times]
         self._live: deque[list] = deque()
         self._pending: deque[tuple[int, int, int, float, float]] = deque()  # (due, side, delta index, price, mid0)
         self._next_ns = -1
@@ -236,8 +241,8 @@ class VirtualFills:
         self.fills = 0
 
     def observe(self, now_ns: int, mid_ticks: float) -> None:
-        """The current mid (call on each market update): resolves pending fills, opens grid points, expires
-        old ones."""
+        """The current mid (call on each market update): resolves pending fills, replaces the virtual quotes
+        the mid moved toward, opens grid points, expires old ones."""
         if self._next_ns < 0:
             self._next_ns = (now_ns // self.cadence_ns + 1) * self.cadence_ns
             self._last_ns = now_ns
@@ -251,8 +256,24 @@ class VirtualFills:
         live = self._live
         while live and live[0][0] + self.latency_ns + self.life_ns < now_ns:
             live.popleft()
+        deltas = self.deltas
+        nd = len(deltas)
+        eff = now_ns + self.latency_ns
+        for g in live:
+            moved = (mid_ticks - g[1]) / g[1] * 1e4 / self.chase  # > 0: toward the asks
+            if moved < 0 and g[4] < nd:  # toward the bids: those within chase x delta are replaced
+                j = int(np.searchsorted(deltas, -moved, side="left"))
+                for i in range(g[4], j):
+                    g[6][i] = eff
+                g[4] = max(g[4], j)
+            elif moved > 0 and g[5] < nd:
+                j = int(np.searchsorted(deltas, moved, side="left"))
+                for i in range(g[5], j):
+                    g[7][i] = eff
+                g[5] = max(g[5], j)
         while self._next_ns <= now_ns:
-            live.append([self._next_ns, mid_ticks, 0, 0])
+            never = [1 << 62] * nd
+            live.append([self._next_ns, mid_ticks, 0, 0, 0, 0, never, list(never)])
             self._next_ns += self.cadence_ns
 
     def on_trade(self, price_ticks: float, aggressor: int, now_ns: int) -> None:
@@ -265,13 +286,17 @@ class VirtualFills:
             depth = (mid0 - price_ticks) / mid0 * 1e4  # > 0: below the mid
             if aggressor <= 0 and depth > 0:  # a sell (or unknown) at or through virtual bids
                 j = int(np.searchsorted(deltas, depth, side="right"))
+                gone = g[6]
                 for i in range(g[2], j):
-                    self._fill(now_ns, 1, i, mid0 * (1 - deltas[i] / 1e4), mid0)
+                    if gone[i] > now_ns:
+                        self._fill(now_ns, 1, i, mid0 * (1 - deltas[i] / 1e4), mid0)
                 g[2] = max(g[2], j)
             if aggressor >= 0 and depth < 0:  # a buy (or unknown) at or through virtual asks
                 j = int(np.searchsorted(deltas, -depth, side="right"))
+                gone = g[7]
                 for i in range(g[3], j):
-                    self._fill(now_ns, -1, i, mid0 * (1 + deltas[i] / 1e4), mid0)
+                    if gone[i] > now_ns:
+                        self._fill(now_ns, -1, i, mid0 * (1 + deltas[i] / 1e4), mid0)
                 g[3] = max(g[3], j)
 
     def _fill(self, now_ns: int, side: int, i: int, price: float, mid0: float) -> None:

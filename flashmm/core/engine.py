@@ -177,7 +177,7 @@ class Engine:
         self.regime = VolatilityRegime(garch=sc.volatility_model == "garch")
         self.virtual = VirtualFills(latency_s=sc.virtual_latency_ms / 1e3, life_s=sc.virtual_quote_life_s,
                                     horizon_s=sc.adverse_horizon_s, halflife_s=sc.virtual_halflife_s,
-                                    min_fills=sc.virtual_min_fills)
+                                    min_fills=sc.virtual_min_fills, chase_frac=sc.refresh_tolerance_tight_frac)
         self.has_edge = True  # False while the measured curve says no distance earns (stand aside)
         self._intensity = (sc.arrival_intensity, sc.arrival_decay)
         self._last_fit_ns = 0
