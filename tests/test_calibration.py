@@ -132,14 +132,14 @@ def test_virtual_fills_smooth_the_curve_and_need_enough_fills():
 
 
 def test_a_virtual_quote_the_mid_moves_toward_is_replaced_before_a_slow_drift_fills_it():
-    vf = VirtualFills(cadence_ms=250.0, latency_s=0.05, life_s=5.0, horizon_s=5.0, halflife_s=1e9, min_fills=1,
+    vf = VirtualFills(cadence_ms=1000.0, latency_s=0.05, life_s=5.0, horizon_s=5.0, halflife_s=1e9, min_fills=1,
                       deltas_bps=(2.0, 10.0), chase_frac=0.2)
     vf.observe(0, 10_000.0)
-    vf.observe(250_000_000, 10_000.0)  # a grid point: bids at 9998 (2 bps) and 9990 (10 bps)
+    vf.observe(1 * S, 10_000.0)  # a grid point: bids at 9998 (2 bps) and 9990 (10 bps)
     # the mid drifts down 1 bps: the 2 bps bid is within 0.2 x 2 = 0.4 bps of being chased, it is replaced;
     # the 10 bps bid (chased only beyond 2 bps) stays
-    vf.observe(600_000_000, 9_999.0)
-    vf.on_trade(9_990.0, -1, 700_000_000)  # 50 ms after the replacement: only the 10 bps bid is still there
-    vf.observe(5_800_000_000, 9_995.0)
+    vf.observe(1_350_000_000, 9_999.0)
+    vf.on_trade(9_990.0, -1, 1_450_000_000)  # after the replacement took effect: only the 10 bps bid is there
+    vf.observe(6_500_000_000, 9_995.0)
     assert [r["fills"] for r in vf.curve()] == [0.0, 1.0]
     assert vf.curve()[1]["realised_bps"] == pytest.approx(2e4 * (9_995 - 9_990) / 10_000)
