@@ -179,6 +179,7 @@ class Engine:
                                     horizon_s=sc.adverse_horizon_s, halflife_s=sc.virtual_halflife_s,
                                     min_fills=sc.virtual_min_fills, chase_frac=sc.refresh_tolerance_tight_frac)
         self.has_edge = True  # False while the measured curve says no distance earns (stand aside)
+        self._retune_last: tuple[float, tuple[bool, str]] | None = None
         self._intensity = (sc.arrival_intensity, sc.arrival_decay)
         self._last_fit_ns = 0
         self.alpha_bps = 0.0
@@ -467,6 +468,7 @@ class Engine:
             t1 = perf_counter_ns()
             widen = self.widen * (self.cfg.risk.latency_widen_factor if risk.active(BreakerAction.WIDEN) else 1.0)
             proposal = self.propose(mid, widen, prediction)
+            self._note_retune(proposal, mid)
             self.last_proposal = proposal
             t2 = perf_counter_ns()
             room = risk.room(self.portfolio.position_lots, mid, self.oms.locked_lots(Side.BUY),
@@ -513,6 +515,26 @@ class Engine:
                                    intensity=self._intensity if sc.calibrate_intensity else None,
                                    volatile=self.regime.regime == "volatile", half_bps=half_bps,
                                    reduce_only=not self.has_edge and sc.stand_aside_without_edge)
+
+    def _note_retune(self, proposal: QuoteProposal, mid: float) -> None:
+        """Tactical re-tuning, said when it happens: the measured half-spread moving to another distance, the
+        edge appearing or going, the regime changing (logged and in the event log; the console shows the
+        current values)."""
+        half_bps = round(proposal.half_spread_ticks * 1e4 / mid / self.widen, 2)
+        state = (self.has_edge, self.regime.regime)
+        last = self._retune_last
+        if last is None:
+            self._retune_last = (half_bps, state)
+            return
+        if state != last[1] or abs(half_bps - last[0]) > max(0.25, 0.2 * last[0]):
+            self._retune_last = (half_bps, state)
+            text = (f"re-tuned: half-spread {last[0]:g} -> {half_bps:g} bps"
+                    + ("" if state[0] else ", NO EDGE (reduce only)") + f", regime {state[1]}")
+            self._event("strategy", text)
+            self._logs_after_cycle.append(("retune", {"half_spread_bps": half_bps, "was_bps": last[0],
+                                                      "has_edge": state[0], "regime": state[1],
+                                                      "intensity_a_k": self._intensity,
+                                                      "adverse_bps": round(self.adverse.estimate(), 3)}))
 
     def _alpha(self, mid: float) -> float:
         """The fair value's shift from the mid, bps ([strategy].alpha; the model goes through `prediction`)."""

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 BREAKERS: tuple[str, ...] = tuple(BREAKER_ACTIONS)
 BREAKER_STATE_CODE = {"ok": 0, "cooling_down": 1, "tripped": 2}
+REGIME_CODE = {"calm": 0, "trending": 1, "volatile": 2}
 
 # measurement -> fields. Everything the exporter writes is listed here, and nothing else is written.
 SCHEMA: dict[str, tuple[str, ...]] = {
@@ -48,6 +49,9 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     # time-weighted over the run while both sides were quoted
     # spread_improvement_pct is absent where the market's spread is under two ticks (core/metrics.py)
     "spread": ("spread_improvement_pct", "market_spread_bps", "our_spread_bps", "market_spread_ticks"),
+    # what the quoter works with (Engine.strategy_state): regime 0 calm / 1 trending / 2 volatile
+    "strategy": ("alpha_bps", "half_spread_bps", "adverse_term_bps", "adverse_selection_estimate_bps",
+                 "intensity_a_per_s", "intensity_k_per_bps", "sigma_bps", "regime", "has_edge"),
     # our fills, per fill, bps (core/metrics.py): absent until a fill has reached the horizon
     "fill_quality": ("effective_spread_bps", "realised_spread_5s_bps", "adverse_selection_5s_bps",
                      "markout_1s_bps", "markout_5s_bps", "markout_30s_bps", "time_at_touch_pct",
@@ -160,11 +164,16 @@ def metric_points(engine: "Engine", ts_ns: int, tags: dict[str, Any], *, exporte
     limit = float(engine.cfg.risk.max_position_usdc)
     pred = engine.last_prediction
     states = {name: b["state"] for name, b in s["breakers"].items()}
+    st = s["strategy_state"]
     families: dict[str, dict[str, Any]] = {
         "pnl": {"total": s["pnl_usdc"], "spread_capture": pb["spread_capture"], "inventory": pb["inventory"],
                 "fees": pb["fees"]},
         "spread": {"spread_improvement_pct": s["spread_improvement_pct"], "market_spread_bps": s["market_spread_bps"],
                    "our_spread_bps": s["our_spread_bps"], "market_spread_ticks": s["market_spread_ticks"]},
+        "strategy": {k: st[k] for k in ("alpha_bps", "half_spread_bps", "adverse_term_bps",
+                                         "adverse_selection_estimate_bps", "intensity_a_per_s",
+                                         "intensity_k_per_bps", "sigma_bps")}
+                    | {"regime": REGIME_CODE.get(st["regime"], 0), "has_edge": int(st["has_edge"])},
         "fill_quality": {"effective_spread_bps": s["effective_spread_bps"],
                          "realised_spread_5s_bps": s["realised_spread_bps"]["5s"],
                          "adverse_selection_5s_bps": s["adverse_selection_bps"],
