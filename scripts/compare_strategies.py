@@ -90,7 +90,11 @@ FIXTURES = {"lobster-aapl-20120621-head": "a 49-second parser fixture: the score
 
 
 class DataSetSkipped(Exception):
-    """A data set that cannot be compared today; the message says why."""
+    """A data set that cannot be compared today; the message says why, `short` in a few words."""
+
+    def __init__(self, message: str, short: str) -> None:
+        super().__init__(message)
+        self.short = short
 
 
 def default_data_dir() -> Path:
@@ -117,19 +121,21 @@ def check_comparable(es: Any, name: str) -> None:
     kinds = es.events["kind"] if len(es.events) else np.zeros(0)
     if getattr(es.instrument, "inverse", False):
         raise DataSetSkipped(f"{name}: an inverse contract ({es.instrument.symbol}); this comparison's "
-                             "accounting is linear in the quote currency: inverse PnL is not implemented here yet")
+                             "accounting is linear in the quote currency: inverse PnL is not implemented here yet",
+                             "inverse contract: not implemented in the comparison yet")
     if "-cm-" in name or "_perp" in " ".join(es.files):
         if rejects >= es.messages:
             raise DataSetSkipped(f"{name}: Binance COIN-M (inverse, 100-USD contracts); FlashMM in this build "
                                  f"reads none of its frames ({rejects:,} rejected: {dict(es.rejects)}): inverse "
-                                 "contract support is pending in main (issue 12)")
+                                 "contract support is pending in main (issue 12)",
+                                 "pending: inverse-contract support (issue 12)")
     if rejects > es.messages:
         raise DataSetSkipped(f"{name}: the reader rejected more than it kept ({rejects:,} rejects "
-                             f"{dict(es.rejects)} against {es.messages:,} messages)")
+                             f"{dict(es.rejects)} against {es.messages:,} messages)", "the reader rejected most of it")
     if not np.any(kinds == 2):  # KIND_TRADE
-        raise DataSetSkipped(f"{name}: no trades in the data")
+        raise DataSetSkipped(f"{name}: no trades in the data", "no trades")
     if np.count_nonzero(kinds <= 1) == 0:  # SNAP or DIFF
-        raise DataSetSkipped(f"{name}: no book data")
+        raise DataSetSkipped(f"{name}: no book data", "no book data")
 
 
 # ---- FlashMM side (this process) ---------------------------------------------------------------------
@@ -277,7 +283,7 @@ def run_hftbacktest(args: argparse.Namespace, cfg: Any, es: Any, timeline: Any, 
 def _f(v: Any, fmt: str = "{:+.2f}") -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "n/a"
-    return fmt.format(v)
+    return fmt.format(v + 0.0 if abs(v) >= 0.005 else 0.0)  # no "-0.00"
 
 
 def table_rows(ds: dict[str, Any]) -> list[list[str]]:
@@ -302,7 +308,7 @@ def table_rows(ds: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-HEADERS = ["strategy", "PnL", "spread / inventory / fees", "fills", "realised spread 5 s, bps [95 % CI]",
+HEADERS = ["strategy", "PnL (quote ccy)", "spread / inventory / fees", "fills", "realised spread 5 s, bps [95 % CI]",
            "max |inv| %", "orders / fill"]
 
 
@@ -351,11 +357,13 @@ def print_report(report: dict[str, Any]) -> None:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The README's table: one row per data set and strategy."""
-    lines = ["| data (scored part) | strategy | " + " | ".join(HEADERS[1:]) + " |",
+    heads = [h.replace("|", "\\|") for h in HEADERS[1:]]
+    lines = ["| data (scored part) | strategy | " + " | ".join(heads) + " |",
              "|---|---|" + "---:|" * (len(HEADERS) - 1)]
     for ds in report["data_sets"]:
         if "skipped" in ds:
-            lines.append(f"| {ds['name']} | not compared: {ds['skipped']} |" + " |" * (len(HEADERS) - 1))
+            lines.append(f"| {ds['name']} | not compared: {ds.get('skipped_short', ds['skipped'])} |"
+                         + " |" * (len(HEADERS) - 1))
             continue
         first = True
         for r in table_rows(ds):
@@ -521,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             check_comparable(es, name)
         except (DataError, DataSetSkipped) as e:
             ds["skipped"] = str(e)
+            ds["skipped_short"] = getattr(e, "short", "unreadable")
             _log(f"{name}: not compared: {e}")
             continue
         start = int(es.events["ts_ns"][0])
