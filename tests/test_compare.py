@@ -200,6 +200,15 @@ def test_pnl_split_and_max_inventory_by_hand():
     assert m["fills"] == 2 and m["position_end"] == 1.0 and m["end_mid"] == 102.0
 
 
+def test_scores_do_not_depend_on_the_order_the_engine_reported_its_fills_in():
+    tl = _timeline()
+    fills = _fills(*[(1 * S, 1 if i % 2 else -1, 100.0 + i % 3, 1.0 + i, 0.0) for i in range(12)],
+                   (2 * S, 1, 101.0, 2.0, 0.0), (3 * S, -1, 100.0, 1.0, 0.0))
+    a = score_fills(fills, tl, 0, 10 * S, capital=10_000.0, orders_placed=20)
+    b = score_fills(fills[::-1].copy(), tl, 0, 10 * S, capital=10_000.0, orders_placed=20)
+    assert a["realised_spread"]["ci95"] == b["realised_spread"]["ci95"] and a["pnl"] == pytest.approx(b["pnl"])
+
+
 def _script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
                           cwd=str(ROOT))

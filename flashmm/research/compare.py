@@ -318,6 +318,9 @@ def max_abs_inventory(fills: np.ndarray, timeline: MarketTimeline, t0_ns: int, t
 def score_fills(fills: np.ndarray, timeline: MarketTimeline, t0_ns: int, t1_ns: int, capital: float,
                 orders_placed: int, horizon_s: float = 5.0, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Every comparison figure of one strategy's fills, by the definitions in the module docstring."""
+    # one canonical order (an engine may report the fills of one instant in hash-map order), so the
+    # bootstrap draws the same resamples on every run
+    fills = fills[np.lexsort((fills["qty"], fills["price"], fills["side"], fills["ts_ns"]))]
     end_mid = timeline.last_mid(t1_ns)
     pnl = pnl_split(fills, timeline, end_mid)
     n = int(len(fills))
