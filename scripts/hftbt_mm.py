@@ -74,6 +74,17 @@ def record_fills(orders, seen, fills_ts, fills_f, n_fills, tick_size, lot_size, 
 
 
 @njit
+def sample_top(hbt, depth, t, samp_ts, samp_bid, samp_ask):
+    """Keep this step's best bid / ask (the conversion check); returns them and whether both exist."""
+    best_bid_tick = depth.best_bid_tick
+    best_ask_tick = depth.best_ask_tick
+    samp_ts[t] = hbt.current_timestamp
+    samp_bid[t] = best_bid_tick
+    samp_ask[t] = best_ask_tick
+    return best_bid_tick, best_ask_tick, best_bid_tick != INVALID_MIN and best_ask_tick != INVALID_MAX
+
+
+@njit
 def side_room_qty(orders, side, keep_ids, max_position_qty, position):
     """Quantity a side may still rest: the limit less the position and every live order on that side that
     is not one of `keep_ids` (orders being cancelled can still fill)."""
@@ -222,12 +233,7 @@ def glft_mm(hbt, interval_ns, trade_from_ns, window_steps, recalib_steps, order_
         depth = hbt.depth(asset_no)
         position = account[0]
         orders = hbt.orders(asset_no)
-        best_bid_tick = depth.best_bid_tick
-        best_ask_tick = depth.best_ask_tick
-        samp_ts[t] = hbt.current_timestamp
-        samp_bid[t] = best_bid_tick
-        samp_ask[t] = best_ask_tick
-        book_ok = best_bid_tick != INVALID_MIN and best_ask_tick != INVALID_MAX
+        best_bid_tick, best_ask_tick, book_ok = sample_top(hbt, depth, t, samp_ts, samp_bid, samp_ask)
         prev_mid_price_tick = mid_price_tick
         mid_price_tick = (best_bid_tick + best_ask_tick) / 2.0 if book_ok else np.nan
         mid_price_chg[t] = mid_price_tick - prev_mid_price_tick
@@ -304,12 +310,7 @@ def obi_mm(hbt, interval_ns, trade_from_ns, window_steps, looking_depth, half_sp
         depth = hbt.depth(asset_no)
         position = account[0]
         orders = hbt.orders(asset_no)
-        best_bid_tick = depth.best_bid_tick
-        best_ask_tick = depth.best_ask_tick
-        samp_ts[t] = hbt.current_timestamp
-        samp_bid[t] = best_bid_tick
-        samp_ask[t] = best_ask_tick
-        book_ok = best_bid_tick != INVALID_MIN and best_ask_tick != INVALID_MAX
+        best_bid_tick, best_ask_tick, book_ok = sample_top(hbt, depth, t, samp_ts, samp_bid, samp_ask)
         if not book_ok:
             t += 1
             continue
