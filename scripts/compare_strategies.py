@@ -116,19 +116,9 @@ def discover(data_dir: Path) -> tuple[list[list[str]], dict[str, str]]:
 
 
 def check_comparable(es: Any, name: str) -> None:
-    """Refuse what cannot be compared honestly today (raises DataSetSkipped with the reason)."""
+    """Refuse what cannot be compared honestly (raises DataSetSkipped with the reason)."""
     rejects = sum(es.rejects.values())
     kinds = es.events["kind"] if len(es.events) else np.zeros(0)
-    if getattr(es.instrument, "inverse", False):
-        raise DataSetSkipped(f"{name}: an inverse contract ({es.instrument.symbol}); this comparison's "
-                             "accounting is linear in the quote currency: inverse PnL is not implemented here yet",
-                             "inverse contract: not implemented in the comparison yet")
-    if "-cm-" in name or "_perp" in " ".join(es.files):
-        if rejects >= es.messages:
-            raise DataSetSkipped(f"{name}: Binance COIN-M (inverse, 100-USD contracts); FlashMM in this build "
-                                 f"reads none of its frames ({rejects:,} rejected: {dict(es.rejects)}): inverse "
-                                 "contract support is pending in main (issue 12)",
-                                 "pending: inverse-contract support (issue 12)")
     if rejects > es.messages:
         raise DataSetSkipped(f"{name}: the reader rejected more than it kept ({rejects:,} rejects "
                              f"{dict(es.rejects)} against {es.messages:,} messages)", "the reader rejected most of it")
@@ -170,19 +160,17 @@ def run_flashmm(cfg: Any, strategy: str, es: Any, timeline: Any, t0: int, t1: in
     w0 = time.perf_counter()
     section, engine = run_one(c, es, None, args.from_fraction)
     wall = time.perf_counter() - w0
-    fills = flashmm_fills(engine.portfolio.fills, es.instrument)
-    metrics = score_fills(fills, timeline, t0, t1, c.risk.capital_usdc, section["orders_placed"], args.horizon_s,
-                          args.bootstrap, args.seed)
-    own = {k: section.get(k) for k in ("pnl_usdc", "pnl_breakdown", "fills", "orders_placed", "orders_filled",
-                                       "orders_cancelled", "orders_rejected", "order_to_fill_ratio", "markouts",
-                                       "quoting_time_s", "market_spread_bps", "our_spread_bps", "model",
-                                       "breakers", "book_rejects")}
+    fills = flashmm_fills(engine.portfolio.fills)
+    metrics = score_fills(fills, timeline, t0, t1, es.instrument, c.risk.capital_usdc, section["orders_placed"],
+                          args.horizon_s, args.bootstrap, args.seed)
+    # FlashMM's own report, kept beside ours (ours: one definition for every engine; its realised spread is
+    # the unweighted mean per fill with a normal interval, against the engine's own mid)
+    own = {k: section.get(k) for k in (
+        "pnl_usdc", "pnl_settle", "pnl_breakdown", "fills", "orders_placed", "orders_filled", "orders_cancelled",
+        "orders_rejected", "orders_per_fill", "post_only_rejects", "taker_share_pct", "effective_spread_bps",
+        "realised_spread_bps", "adverse_selection_bps", "markout_bps", "time_at_touch_pct", "mid_gap_at_fills_bps",
+        "quoting_time_s", "market_spread_bps", "our_spread_bps", "model", "breakers", "book_rejects")}
     own["max_abs_inventory_pct"] = section["inventory"]["max_abs_inventory_pct"]
-    # issue 12's report keys, when this build has them (kept beside ours; ours use one definition for all)
-    for k in ("realised_spread_bps", "markout_bps", "effective_spread_bps", "adverse_selection_bps",
-              "orders_per_fill", "post_only_rejects", "taker_share_pct", "time_at_touch_pct"):
-        if k in section:
-            own[k] = section[k]
     own["taker_fills"] = int(sum(1 for f in engine.portfolio.fills if not f.is_maker))
     own["pnl_difference_vs_ours"] = round(float(section["pnl_usdc"]) - metrics["pnl"]["total"], 6)
     return {"engine": "flashmm", "strategy": c.strategy.model, "wall_s": round(wall, 3), "metrics": metrics,
@@ -197,7 +185,8 @@ def hftbt_params(args: argparse.Namespace, cfg: Any, es: Any, timeline: Any, t0:
     warm_s = (t0 - int(es.events["ts_ns"][0])) / 1e9
     tick = float(inst.price_tick)
     return {
-        "tick_size": tick, "lot_size": float(inst.lot_size),
+        "tick_size": tick, "lot_size": float(inst.lot_size), "inverse": bool(inst.inverse),
+        "multiplier": float(inst.multiplier),
         "latency_ns": int(round(cfg.replay.latency_ms * 1e6)), "response_latency_ns": 0,
         "maker_fee_bps": cfg.replay.maker_fee_bps, "taker_fee_bps": cfg.replay.taker_fee_bps,
         # the ROI vectors cover the recording's mids +-10 % (levels beyond are ignored by hftbacktest)
@@ -221,13 +210,13 @@ def hftbt_params(args: argparse.Namespace, cfg: Any, es: Any, timeline: Any, t0:
     }
 
 
-def run_hftbacktest(args: argparse.Namespace, cfg: Any, es: Any, timeline: Any, t0: int, t1: int, name: str
-                    ) -> dict[str, Any]:
-    from flashmm.research.compare import FILL_DTYPE, compare_tops, score_fills, to_hftbacktest
+def run_hftbacktest(args: argparse.Namespace, cfg: Any, es: Any, rows: np.ndarray, conv: dict[str, Any],
+                    timeline: Any, t0: int, t1: int, name: str) -> dict[str, Any]:
+    from flashmm.core.state import fill_cash_and_edge
+    from flashmm.research.compare import FILL_DTYPE, compare_tops, score_fills
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    rows, conv = to_hftbacktest(es.events, es.instrument)
     rows_path = work / f"{name}.rows.npy"
     np.save(rows_path, rows)
     prefix = work / name
@@ -250,7 +239,8 @@ def run_hftbacktest(args: argparse.Namespace, cfg: Any, es: Any, timeline: Any, 
     out: dict[str, Any] = {"conversion": conv, "process_wall_s": round(wall, 3), "versions": {
         k: res[k] for k in ("hftbacktest_version", "numba_version", "numpy_version", "python")},
         "params": p, "strategies": {}}
-    maker_rate = cfg.replay.maker_fee_bps / 1e4
+    inst = es.instrument
+    tick, lot = float(inst.price_tick), float(inst.lot_size)
     for strat, r in res["strategies"].items():
         d = np.load(r["npz"])
         f = d["fills"]
@@ -258,21 +248,27 @@ def run_hftbacktest(args: argparse.Namespace, cfg: Any, es: Any, timeline: Any, 
         if len(f):
             fills["ts_ns"] = d["fills_ts"]
             fills["side"] = f[:, 0].astype(np.int8)
-            fills["price"] = f[:, 1]
-            fills["qty"] = f[:, 2]
-            fills["fee"] = f[:, 1] * f[:, 2] * maker_rate  # GTX quotes fill as makers only
-        metrics = score_fills(fills, timeline, t0, t1, cfg.risk.capital_usdc, r["orders_submitted"],
+            fills["price_ticks"] = np.round(f[:, 1] / tick)
+            fills["lots"] = np.round(f[:, 2] / lot)
+            # GTX quotes fill as makers only; the fee is on the settlement-currency notional, as FlashMM's replay
+            fills["fee"] = [inst.notional(p, n) * cfg.replay.maker_fee_bps / 1e4
+                            for p, n in zip(fills["price_ticks"].tolist(), fills["lots"].tolist(), strict=True)]
+        metrics = score_fills(fills, timeline, t0, t1, inst, cfg.risk.capital_usdc, r["orders_submitted"],
                               args.horizon_s, args.bootstrap, args.seed)
         check = compare_tops(timeline, d["samp_ts"], d["samp_bid"], d["samp_ask"])
         own = {k: r[k] for k in r if k not in ("npz",)}
         st = r["state"]
-        cash = float(-(fills["side"] * fills["price"] * fills["qty"]).sum())
+        cash = sum(fill_cash_and_edge(inst, int(sd), p, n, p)[0] for sd, p, n in zip(
+            fills["side"].tolist(), fills["price_ticks"].tolist(), fills["lots"].tolist(), strict=True))
+        # hftbacktest's inverse account keeps the balance with the opposite sign (equity = -balance - ...)
+        balance = -st["balance"] if inst.inverse else st["balance"]
+        position = metrics["position_end_lots"] * lot
         own["account_check"] = {
             # our fills against hftbacktest's own account (equal unless partial fills are on: #299, #316)
-            "position_from_fills": metrics["position_end"], "position_hftbacktest": st["position"],
+            "position_from_fills": position, "position_hftbacktest": st["position"],
             "cash_from_fills": cash, "balance_hftbacktest": st["balance"],
-            "equal": bool(abs(metrics["position_end"] - st["position"]) <= float(es.instrument.lot_size) / 2
-                          and abs(cash - st["balance"]) <= 1e-6 * max(1.0, abs(st["balance"]))),
+            "equal": bool(abs(position - st["position"]) <= lot / 2
+                          and abs(cash - balance) <= 1e-6 * max(1.0, abs(balance))),
         }
         out["strategies"][strat] = {"engine": "hftbacktest", "wall_s": round(r["wall_s"], 3), "metrics": metrics,
                                     "engine_own": own, "conversion_check": check}
@@ -297,11 +293,14 @@ def table_rows(ds: dict[str, Any]) -> list[list[str]]:
             continue
         m = r["metrics"]
         pnl = m["pnl"]
+        pnl_txt = _f(pnl["total"])
+        if ds.get("inverse"):  # PnL settles in the base: show it beside its value in the quote currency
+            pnl_txt += f" ({pnl['settle']['total']:+.8f} {pnl['settle_currency']})"
         rs = m["realised_spread"]
         ci = rs["ci95"]
         rs_txt = "n/a" if rs["bps"] is None else (f"{rs['bps']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""))
         out.append([
-            LABELS[s], _f(pnl["total"]),
+            LABELS[s], pnl_txt,
             f"{_f(pnl['spread_capture'])} / {_f(pnl['inventory'])} / {_f(pnl['fees'])}",
             f"{m['fills']:,}", rs_txt, _f(m["max_abs_inventory_pct"], "{:.2f}"), _f(m["orders_per_fill"], "{:.1f}"),
         ])
@@ -458,11 +457,10 @@ def git_commit() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from flashmm.config import ConfigError
-    from flashmm.data.loader import load_events
+    from flashmm.data.loader import load_configured
     from flashmm.data.readers import DataError
-    from flashmm.research.compare import market_timeline
+    from flashmm.research.compare import book_replay
     from flashmm.telemetry.logging import configure_logging
-    from flashmm.venues.factory import default_cache_dir
 
     configure_logging("error", None)  # fills and breaker changes would flood the terminal
     try:
@@ -519,13 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         except StepError as e:
             report["hftbacktest_status"] = {"error": str(e)}
             rc = 1
-    cache = default_cache_dir(cfg)
     for group in data_sets:
         name = Path(group[0]).name if len(group) == 1 else Path(group[0]).parent.name
         ds: dict[str, Any] = {"name": name, "paths": group}
         report["data_sets"].append(ds)
         try:
-            es = load_events(group, cache)
+            es = load_configured(cfg, group)
             check_comparable(es, name)
         except (DataError, DataSetSkipped) as e:
             ds["skipped"] = str(e)
@@ -535,11 +532,14 @@ def main(argv: list[str] | None = None) -> int:
         start = int(es.events["ts_ns"][0])
         t0 = start + int(args.from_fraction * es.duration_s * 1_000_000_000)  # run_one's own formula
         t1 = int(es.events["ts_ns"][-1])
-        timeline, tl_stats = market_timeline(es.events, es.instrument)
-        ds.update({"source": es.source, "symbol": es.instrument.symbol, "tick": str(es.instrument.price_tick),
-                   "lot": str(es.instrument.lot_size), "duration_s": round(es.duration_s, 3),
+        rows, timeline, book_stats = book_replay(es.events, es.instrument, cfg.replay.use_book_ticker)
+        inst = es.instrument
+        ds.update({"source": es.source, "symbol": inst.symbol, "tick": str(inst.price_tick),
+                   "lot": str(inst.lot_size), "multiplier": str(inst.multiplier), "inverse": inst.inverse,
+                   "quote_currency": inst.quote, "settle_currency": inst.settle_currency,
+                   "use_book_ticker": cfg.replay.use_book_ticker, "duration_s": round(es.duration_s, 3),
                    "scored_s": round((t1 - t0) / 1e9, 3), "rows": len(es.events), "messages": es.messages,
-                   "reader_rejects": dict(es.rejects), "timeline": tl_stats, "strategies": {}})
+                   "reader_rejects": dict(es.rejects), "book_replay": book_stats, "strategies": {}})
         _log(f"{name}: {len(es.events):,} rows, {es.duration_s:,.0f} s, scoring the last {ds['scored_s']:,.0f} s")
         for s in args.strategies:
             if s not in FLASHMM_STRATEGIES:
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 rc = rc or 3
         if hb_ready and any(s in HFTBT_STRATEGIES for s in args.strategies):
             try:
-                hb = run_hftbacktest(args, cfg, es, timeline, t0, t1, name)
+                hb = run_hftbacktest(args, cfg, es, rows, book_stats, timeline, t0, t1, name)
                 ds["hftbacktest"] = {k: v for k, v in hb.items() if k != "strategies"}
                 ds["strategies"].update(hb["strategies"])
                 checks = [v["conversion_check"] for v in hb["strategies"].values()]

@@ -19,8 +19,9 @@ and place orders only from `trade_from_ns` on):
   within `looking_depth` of the mid; fair = mid + c1 alpha; reservation = fair - skew x position in order
   units; one GTX order per side at reservation -/+ half spread, never through the touch. Its price
   parameters are given here in bps of the mid (the example's are in USD on BTCUSDT).
-Both: order size = floor(order quote amount / mid / lot) lots (FlashMM's rule), and a side's grid is cut so
-that the position plus every order on that side (including orders being cancelled) stays within the
+Both: order size = floor(order quote amount / exposure of one lot) lots (FlashMM's rule; the exposure of
+one unit is mid x multiplier, or the contract's face value for an inverse contract), and a side's grid is
+cut so that the position plus every order on that side (including orders being cancelled) stays within the
 position limit in quote currency (FlashMM's risk rule; the tutorial's is `position < max_position`).
 """
 
@@ -71,6 +72,13 @@ def record_fills(orders, seen, fills_ts, fills_f, n_fills, tick_size, lot_size, 
             seen[o.order_id] = executed
             n_fills += 1
     return n_fills
+
+
+@njit(cache=True)
+def quote_value(mid_price, inverse, multiplier):
+    """Quote-currency exposure of one unit of quantity: mid x multiplier (linear), or the contract's face
+    value (inverse: a BTCUSD_PERP contract is 100 USD whatever the price). FlashMM's Instrument.exposure."""
+    return multiplier if inverse else mid_price * multiplier
 
 
 @njit
@@ -188,8 +196,9 @@ def compute_coeff(xi, gamma, delta, A, k):
 
 
 @njit
-def glft_mm(hbt, interval_ns, trade_from_ns, window_steps, recalib_steps, order_usd, max_position_usd, grid_num,
-            gamma, delta, adj1, adj2, max_steps, fills_ts, fills_f, samp_ts, samp_bid, samp_ask, quote_stats):
+def glft_mm(hbt, interval_ns, trade_from_ns, window_steps, recalib_steps, order_usd, max_position_usd, inverse,
+            multiplier, grid_num, gamma, delta, adj1, adj2, max_steps, fills_ts, fills_f, samp_ts, samp_bid, samp_ask,
+            quote_stats):
     asset_no = 0
     tick_size = hbt.depth(asset_no).tick_size
     lot_size = hbt.depth(asset_no).lot_size
@@ -254,7 +263,8 @@ def glft_mm(hbt, interval_ns, trade_from_ns, window_steps, recalib_steps, order_
         if hbt.current_timestamp < trade_from_ns or not book_ok:
             continue
         mid_price = mid_price_tick * tick_size
-        order_qty = max(np.floor(order_usd / mid_price / lot_size), 1.0) * lot_size
+        unit_value = quote_value(mid_price, inverse, multiplier)
+        order_qty = max(np.floor(order_usd / unit_value / lot_size), 1.0) * lot_size
         c1, c2 = compute_coeff(gamma, gamma, delta, A, k)
         half_spread_tick = (c1 + delta / 2 * c2 * volatility) * adj1
         skew = c2 * volatility * adj2
@@ -271,7 +281,7 @@ def glft_mm(hbt, interval_ns, trade_from_ns, window_steps, recalib_steps, order_
             n_quote += 1
             sum_half_bps += half_spread_tick / mid_price_tick * 1e4
         new_bid, new_ask = build_grid(orders, bid_price, ask_price, grid_interval, grid_num, order_qty, tick_size,
-                                      max_position_usd / mid_price, position)
+                                      max_position_usd / unit_value, position)
         update_grid(hbt, asset_no, orders, seen, new_bid, new_ask, order_qty, counts)
     # fills reported at the last step
     n_fills = record_fills(hbt.orders(asset_no), seen, fills_ts, fills_f, n_fills, tick_size, lot_size, account)
@@ -286,8 +296,8 @@ def glft_mm(hbt, interval_ns, trade_from_ns, window_steps, recalib_steps, order_
 # ---- Order book imbalance (example) -------------------------------------------------------------------
 @njit
 def obi_mm(hbt, interval_ns, trade_from_ns, window_steps, looking_depth, half_spread_bps, skew_bps, c1_bps,
-           order_usd, max_position_usd, grid_num, max_steps, fills_ts, fills_f, samp_ts, samp_bid, samp_ask,
-           quote_stats):
+           order_usd, max_position_usd, inverse, multiplier, grid_num, max_steps, fills_ts, fills_f, samp_ts,
+           samp_bid, samp_ask, quote_stats):
     asset_no = 0
     tick_size = hbt.depth(asset_no).tick_size
     lot_size = hbt.depth(asset_no).lot_size
@@ -299,6 +309,10 @@ def obi_mm(hbt, interval_ns, trade_from_ns, window_steps, looking_depth, half_sp
     t = 0
     n_quote = 0
     sum_abs_alpha = 0.0
+    win_sum = 0.0
+    win_sq = 0.0
+    n_win = 0
+    shift = 0.0
     rc = 0
     while t < max_steps:
         rc = hbt.elapse(interval_ns)
@@ -327,14 +341,29 @@ def obi_mm(hbt, interval_ns, trade_from_ns, window_steps, looking_depth, half_sp
         upto_tick = max(int(np.ceil(mid_price * (1 - looking_depth) / tick_size)), lb)
         sum_bid_qty = np.sum(depth.bid_depth[upto_tick - lb + 1:from_tick - lb + 1]) if from_tick > upto_tick else 0.0
         imbalance[t] = sum_bid_qty - sum_ask_qty
-        lo = max(0, t + 1 - window_steps)
-        m = np.nanmean(imbalance[lo:t + 1])
-        s = np.nanstd(imbalance[lo:t + 1])
-        alpha = np.divide(imbalance[t] - m, s) if s > 0 else 0.0
+        # the example's np.nanmean / np.nanstd over the window, kept as running sums (O(1) a step instead
+        # of O(window): 36,000 steps a step on Bitstamp), shifted by the first value for precision
+        if n_win == 0 and shift == 0.0:
+            shift = imbalance[t]
+        x = imbalance[t] - shift
+        win_sum += x
+        win_sq += x * x
+        n_win += 1
+        if t >= window_steps:
+            old = imbalance[t - window_steps]
+            if np.isfinite(old):
+                win_sum -= old - shift
+                win_sq -= (old - shift) ** 2
+                n_win -= 1
+        m = win_sum / n_win
+        var = max(win_sq / n_win - m * m, 0.0)
+        s = np.sqrt(var)
+        alpha = (x - m) / s if s > 0 else 0.0
         t += 1
         if hbt.current_timestamp < trade_from_ns:
             continue
-        order_qty = max(np.floor(order_usd / mid_price / lot_size), 1.0) * lot_size
+        unit_value = quote_value(mid_price, inverse, multiplier)
+        order_qty = max(np.floor(order_usd / unit_value / lot_size), 1.0) * lot_size
         bps = mid_price / 1e4
         fair_price = mid_price + c1_bps * bps * alpha
         reservation_price = fair_price - skew_bps * bps * (position / order_qty)
@@ -343,7 +372,7 @@ def obi_mm(hbt, interval_ns, trade_from_ns, window_steps, looking_depth, half_sp
         n_quote += 1
         sum_abs_alpha += abs(alpha)
         new_bid, new_ask = build_grid(orders, bid_price, ask_price, tick_size, grid_num, order_qty, tick_size,
-                                      max_position_usd / mid_price, position)
+                                      max_position_usd / unit_value, position)
         update_grid(hbt, asset_no, orders, seen, new_bid, new_ask, order_qty, counts)
     n_fills = record_fills(hbt.orders(asset_no), seen, fills_ts, fills_f, n_fills, tick_size, lot_size, account)
     quote_stats[0] = sum_abs_alpha / n_quote if n_quote else np.nan
@@ -365,11 +394,11 @@ def check_format():
 
 
 def build(p, rows):
+    asset = BacktestAsset().data([rows])
+    # FlashMM's Instrument: linear (value = price x qty x multiplier) or inverse (contracts of `multiplier`)
+    asset = asset.inverse_asset(p["multiplier"]) if p["inverse"] else asset.linear_asset(p["multiplier"])
     asset = (
-        BacktestAsset()
-        .data([rows])
-        .linear_asset(1.0)
-        .constant_order_latency(int(p["latency_ns"]), int(p["response_latency_ns"]))
+        asset.constant_order_latency(int(p["latency_ns"]), int(p["response_latency_ns"]))
         .trading_value_fee_model(p["maker_fee_bps"] / 1e4, p["taker_fee_bps"] / 1e4)
         .tick_size(p["tick_size"])
         .lot_size(p["lot_size"])
@@ -408,7 +437,8 @@ def run_strategy(name, p, rows):
         recalib_steps = max(1, int(round(s["recalib_s"] * 1e9 / p["interval_ns"])))
         steps, n_fills, n_sub, n_cancel, last_ts, rc = glft_mm(
             hbt, p["interval_ns"], p["trade_from_ns"], window_steps, recalib_steps, p["order_usd"],
-            p["max_position_usd"], s["grid_num"], s["gamma"], s["delta"], s["adj1"], s["adj2"], max_steps,
+            p["max_position_usd"], p["inverse"], p["multiplier"], s["grid_num"], s["gamma"], s["delta"], s["adj1"],
+            s["adj2"], max_steps,
             fills_ts, fills_f, samp_ts, samp_bid, samp_ask, quote_stats)
         extra = {"A": quote_stats[0], "k": quote_stats[1], "volatility_ticks_per_sqrt_s": quote_stats[2],
                  "mean_half_spread_bps": quote_stats[3], "window_steps": window_steps,
@@ -417,7 +447,8 @@ def run_strategy(name, p, rows):
         window_steps = max(2, int(round(s["window_s"] * 1e9 / p["interval_ns"])))
         steps, n_fills, n_sub, n_cancel, last_ts, rc = obi_mm(
             hbt, p["interval_ns"], p["trade_from_ns"], window_steps, s["looking_depth"], s["half_spread_bps"],
-            s["skew_bps"], s["c1_bps"], p["order_usd"], p["max_position_usd"], s["grid_num"], max_steps,
+            s["skew_bps"], s["c1_bps"], p["order_usd"], p["max_position_usd"], p["inverse"], p["multiplier"],
+            s["grid_num"], max_steps,
             fills_ts, fills_f, samp_ts, samp_bid, samp_ask, quote_stats)
         extra = {"mean_abs_alpha": quote_stats[0], "window_steps": window_steps}
     else:

@@ -44,6 +44,8 @@ from flashmm.research.compare import (
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "compare_strategies.py"
 INST = Instrument("TEST", "B", "Q", Decimal("0.5"), Decimal("0.25"))
+ONE = Instrument("LIN", "B", "Q", Decimal(1), Decimal(1))  # tick 1, lot 1: ticks and lots read as prices and units
+INV = Instrument("INV_PERP", "BTC", "USD", Decimal(1), Decimal(1), Decimal(100), True)  # 100-USD contracts
 S = 1_000_000_000
 # hftbacktest 2.4's flags, written out: EXCH_EVENT | LOCAL_EVENT = 0xC0000000, BUY 1 << 29, SELL 1 << 28
 EL, BUY, SELL = 0xC0000000, 1 << 29, 1 << 28
@@ -52,10 +54,12 @@ EL, BUY, SELL = 0xC0000000, 1 << 29, 1 << 28
 def _events() -> np.ndarray:
     w = EventWriter()
     w.message(1000, KIND_SNAP, [(1, 100, 5), (1, 99, 7), (-1, 101, 3), (-1, 102, 4)], 10, 10)
-    w.message(1500, KIND_BBO, [(1, 100, 5), (-1, 101, 3)], 10, 0)
-    w.message(2000, KIND_DIFF, [(1, 100, 0), (-1, 103, 2)], 11, 11)
+    w.message(1500, KIND_BBO, [(1, 100, 6), (-1, 101, 3)], 12, 0)  # a top newer than the book (id 12)
+    w.message(2000, KIND_DIFF, [(1, 100, 0), (-1, 103, 2), (-1, 102, 4)], 11, 11)  # older than that top
     w.message(2500, KIND_TRADE, [(1, 101, 1)], 900, 0)
     w.message(2600, KIND_TRADE, [(0, 100, 2)], 901, 0)
+    w.message(2800, KIND_BBO, [(1, 101, 1), (-1, 102, 4)], 13, 0)  # the top moves up a tick
+    w.message(2900, KIND_BBO, [(1, 99, 1), (-1, 100, 4)], 9, 0)  # older than the book: ignored
     ev = w.array()
     # an empty diff (kept by the Binance reader so the sequence chain stays whole) and an empty snapshot
     extra = np.array([(3000, KIND_DIFF, 0, FLAG_EMPTY | FLAG_END, 0, 0, 12, 12),
@@ -63,7 +67,7 @@ def _events() -> np.ndarray:
     return np.concatenate([ev, extra])
 
 
-def test_converter_writes_hftbacktest_rows_checked_by_hand():
+def test_converter_writes_what_flashmms_book_did_as_hftbacktest_rows_checked_by_hand():
     rows, counts = to_hftbacktest(_events(), INST)
     assert rows.dtype == HFTBT_EVENT_DTYPE and rows.dtype.itemsize == 64  # hftbacktest's event_dtype layout
     expected = [  # (ev, ts, px, qty): px = ticks x 0.5, qty = lots x 0.25
@@ -72,21 +76,37 @@ def test_converter_writes_hftbacktest_rows_checked_by_hand():
         (EL | 4 | BUY, 1000, 49.5, 1.75),
         (EL | 4 | SELL, 1000, 50.5, 0.75),
         (EL | 4 | SELL, 1000, 51.0, 1.0),
-        # the BBO message is not converted
-        (EL | 1 | BUY, 2000, 50.0, 0.0),  # diff: qty 0 deletes the level
+        (EL | 1 | BUY, 1500, 50.0, 1.5),  # the top resized the best bid 5 -> 6 lots; the ask is unchanged
+        # the diff is older than the top: its bid at the top's price is skipped, 102 keeps its size,
+        # and only the new ask level at 103 changes the book
         (EL | 1 | SELL, 2000, 51.5, 0.5),
         (EL | 2 | BUY, 2500, 50.5, 0.25),  # a buyer-aggressor trade
         (EL | 2, 2600, 50.0, 0.5),  # an unknown aggressor: no side flag
-        # the empty diff has no row; the empty snapshot is its clear row alone
+        # the top moved up: the ask at 101 is gone (it was below the new ask), a bid appears at 101
+        (EL | 1 | BUY, 2800, 50.5, 0.25),
+        (EL | 1 | SELL, 2800, 50.5, 0.0),
+        # the stale top and the empty diff change nothing; the empty snapshot is its clear row alone
         (EL | 3, 4000, 0.0, 0.0),
     ]
-    assert len(rows) == len(expected)
-    for r, (ev, ts, px, qty) in zip(rows, expected, strict=True):
-        assert (int(r["ev"]), int(r["exch_ts"]), int(r["local_ts"]), float(r["px"]), float(r["qty"])) == \
-            (ev, ts, ts, px, qty)
-        assert r["order_id"] == 0 and r["ival"] == 0 and r["fval"] == 0.0
-    assert counts == {"rows_in": 12, "rows_out": 10, "snapshots": 2, "snapshot_levels": 4, "diff_levels": 2,
-                      "trades": 2, "trades_unknown_aggressor": 1, "bbo_rows_not_converted": 2, "empty_diffs": 1}
+    got = sorted(rows.tolist(), key=lambda r: (r[1], r[0] & 0xFF != 3, -(r[0] & BUY)))
+    want = sorted([(ev, ts, ts, px, qty, 0, 0, 0.0) for ev, ts, px, qty in expected],
+                  key=lambda r: (r[1], r[0] & 0xFF != 3, -(r[0] & BUY)))
+    assert [(int(a), b, c, float(d), float(e)) for a, b, c, d, e, *_ in got] == \
+        [(a, b, c, d, e) for a, b, c, d, e, *_ in want]
+    assert rows["order_id"].sum() == 0 and rows["ival"].sum() == 0 and rows["fval"].sum() == 0
+    assert np.all(np.diff(rows["local_ts"]) >= 0)
+    assert {k: counts[k] for k in ("rows_in", "rows_out", "snapshots", "snapshot_levels", "diff_levels_in",
+                                   "diff_level_changes", "tops_in", "tops_applied", "top_level_changes", "trades",
+                                   "trades_unknown_aggressor", "unusable_book_messages")} == {
+        "rows_in": 17, "rows_out": 12, "snapshots": 2, "snapshot_levels": 4, "diff_levels_in": 3,
+        "diff_level_changes": 1, "tops_in": 3, "tops_applied": 2, "top_level_changes": 3, "trades": 2,
+        "trades_unknown_aggressor": 1, "unusable_book_messages": 1}
+    assert counts["book_rejects"] == {"diff_levels_behind_top": 1, "top_older_than_book": 1}
+    # without the best bid/offer ([replay].use_book_ticker = false) the diff applies in full
+    rows2, counts2 = to_hftbacktest(_events(), INST, use_top=False)
+    diff_rows = rows2[rows2["local_ts"] == 2000]
+    assert sorted((float(r["px"]), float(r["qty"])) for r in diff_rows) == [(50.0, 0.0), (51.5, 0.5)]
+    assert counts2["bbo_not_used"] == 3 and counts2["tops_applied"] == 0
 
 
 def test_converter_on_a_slice_of_the_real_binance_recording_matches_the_raw_frames(data_dir, tmp_path):
@@ -94,8 +114,10 @@ def test_converter_on_a_slice_of_the_real_binance_recording_matches_the_raw_fram
     es = load_events([folder], tmp_path)
     ev = es.events[: np.flatnonzero(es.events["flags"] & FLAG_END)[3000] + 1]  # the first 3,001 messages
     rows, counts = to_hftbacktest(ev, es.instrument)
-    kinds = ev["kind"]
-    assert counts["rows_out"] == len(rows) == np.count_nonzero(kinds != KIND_BBO) + counts["snapshots"]
+    assert counts["tops_applied"] > 0  # bookTicker frames move the top between the 100 ms diffs
+    assert not {"sequence_gap", "crossed_after_diff", "snapshot_crossed"} & set(counts["book_rejects"])
+    assert counts["rows_out"] == len(rows) == (counts["snapshots"] + counts["snapshot_levels"] + counts["trades"]
+                                               + counts["diff_level_changes"] + counts["top_level_changes"])
     assert np.all(np.diff(rows["local_ts"]) >= 0) and np.array_equal(rows["exch_ts"], rows["local_ts"])
     # the first trade and the 100th depth diff after the snapshot, against the raw websocket frames themselves
     trade_frame = diff_frame = None
@@ -120,12 +142,16 @@ def test_converter_on_a_slice_of_the_real_binance_recording_matches_the_raw_fram
     assert int(r["exch_ts"]) == t_ts  # FlashMM's one timestamp: the recorder's receive time
     assert float(r["px"]) == pytest.approx(float(t["p"]), abs=1e-9) and float(r["qty"]) == pytest.approx(float(t["q"]))
     assert int(r["ev"]) == EL | 2 | (SELL if t["m"] else BUY)  # m = buyer is maker: the seller aggressed
+    # the diff's rows are the levels of the raw frame that changed FlashMM's book (depth diffs only here:
+    # with the best bid/offer, levels the top already moved past are left out as the engine leaves them)
     d_ts, d = diff_frame
-    diff_rows = rows[((rows["ev"] & 0xFF) == 1) & (rows["local_ts"] == d_ts)]
-    levels = {(int(x["ev"]) & (BUY | SELL), round(float(x["px"]), 2)): float(x["qty"]) for x in diff_rows}
+    rows_depth_only, _ = to_hftbacktest(ev, es.instrument, use_top=False)
+    diff_rows = rows_depth_only[((rows_depth_only["ev"] & 0xFF) == 1) & (rows_depth_only["local_ts"] == d_ts)]
     raw_levels = {(BUY, round(float(p), 2)): float(q) for p, q in d["b"]}
     raw_levels |= {(SELL, round(float(p), 2)): float(q) for p, q in d["a"]}
-    assert len(diff_rows) == len(d["b"]) + len(d["a"]) > 0 and levels == pytest.approx(raw_levels)
+    assert 0 < len(diff_rows) <= len(raw_levels)
+    for x in diff_rows:
+        assert raw_levels[(int(x["ev"]) & (BUY | SELL), round(float(x["px"]), 2))] == pytest.approx(float(x["qty"]))
 
 
 def test_market_timeline_follows_the_book_and_goes_unusable_after_a_gap():
@@ -138,9 +164,9 @@ def test_market_timeline_follows_the_book_and_goes_unusable_after_a_gap():
     tl, stats = market_timeline(w.array(), INST)
     assert tl.ts_ns.tolist() == [1 * S, 2 * S, 4 * S, 5 * S]  # book messages only
     assert tl.bid.tolist() == [100, 101, -1, 99] and tl.ask.tolist() == [102, 102, -1, 100]
-    assert stats["unusable_messages"] == 1 and stats["book_rejects"] == {"sequence_gap": 1}
-    assert tl.mid(np.array([2 * S]))[0] == pytest.approx(101.5 * 0.5)  # at a message: after it
-    assert tl.mid(np.array([2 * S]), strict=True)[0] == pytest.approx(101 * 0.5)  # just before it
+    assert stats["unusable_book_messages"] == 1 and stats["book_rejects"] == {"sequence_gap": 1}
+    assert tl.mid(np.array([2 * S]))[0] == pytest.approx(101.5)  # ticks; at a message: after it
+    assert tl.mid(np.array([2 * S]), strict=True)[0] == pytest.approx(101)  # just before it
     assert np.isnan(tl.mid(np.array([S // 2, 4 * S]))).all()  # before any book; stale
     chk = compare_tops(tl, np.array([2 * S, 3 * S, 4 * S, 6 * S]), np.array([101, 101, 101, 99]),
                        np.array([102, 103, 102, 100]))
@@ -186,7 +212,7 @@ def test_pnl_split_and_max_inventory_by_hand():
     tl = _timeline()
     fills = _fills((1 * S, 1, 100.0, 2.0, 0.02),  # buy 2 at 100 (mid 100.5), fee 0.02
                    (5 * S, -1, 103.0, 1.0, 0.0))  # sell 1 at 103 (mid 102)
-    p = pnl_split(fills, tl, end_mid=102.0)
+    p = pnl_split(fills, tl, 102.0, ONE)
     assert p["spread_capture"] == pytest.approx(2 * 0.5 + 1 * 1.0)
     assert p["total"] == pytest.approx((-200 + 103) + 1 * 102 - 0.02)  # cash + position x end mid - fees
     assert p["fees"] == pytest.approx(-0.02)
@@ -194,19 +220,35 @@ def test_pnl_split_and_max_inventory_by_hand():
     # 2 held while the mid went 100.5 -> 102 (one of them sold at the 102 mid: its edge is spread capture)
     assert p["inventory"] == pytest.approx(2 * (102 - 100.5))
     # position 2 from t=1 s (mid 100.5, then 102 at 4 s) until 5 s: max |2 x 102| = 204
-    assert max_abs_inventory(fills, tl, 0, 10 * S) == pytest.approx(204.0)
-    m = score_fills(fills, tl, 0, 10 * S, capital=10_000.0, orders_placed=8)
+    assert p["settle"] == pytest.approx({k: p[k] for k in ("total", "spread_capture", "inventory", "fees")})
+    assert max_abs_inventory(fills, tl, 0, 10 * S, ONE) == pytest.approx(204.0)
+    m = score_fills(fills, tl, 0, 10 * S, ONE, capital=10_000.0, orders_placed=8)
     assert m["max_abs_inventory_pct"] == pytest.approx(2.04) and m["orders_per_fill"] == 4.0
-    assert m["fills"] == 2 and m["position_end"] == 1.0 and m["end_mid"] == 102.0
+    assert m["fills"] == 2 and m["position_end_lots"] == 1.0 and m["end_mid"] == 102.0
+
+
+def test_inverse_contract_pnl_settles_in_the_base_and_exposure_is_the_face_value_by_hand():
+    tl = _timeline()
+    fills = _fills((1 * S, 1, 100.0, 2.0, 0.0),  # buy 2 contracts (200 USD) at 100, mid 100.5
+                   (5 * S, -1, 103.0, 1.0, 0.0))  # sell 1 at 103, mid 102; 1 held to the end (mid 102)
+    p = pnl_split(fills, tl, 102.0, INV)
+    btc = 100 * (1 / 100 - 1 / 103) + 100 * (1 / 100 - 1 / 102)  # n x 100 USD x (1/entry - 1/exit)
+    assert p["settle_currency"] == "BTC" and p["settle"]["total"] == pytest.approx(btc)
+    edge = (200 / 100 - 200 / 100.5) + (100 / 102 - 100 / 103)  # each fill against the mid, in BTC
+    assert p["settle"]["spread_capture"] == pytest.approx(edge)
+    assert p["total"] == pytest.approx(btc * 102) and p["spread_capture"] == pytest.approx(edge * 102)
+    # exposure is the contracts' face value whatever the price: 2 x 100 USD at most
+    assert max_abs_inventory(fills, tl, 0, 10 * S, INV) == pytest.approx(200.0)
 
 
 def test_scores_do_not_depend_on_the_order_the_engine_reported_its_fills_in():
     tl = _timeline()
     fills = _fills(*[(1 * S, 1 if i % 2 else -1, 100.0 + i % 3, 1.0 + i, 0.0) for i in range(12)],
                    (2 * S, 1, 101.0, 2.0, 0.0), (3 * S, -1, 100.0, 1.0, 0.0))
-    a = score_fills(fills, tl, 0, 10 * S, capital=10_000.0, orders_placed=20)
-    b = score_fills(fills[::-1].copy(), tl, 0, 10 * S, capital=10_000.0, orders_placed=20)
-    assert a["realised_spread"]["ci95"] == b["realised_spread"]["ci95"] and a["pnl"] == pytest.approx(b["pnl"])
+    a = score_fills(fills, tl, 0, 10 * S, ONE, capital=10_000.0, orders_placed=20)
+    b = score_fills(fills[::-1].copy(), tl, 0, 10 * S, ONE, capital=10_000.0, orders_placed=20)
+    assert a["realised_spread"]["ci95"] == b["realised_spread"]["ci95"]
+    assert a["pnl"]["settle"] == pytest.approx(b["pnl"]["settle"])
 
 
 def _script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -230,7 +272,7 @@ def test_script_with_hftbacktest_skipped_writes_the_comparison_json(data_dir, tm
         res = ds["strategies"][s]
         m = res["metrics"]
         assert set(m) >= {"pnl", "fills", "realised_spread", "max_abs_inventory_pct", "orders_per_fill"}
-        assert set(m["pnl"]) == {"total", "spread_capture", "inventory", "fees"}
+        assert set(m["pnl"]) == {"total", "spread_capture", "inventory", "fees", "settle", "settle_currency"}
         assert set(m["realised_spread"]) >= {"bps", "ci95", "fills_scored", "fills_unscored", "method"}
         own = res["engine_own"]
         # one accounting for every engine, and it agrees with FlashMM's own report
