@@ -16,24 +16,27 @@ $FLASHMM_DATA_DIR or ../shared/data; the 49-second LOBSTER parser fixture only w
 hftbacktest is never a dependency of FlashMM: it is pip-installed into a throwaway venv (scripts/_hftbt_venv.py,
 default /tmp/flashmm-hftbt-venv) and run only as a subprocess of that venv's python (scripts/hftbt_mm.py).
 
-Identical data. The data set is read once by FlashMM's reader (flashmm.data.loader.load_events) and converted
-to hftbacktest's event rows by one converter (flashmm.research.compare.to_hftbacktest): a snapshot clears the
-whole book and lists its levels, diffs and trades row for row, one timestamp for exchange and local time
-(no feed latency, as in FlashMM's replay); BBO rows are not converted (FlashMM's book does not use them yet).
-The conversion is checked on every run: hftbacktest's best bid / ask at each of its steps is compared with
-FlashMM's L2Book replay of the same events at the same instant (`conversion_check` in the JSON).
+Identical data. The data set is read once by FlashMM's reader (flashmm.data.loader.load_configured, as
+`flashmm backtest` reads it) and replayed once through FlashMM's own L2Book as the engine applies it
+(snapshots, diffs and, with [replay].use_book_ticker, the real-time best bid/offer); what the book did is
+written as hftbacktest's event rows (flashmm.research.compare.book_replay): a snapshot clears the whole book
+and lists its levels, every level a diff or a top changed is a depth row, trades are trade rows, one
+timestamp for exchange and local time (no feed latency, as in FlashMM's replay). The conversion is checked
+on every run: hftbacktest's best bid / ask at each of its steps is compared with FlashMM's book at the same
+instant (`conversion_check` in the JSON).
 
 Matched, taken from FlashMM's configuration unless overridden here: order size in quote currency
 ([strategy].order_amount_usdc), position limit in quote currency ([risk].max_position_usdc; hftbacktest's
 strategies cut a side's grid so position + resting orders stay inside it, as FlashMM's risk layer does),
 order latency ([replay].latency_ms, decision to venue; responses reach the strategy at once in both),
-maker / taker fees ([replay].*_fee_bps), tick and lot (the data set's instrument), requote interval
-(--quote-interval-ms: FlashMM's [strategy].quote_interval_ms is set to it, hftbacktest steps by it). Fill
-rules are as close as the engines allow: hftbacktest's power-1 probabilistic queue model (a cancel ahead of us
-in proportion to the queue ahead, as FlashMM's replay splits cancels), GTX quotes (post-only). Not matched:
-hftbacktest fills an order whole once the queue ahead is gone (its partial-fill exchange in 2.4.4 stops with
-InvalidOrderStatus, nkaz001/hftbacktest#312), FlashMM fills what the trade leaves; FlashMM's replay today
-still lets a quote that crosses on arrival take (issue 12 makes it post-only at arrival).
+maker / taker fees ([replay].*_fee_bps), tick, lot and contract terms (the data set's instrument; an inverse
+contract is hftbacktest's inverse asset), requote interval (--quote-interval-ms: FlashMM's
+[strategy].quote_interval_ms is set to it, hftbacktest steps by it). Fill rules are as close as the engines
+allow: hftbacktest's power-1 probabilistic queue model (a cancel ahead of us in proportion to the queue
+ahead, as FlashMM's replay splits cancels), post-only quotes in both (GTX; FlashMM's replay rejects a quote
+that would cross on arrival). Not matched: hftbacktest fills an order whole once the queue ahead is gone
+(its partial-fill exchange in 2.4.4 stops with InvalidOrderStatus, nkaz001/hftbacktest#312), FlashMM fills
+what the trade leaves.
 
 Scored on the later part of each recording: FlashMM trades from --from-fraction of it on
 (`flashmm backtest --trade-from-fraction`), hftbacktest's strategies follow the market from the start (their
@@ -44,9 +47,11 @@ Definitions (one function for every strategy and engine, flashmm.research.compar
     sell, mid(t) the market mid just before the fill, mid(t+5s) the mid 5 s later (FlashMM's L2Book replay
     of the recording); the size-weighted mean over fills and its 95 % percentile-bootstrap interval over
     fills (iid resampling, 2,000 draws; fills cluster, so the interval is if anything too narrow);
-  PnL = cash + position x final mid - fees = spread capture (sum side x (mid(t) - price) x qty) + inventory
-    (the rest) + fees, in quote currency;
-  max |inventory| = max |position x mid| / capital ([risk].capital_usdc) x 100 over the scored part;
+  PnL = cash + position at the final mid - fees = spread capture (each fill's edge against mid(t)) +
+    inventory (the rest) + fees, by FlashMM's own function (core.state.fill_cash_and_edge), in the
+    settlement currency (the base for an inverse contract) and valued in the quote currency at the final mid;
+  max |inventory| = max |exposure| / capital ([risk].capital_usdc) x 100 over the scored part (exposure =
+    position x mid, or contracts x multiplier for an inverse contract);
   orders per fill = orders placed / fill events.
 Each engine's own figures are kept beside them in the JSON (`engine_own`) as a cross-check.
 
