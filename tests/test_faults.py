@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from flashmm.config import Config, InfluxConfig, ModelConfig, RedisConfig, RiskConfig
+from flashmm.config import Config, InfluxConfig, ModelConfig, RedisConfig, RiskConfig, StrategyConfig
 from flashmm.core.clock import NS_PER_S
 from flashmm.core.domain import CancelOrder, OrderType, PlaceOrder
 from flashmm.core.engine import Engine, Mode
@@ -65,9 +65,14 @@ def figures():
 def _engine(cfg: Config | None = None, seed: int = SEED, **kw) -> tuple[Engine, StreamFaultVenue]:
     """The real engine on the sim market at full speed behind a StreamFaultVenue."""
     configure_logging("error")
-    cfg = cfg or Config()
+    # quotes both sides whatever the measured edge: these tests are about the faults, not the strategy
+    cfg = cfg or Config(strategy=StrategyConfig(stand_aside_without_edge=False))
     venue = StreamFaultVenue(cfg.sim, cfg.instrument.instrument(), seed, speed=float("inf"))
     return Engine(cfg, venue, seed=seed, **kw), venue
+
+
+# the model prices only with [strategy].alpha = "model" (the default is the online alpha)
+MODEL_CFG = Config(strategy=StrategyConfig(stand_aside_without_edge=False, alpha="model"))
 
 
 def _open_limits(engine: Engine) -> dict[int, object]:
@@ -474,13 +479,14 @@ def test_corrupt_model_file_at_start_falls_back_or_refuses_clearly(tmp_path, fig
     finally:
         torch_export_log.setLevel(level)
     assert isinstance(pred, NoModelPredictor) and str(bad) in pred.reason
-    engine, venue = _engine(predictor=pred)
+    engine, venue = _engine(MODEL_CFG, predictor=pred)
     run_for(engine, 20)
     model = engine.risk.breakers["model"]
     assert model.state == "tripped" and str(bad) in model.reason
     assert _open_limits(engine) and engine.current_mode is Mode.RUNNING
 
     env = dict(os.environ, FLASHMM_MODEL__PATH=json.dumps(str(bad)), FLASHMM_MODEL__REQUIRED="true",
+               FLASHMM_STRATEGY__ALPHA='"model"',
                FLASHMM_LOGGING__AUDIT_FILE='""')
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", "--duration", "5"], cwd=tmp_path, env=env,
@@ -502,7 +508,7 @@ def test_model_raising_mid_run_trips_the_model_breaker_and_quoting_goes_on(figur
     """A loaded model starts raising mid-run: the model breaker trips within a couple of quote cycles and
     quoting goes on model-free (no prediction skew), with no engine fault."""
     model = FakeModel(raise_after=40)
-    engine, venue = _engine_with(model)
+    engine, venue = _engine_with(model, MODEL_CFG)
     breaker = engine.risk.breakers["model"]
     run_for(engine, 5)
     assert breaker.state == "ok" and model.calls < 40

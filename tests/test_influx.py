@@ -148,7 +148,10 @@ def test_v1_write_of_real_engine_metrics_reads_back_equal(influxd):
     assert got[("latency", last_ts)]["tick_to_quote_p99_us"] == s["tick_to_quote_us"]["p99"]
     assert got[("inventory", last_ts)]["position_utilisation_pct"] == pytest.approx(
         abs(s["position_usdc"]) / engine.cfg.risk.max_position_usdc * 100)
-    assert got[("breakers", last_ts)]["model"] == 2  # no model loaded: the model breaker is tripped
+    # no model loaded, and none wanted ([strategy].alpha = online): the model breaker is ok
+    assert got[("breakers", last_ts)]["model"] == 0
+    st = got[("strategy", last_ts)]
+    assert st["half_spread_bps"] == s["strategy_state"]["half_spread_bps"] and st["regime"] in (0, 1, 2)
 
 
 # ------------------------------------------------------------------ a loopback HTTP endpoint ------------

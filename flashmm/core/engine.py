@@ -210,7 +210,7 @@ class Engine:
         self._last_reconcile_ns = 0
         self._reconciled_once = False
         self._logs_after_cycle: list[tuple[str, dict[str, Any]]] = []  # info lines deferred past tick-to-quote
-        if not self.predictor.available:
+        if not self.predictor.available and cfg.strategy.alpha == "model":  # wanted, and missing: fall back, visibly
             self.risk.breakers["model"].trip(self.predictor.reason or "no model: model-free pricing", 0)
         self.model_errors = 0
         self._trace_orders = cfg.logging.level == "debug"  # per-order lifecycle lines (client_id correlates)

@@ -20,7 +20,7 @@ import numpy as np
 from flashmm.model.inputs import N_INPUTS, model_inputs
 
 if TYPE_CHECKING:
-    from flashmm.config import ModelConfig
+    from flashmm.config import Config, ModelConfig
     from flashmm.core.book import L2Book
     from flashmm.core.features import FeatureEngine
 
@@ -220,6 +220,17 @@ def shipped_model_path() -> Path:
 
 class ModelLoadError(Exception):
     pass
+
+
+def predictor_for(cfg: Config) -> Predictor:
+    """The predictor the configuration asks for: the model only when the quoter prices with it
+    ([strategy].alpha = "model"; the symmetric baseline never does); otherwise no model is loaded (torch not
+    imported, nothing computed on the hot path), and the console says why."""
+    if cfg.strategy.model == "symmetric":
+        return NoModelPredictor("symmetric baseline: no model")
+    if cfg.strategy.alpha != "model":
+        return NoModelPredictor(f"not used: [strategy].alpha = {cfg.strategy.alpha}")
+    return load_predictor(cfg.model)
 
 
 def load_predictor(cfg: ModelConfig) -> Predictor:

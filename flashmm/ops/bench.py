@@ -25,11 +25,11 @@ def _rss_mb() -> float:
 
 def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[str, Any]:
     """Run the engine on the simulated market with no pacing for `seconds` of venue time."""
-    from flashmm.model.predictor import load_predictor
+    from flashmm.model.predictor import predictor_for
 
     configure_logging("error")
     venue = SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=float("inf"))
-    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model))  # as shipped: the configured model
+    engine = Engine(cfg, venue, predictor=predictor_for(cfg))  # as shipped: the configured model
     t0 = time.perf_counter()
     cpu0 = time.process_time()
 
@@ -80,11 +80,11 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
 
     configure_logging("error")
 
-    from flashmm.model.predictor import load_predictor
+    from flashmm.model.predictor import predictor_for
 
     def make() -> Engine:  # as shipped: the configured model
         return Engine(cfg, SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=speed),
-                      predictor=load_predictor(cfg.model))
+                      predictor=predictor_for(cfg))
 
     async def headless(engine: Engine) -> None:
         await engine.run(seconds)

@@ -16,7 +16,7 @@ import orjson
 
 from flashmm.config import Config
 from flashmm.core.engine import Engine
-from flashmm.model.predictor import load_predictor
+from flashmm.model.predictor import predictor_for
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.base import VenueStartError
 from flashmm.venues.factory import make_venue, terminal_passphrase
@@ -113,7 +113,7 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
                       cfg.logging.max_bytes, cfg.logging.backups)
     venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
-    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None),
+    engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
     exporter = None
     background = []
@@ -154,7 +154,7 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     log = get_logger("daemon")
     log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
     venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
-    engine = Engine(cfg, venue, predictor=load_predictor(cfg.model), audit=AuditLog(cfg.logging.audit_file or None),
+    engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
     if on_engine is not None:
         on_engine(engine)

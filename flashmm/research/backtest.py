@@ -21,7 +21,7 @@ from flashmm.core.engine import Engine
 from flashmm.data.events import KIND_BBO, EventSet
 from flashmm.data.loader import load_configured
 from flashmm.data.readers import DataError
-from flashmm.model.predictor import NoModelPredictor, load_predictor
+from flashmm.model.predictor import predictor_for
 from flashmm.telemetry.logging import AuditLog, configure_logging
 from flashmm.venues.replay import ReplayVenue
 
@@ -117,8 +117,7 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fracti
     `trade_from_fraction` > 0 the engine trades only from that point of the recording on (e.g. the
     held-out slice a model was not trained on); before it, it only follows the market."""
     venue = ReplayVenue(data, cfg.replay)
-    predictor = load_predictor(cfg.model) if cfg.strategy.model != "symmetric" else NoModelPredictor(
-        "symmetric baseline: no model")
+    predictor = predictor_for(cfg)
     engine = Engine(cfg, venue, predictor=predictor, audit=AuditLog(None), history_len=None)
     task = progress.add_task(Path(data.files[0]).parent.name or data.files[0], total=venue.rows_total) if progress else None
 
