@@ -477,8 +477,11 @@ class Engine:
             t3 = perf_counter_ns()
             half = proposal.half_spread_ticks
             sc = self.cfg.strategy
+            cost = self.order_cost_bps(mid) * mid / 1e4  # ticks: a replacement must be worth what it costs
             actions = self.oms.sync(desired, now, room, 1e4 / mid,
-                                    (sc.refresh_tolerance_tight_frac * half, sc.refresh_tolerance_loose_frac * half))
+                                    (max(sc.refresh_tolerance_tight_frac * half, cost),
+                                     # an order one tick further from the fair value than its target is kept
+                                     max(sc.refresh_tolerance_loose_frac * half, 2 * cost, 1.0)))
             t4 = perf_counter_ns()
             if desired:
                 self.counters["quotes"] += 1
@@ -514,7 +517,13 @@ class Engine:
                                    alpha_bps=alpha_bps, adverse_bps=self.adverse.estimate(),
                                    intensity=self._intensity if sc.calibrate_intensity else None,
                                    volatile=self.regime.regime == "volatile", half_bps=half_bps,
-                                   reduce_only=not self.has_edge and sc.stand_aside_without_edge)
+                                   reduce_only=not self.has_edge and sc.stand_aside_without_edge,
+                                   order_cost_bps=self.order_cost_bps(mid))
+
+    def order_cost_bps(self, mid: float) -> float:
+        """The venue's cost of one order (gas, per-order charges) in bps of one order's notional."""
+        cost = self.venue.order_cost_quote(mid)
+        return cost / self.cfg.strategy.order_amount_usdc * 1e4 if cost > 0 else 0.0
 
     def _note_retune(self, proposal: QuoteProposal, mid: float) -> None:
         """Tactical re-tuning, said when it happens: the measured half-spread moving to another distance, the

@@ -95,13 +95,16 @@ class Quoter:
         volatile: bool = False,
         half_bps: float | None = None,
         reduce_only: bool = False,
+        order_cost_bps: float = 0.0,
     ) -> QuoteProposal:
         """`best_bid`/`best_ask`: the market's best prices without our own orders (queue awareness and
         post-only are judged against everyone else). `alpha_bps`: expected mid move (the fair value shift);
         `adverse_bps`: adverse-selection estimate; `intensity`: calibrated (A per s, k per bps), else the
         configured ones; `volatile`: the regime detector says so; `half_bps`: the measured half-spread
         ([strategy].half_spread = "measured"), which replaces the adverse-selection term and is never tighter
-        than GLFT's; `reduce_only`: no edge to quote for, only the side that reduces the position."""
+        than GLFT's; `reduce_only`: no edge to quote for, only the side that reduces the position;
+        `order_cost_bps`: what one order costs on this venue (gas, per-order charges) in bps of an order's
+        notional, added to the minimum edge (a fill must at least pay for the order that made it)."""
         c = self.cfg
         bps_per_tick = 1e4 / mid_ticks  # the configuration is in bps; quoting is in ticks
         sigma = max(sigma_ticks, c.vol_floor_bps / bps_per_tick)
@@ -132,7 +135,7 @@ class Quoter:
             if prediction is not None:
                 fair_shift += c.prediction_skew_bps / bps_per_tick * prediction.confidence * prediction.direction
         # never quote inside the fees plus a minimum edge
-        min_half = (self.maker_fee_bps + c.min_edge_bps) / bps_per_tick
+        min_half = (self.maker_fee_bps + c.min_edge_bps + order_cost_bps) / bps_per_tick
         half = max(half + adverse, min_half) * widen * (c.volatile_widen if volatile and not symmetric else 1.0)
         reservation = mid_ticks + inv_shift + fair_shift
         spacing = max(1, round(c.level_spacing_bps / bps_per_tick))

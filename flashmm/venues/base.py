@@ -47,6 +47,12 @@ class Venue(ABC):
     async def account_state(self) -> AccountState:
         """The venue's record of our position and open orders."""
 
+    def order_cost_quote(self, mid_ticks: float) -> float:
+        """What placing one order and cancelling it later costs here beyond fees on fills, in the quote
+        currency (gas, per-order exchange charges); 0 where orders are free. The quoter keeps its edge, and
+        the order manager its requotes, above it."""
+        return 0.0
+
     def link(self) -> tuple[bool, str]:
         """(connected, one short line) for the console header; empty for venues that own their clock."""
         return True, ""

@@ -530,6 +530,13 @@ class SimVenue(Venue):
     def submit(self, actions: Sequence[OrderAction]) -> None:
         self.market.submit(actions)
 
+    def order_cost_quote(self, mid_ticks: float) -> float:
+        """x/dex's per-order and per-cancel charges plus one transaction's gas (a replace is one cancel and
+        one place in the same block's transaction), paid in SEI and valued at the mid."""
+        c = self.market.cfg
+        usei = c.dex_fee_usei_per_order + c.dex_fee_usei_per_cancel + c.gas_per_tx * c.gas_price_usei
+        return usei / 1e6 * mid_ticks * self.instrument.tick_f
+
     async def account_state(self) -> AccountState:
         return self.market.account_state()
 

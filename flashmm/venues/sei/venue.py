@@ -284,6 +284,13 @@ class SeiVenue(Venue):
                 self.engine_height = last.seq
         return batch
 
+    def order_cost_quote(self, mid_ticks: float) -> float:
+        """x/dex's per-order and per-cancel charges and the gas of one order and one cancel (tx.fee_for's
+        table; the base gas of a transaction is shared by the block's actions and left out), in usei valued at
+        the mid (the pair's base is SEI)."""
+        usei = fee_for(1, 1, self.sc.gas_price_usei)[1] - fee_for(0, 0, self.sc.gas_price_usei)[1]
+        return usei / 1e6 * mid_ticks * self.instrument.tick_f
+
     def submit(self, actions: Sequence[OrderAction]) -> None:
         self._pending.extend(actions)
         if self._flush_task is None or self._flush_task.done():
