@@ -115,7 +115,9 @@ def test_virtual_fills_measure_the_realised_spread_per_distance_by_hand():
     assert c[1]["realised_bps"] == pytest.approx((14 + 6) / 2)
     assert c[2]["realised_bps"] == pytest.approx(16.0)
     assert vf.best(3.0) == (5.0, True)  # the tightest distance that earned 3 bps
-    assert vf.best(50.0) == (10.0, False)  # none earned 50: the best-earning one, without an edge
+    assert vf.best(50.0) == (10.0, False)  # all measured, none earned 50: the best-earning one, without an edge
+    vf.min_fills = 2  # now 10 bps (one fill) is not measured: quote there rather than stand aside
+    assert vf.best(50.0) == (10.0, True)
 
 
 def test_virtual_fills_smooth_the_curve_and_need_enough_fills():

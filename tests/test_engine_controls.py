@@ -125,13 +125,20 @@ def test_extreme_move_breaker_kills_trading():
 
 
 def test_no_model_is_shown_as_fallback():
-    engine, _ = make_engine()
+    # a model that is wanted ([strategy].alpha = model) but missing trips the breaker, visibly
+    engine, _ = make_engine(Config(strategy=StrategyConfig(alpha="model")))
     run_for(engine, 2)
     snap = engine.snapshot()
     assert snap.predictor == "FALLBACK (no model)"
     model = next(b for b in snap.breakers if b.name == "model")
     assert model.state == "tripped" and "model-free" in model.reason
     assert snap.prediction is None
+    # with the online alpha (the default) no model is loaded, and that is no fault
+    engine, _ = make_engine()
+    run_for(engine, 2)
+    snap = engine.snapshot()
+    assert next(b for b in snap.breakers if b.name == "model").state == "ok"
+    assert snap.strategy["alpha"] == "online"
 
 
 def test_stale_book_pulls_quotes():

@@ -342,15 +342,20 @@ class VirtualFills:
         return np.concatenate([np.full(int(c), m) for m, _, c in blocks])
 
     def best(self, min_realised_bps: float) -> tuple[float | None, bool]:
-        """(half-spread in bps, has_edge): the tightest distance whose passive fills have earned at least
-        `min_realised_bps` of realised spread (on the smoothed curve), among distances with `min_fills`
-        (decayed) fills. (None, False) before any distance has that many; (the best-earning measured distance,
-        False) when none earned enough."""
+        """(half-spread in bps, has_edge). Among distances with `min_fills` (decayed) fills: the tightest whose
+        fills earned at least `min_realised_bps` of realised spread (on the smoothed curve). When none did but
+        wider distances are not measured yet, the next distance beyond the widest measured one (fills further
+        out are rarer and later: quote there until it is measured, rather than stand aside because the
+        tighter ones lose). (None, False) before any distance is measured; (the best-earning distance, False)
+        when every distance is measured and none earned enough."""
         ok = self.n >= self.min_fills
         if not ok.any() or self.time_s <= 0:
             return None, False
-        rs = np.where(ok, self.smoothed(), -np.inf)
-        good = np.flatnonzero(rs >= min_realised_bps)
+        rs = self.smoothed()
+        good = np.flatnonzero(ok & (rs >= min_realised_bps))
         if len(good):
             return float(self.deltas[good[0]]), True
-        return float(self.deltas[int(np.argmax(rs))]), False
+        widest = int(np.flatnonzero(ok)[-1])
+        if widest + 1 < len(self.deltas):
+            return float(self.deltas[widest + 1]), True
+        return float(self.deltas[int(np.argmax(np.where(ok, rs, -np.inf)))]), False
