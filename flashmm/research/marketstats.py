@@ -7,8 +7,8 @@ is computed in `result()` with numpy). Conventions, so that real and simulated f
   next book update (valid or not), the last one until the end of the run (the latest event seen, or
   `result(end_ns=...)`). Stale or one-sided states are skipped (counted) and their time is excluded.
 - Weighted quantiles are the lower quantile: the smallest value whose cumulative weight reaches q.
-- Depth statistics are plain means over valid book updates (not time-weighted). `depth{N}bps_lots` is
-  the mean size per side within N bps of the mid (N in `DEPTH_BPS`), comparable across instruments whose
+- Depth statistics are plain means over valid book updates (not time-weighted), per side; `*_quote`
+  values each state's lots at its mid. `depth{N}bps_lots` is the mean size per side within N bps of the mid (N in `DEPTH_BPS`), comparable across instruments whose
   ticks differ; `book_span_bps_min` is the least distance from the mid to the farthest level seen on
   either side, so a feed that shows only the top of the book (Bitstamp's 20 levels) says whether it
   covered those N bps.
@@ -71,7 +71,7 @@ class MarketStatsCollector:
     __slots__ = (
         "instrument", "_ts", "_bid", "_ask", "_valid", "_bid_q", "_ask_q", "_d10_bid", "_d10_ask",
         "_tr_ts", "_tr_px", "_tr_lots", "_tr_side", "stale_updates", "one_sided_updates",
-        "_first_ns", "_last_ns", "_q_bid", "_q_ask", "_dbps", "_span_bps", "min_move_bps",
+        "_first_ns", "_last_ns", "_q_bid", "_q_ask", "_dbps", "_span_bps", "min_move_bps", "_mid_quote",
     )
 
     def __init__(self, instrument: Instrument, min_move_bps: float = 0.0) -> None:
@@ -83,6 +83,7 @@ class MarketStatsCollector:
         # per valid state: depth within each of DEPTH_BPS of the mid (bid + ask), and the book's span
         self._dbps: list[list[int]] = [[] for _ in DEPTH_BPS]
         self._span_bps: list[float] = []
+        self._mid_quote: list[float] = []  # per valid state: the mid in quote currency per lot
         # one entry per book state (valid or not), in arrival order
         self._ts: list[int] = []
         self._bid: list[int] = []
@@ -138,6 +139,7 @@ class MarketStatsCollector:
         self._d10_bid.append(db)
         self._d10_ask.append(da)
         mid = (bp + ap) / 2.0
+        self._mid_quote.append(mid * self.instrument.tick_f * self.instrument.lot_f)
         bids, asks = book.bids, book.asks
         for k, n_bps in enumerate(DEPTH_BPS):
             lo = math.ceil(mid * (1.0 - n_bps * 1e-4) - 1e-9)
@@ -214,9 +216,17 @@ class MarketStatsCollector:
                 (np.mean(self._d10_bid, dtype=np.float64) + np.mean(self._d10_ask, dtype=np.float64)) / 2.0)
         else:
             out["depth_best_lots"] = out["depth10_lots"] = None
+        mid_quote = np.asarray(self._mid_quote, dtype=np.float64)
+        if self._bid_q:
+            best = np.asarray(self._bid_q, dtype=np.float64) + np.asarray(self._ask_q, dtype=np.float64)
+            out["depth_best_quote"] = float(np.mean(best * mid_quote) / 2.0)
+        else:
+            out["depth_best_quote"] = None
         for k, n_bps in enumerate(DEPTH_BPS):
             vals = self._dbps[k]
             out[f"depth{n_bps}bps_lots"] = float(np.mean(vals, dtype=np.float64) / 2.0) if vals else None
+            out[f"depth{n_bps}bps_quote"] = (
+                float(np.mean(np.asarray(vals, dtype=np.float64) * mid_quote) / 2.0) if vals else None)
         out["book_span_bps_min"] = float(min(self._span_bps)) if self._span_bps else None
 
         # trades
@@ -459,7 +469,7 @@ def _instrument_dict(instrument: Instrument) -> dict[str, str]:
 # ---- the embedded simulated market ----------------------------------------------------------------
 
 
-def sim_market_stats(seconds: float, seed: int, sim_config=None) -> dict[str, Any]:
+def sim_market_stats(seconds: float, seed: int, sim_config=None, min_move_bps: float = 0.0) -> dict[str, Any]:
     """Run the embedded simulated market (no engine attached) for `seconds` of simulated time and
     collect the same statistics from its public events."""
     from flashmm.config import SimConfig, default_instrument
@@ -469,7 +479,7 @@ def sim_market_stats(seconds: float, seed: int, sim_config=None) -> dict[str, An
     instrument = default_instrument()
     m = SimMarket(cfg, instrument, seed)
     book = L2Book()
-    col = MarketStatsCollector(instrument)
+    col = MarketStatsCollector(instrument, min_move_bps=min_move_bps)
     start = m.clock.now_ns()
     stop = start + int(seconds * NS_PER_S)
     steps = 0
@@ -498,19 +508,34 @@ def sim_market_stats(seconds: float, seed: int, sim_config=None) -> dict[str, An
 # ---- Bitstamp 2015 capture --------------------------------------------------------------------------
 
 
-def bitstamp_market_stats(path: Path, min_move_bps: float = 0.0) -> dict[str, Any]:
+def bitstamp_market_stats(path: Path, min_move_bps: float = 0.0, tick_multiple: int = 1) -> dict[str, Any]:
     """Stats of the Bitstamp BTC/USD capture (`read_bitstamp`): every `order_book` line is a full top-20
-    snapshot applied to L2Book, trades carry the aggressor the reader inferred (book rule, else L3)."""
+    snapshot applied to L2Book, trades carry the aggressor the reader inferred (book rule, else L3).
+
+    `tick_multiple` k > 1 measures the same book on a tick k times coarser (k cents): bids are floored and
+    asks ceiled onto the coarser grid and the sizes of the levels that merge are summed, as if the same
+    orders had had to rest on that venue's grid; trade prices are divided by k. This puts tick-dependent
+    figures (spread in ticks, time at one tick, depth at the best level, how often the mid moves) on the
+    tick-to-price ratio of another market."""
+    if tick_multiple < 1:
+        raise ValueError(f"tick_multiple must be >= 1, got {tick_multiple}")
     es = read_bitstamp(Path(path))
+    k = tick_multiple
+    inst = es.instrument
+    if k > 1:
+        inst = Instrument(inst.symbol, inst.base, inst.quote, inst.price_tick * k, inst.lot_size)
     book = L2Book()
-    col = MarketStatsCollector(es.instrument, min_move_bps=min_move_bps)
+    col = MarketStatsCollector(inst, min_move_bps=min_move_bps)
     for kind, ts, seq, seq2, rows in iter_messages(es.events):
         if kind == KIND_SNAP:
-            book.apply_snapshot(book_event(kind, ts, seq, seq2, rows))
+            snap = book_event(kind, ts, seq, seq2, rows)
+            if k > 1:
+                snap = BookSnapshot(seq, _coarsen(snap.bids, k, floor=True), _coarsen(snap.asks, k, floor=False), ts)
+            book.apply_snapshot(snap)
             col.on_book(book, ts)
         elif kind == KIND_TRADE:
             side, price, lots = rows[0]
-            col.on_trade(Trade(float(price), lots, Side(side) if side else None, ts))
+            col.on_trade(Trade(price / k, lots, Side(side) if side else None, ts))
     res = col.result()
     res["gaps"] = int(book.rejects["sequence_gap"])
     res["book_rejects"] = dict(book.rejects)
@@ -520,5 +545,37 @@ def bitstamp_market_stats(path: Path, min_move_bps: float = 0.0) -> dict[str, An
                      "book_rule_disagrees_with_l3": m.get("book_rule_disagrees_with_l3", 0)}
     res["reader_rejects"] = dict(es.rejects)
     res["source"] = [Path(path).name]
-    res["instrument"] = _instrument_dict(es.instrument)
+    res["tick_multiple"] = k
+    res["instrument"] = _instrument_dict(inst)
     return res
+
+
+def _coarsen(levels: list[tuple[int, int]], k: int, floor: bool) -> list[tuple[int, int]]:
+    """Levels moved onto a grid k times coarser, away from the mid (bids down, asks up), sizes summed."""
+    out: dict[int, int] = {}
+    for price, lots in levels:
+        p = price // k if floor else -((-price) // k)
+        out[p] = out.get(p, 0) + lots
+    return sorted(out.items())
+
+
+# mid moves counted in calibration: below half the simulator's 2.5 bps tick, so any move of its mid counts,
+# and above the bulk of Bitstamp's half-cent (0.2 bps) flickers
+CALIBRATION_MIN_MOVE_BPS = 1.0
+
+
+def bitstamp_tick_multiple(path: Path, sim_config, instrument: Instrument) -> int:
+    """The whole number of Bitstamp ticks (cents) nearest to the simulator's tick-to-price ratio at the
+    capture's median mid: 6 for 0.0001 USDC at 0.40 (2.5 bps) against ~236 USD."""
+    es = read_bitstamp(Path(path))
+    mids = []
+    for kind, _ts, _seq, _seq2, rows in iter_messages(es.events):
+        if kind == KIND_SNAP:
+            bids = [p for s, p, _ in rows if s > 0]
+            asks = [p for s, p, _ in rows if s < 0]
+            if bids and asks:
+                mids.append((max(bids) + min(asks)) / 2.0)
+    if not mids:
+        raise ValueError(f"{path}: no two-sided snapshot")
+    sim_ratio = instrument.tick_f / sim_config.initial_price
+    return max(1, round(sim_ratio * float(np.median(mids))))
