@@ -33,6 +33,8 @@ is computed in `result()` with numpy). Conventions, so that real and simulated f
   trade's timestamp, so a trade's own impact counts the same whether the feed prints the book after
   the trade in the same instant (the simulator's block) or seconds later (a snapshot feed). Grid
   points with zero imbalance and trades of unknown side are left out and counted.
+  `trade_flow_sign_accuracy`: the sign of the net aggressor volume of the last `FLOW_WINDOW_S` seconds at
+  each grid point against the next mid change after the state in force there (no window without trades).
 - `mid_changes_per_s` counts changes of the mid between consecutive valid book updates, per second of
   valid book time. It can be no faster than the feed's update cadence (100 ms for Binance depth diffs,
   one block for the simulator).
@@ -59,6 +61,7 @@ from flashmm.data.readers import book_event, iter_messages, read_binance, read_b
 NS_PER_S = 1_000_000_000
 DEPTH_TICKS = 10
 DEPTH_BPS = (5, 10, 25)
+FLOW_WINDOW_S = 5
 BURST_GAP_NS = 250_000_000  # a sweep prints its fills within ~40 ms on Bitstamp; blocks are 400 ms apart
 
 
@@ -299,6 +302,7 @@ class MarketStatsCollector:
             "mid_move_5s_samples": 0, "mid_move_5s_frac": None, "mid_move_min_bps": self.min_move_bps,
             "imbalance_sign_samples": 0, "imbalance_sign_accuracy": None, "imbalance_zero_or_no_move": 0,
             "trade_sign_samples": 0, "trade_sign_accuracy": None, "trade_sign_unscored": 0,
+            "trade_flow_sign_samples": 0, "trade_flow_sign_accuracy": None,
         }
         if not valid.any() or end is None:
             return res
@@ -347,6 +351,16 @@ class MarketStatsCollector:
         if scored.any():
             res["imbalance_sign_accuracy"] = float((imb[scored] == label[scored]).mean())
         if tr_ts.size:
+            # net aggressor volume of the last FLOW_WINDOW_S at each grid point vs the next mid change
+            signed = np.cumsum(tr_side * np.asarray(self._tr_lots, dtype=np.int64))
+            hi = np.searchsorted(tr_ts, grid, side="right") - 1
+            lo = np.searchsorted(tr_ts, grid - FLOW_WINDOW_S * NS_PER_S, side="right") - 1
+            net = np.where(hi >= 0, signed[np.maximum(hi, 0)], 0) - np.where(lo >= 0, signed[np.maximum(lo, 0)], 0)
+            flow = np.sign(net)
+            f_ok = valid[idx] & (flow != 0) & (label != 0)
+            res["trade_flow_sign_samples"] = int(f_ok.sum())
+            if f_ok.any():
+                res["trade_flow_sign_accuracy"] = float((flow[f_ok] == label[f_ok]).mean())
             before = np.searchsorted(ts, tr_ts, side="left") - 1  # the state strictly before each trade
             has = before >= 0
             b = np.where(has, before, 0)
