@@ -66,29 +66,88 @@ class InstrumentConfig(_Section):
                           Decimal(self.multiplier), self.kind == "inverse")
 
 
-class SimConfig(_Section):
-    """The embedded simulated market (x/dex batch auction per block + other traders). Defaults calibrated
-    against Binance BTCUSDT spot (scripts/calibrate_sim.py; table in README)."""
+# The simulated market's presets: each chooses the defaults of the [sim] keys it names; a key set in the file
+# or the environment overrides its preset value. Measured against their recordings by scripts/calibrate_sim.py
+# (tables in the README): "thin" (an on-chain-like sparse book with a spread of several ticks, calibrated to the
+# Bitstamp BTC/USD capture of 2015-05-01) and "deep" (a one-tick book calibrated to Binance BTCUSDT spot).
+SIM_PRESETS: dict[str, dict[str, Any]] = {
+    "thin": {
+        "vol_calm_bps": 0.34,
+        "vol_volatile_bps": 1.1,
+        "regime_switch_per_s": 0.002,
+        "regime_revert_per_s": 0.01,
+        "jump_rate_per_s": 0.0075,
+        "jump_bps": 5.5,
+        "lp_orders_per_s": 1.1,
+        "lp_offset_ticks": 1.0,
+        "lp_join_best_prob": 0.08,
+        "lp_distance_ticks": 43.0,
+        "lp_size_mean_lots": 1000.0,
+        "cancel_per_s": 0.003,
+        "stale_cancel_prob": 0.04,
+        "noise_trades_per_s": 0.008,
+        "informed_trades_per_s": 0.05,
+        "informed_threshold_ticks": 0.12,
+        "trade_size_median_lots": 190.0,
+        "trade_size_mean_lots": 3000.0,
+        "initial_levels": 0,
+        "warmup_s": 1800.0,
+    },
+    "deep": {
+        "vol_calm_bps": 0.8,
+        "vol_volatile_bps": 2.2,
+        "regime_switch_per_s": 0.01,
+        "regime_revert_per_s": 0.05,
+        "jump_rate_per_s": 0.0005,
+        "jump_bps": 30.0,
+        "lp_orders_per_s": 60.0,
+        "lp_offset_ticks": 0.0,
+        "lp_join_best_prob": 0.0,
+        "lp_distance_ticks": 2.0,
+        "lp_size_mean_lots": 1700.0,
+        "cancel_per_s": 0.08,
+        "stale_cancel_prob": 0.5,
+        "noise_trades_per_s": 27.0,
+        "informed_trades_per_s": 10.0,
+        "informed_threshold_ticks": 0.25,
+        "trade_size_median_lots": 13.0,
+        "trade_size_mean_lots": 650.0,
+        "initial_levels": 30,
+        "warmup_s": 0.0,
+    },
+}
+SIM_PRESET_DEFAULT = "thin"
 
+
+class SimConfig(_Section):
+    """The embedded simulated market (x/dex batch auction per block + other traders). `preset` chooses the
+    defaults of the keys marked "preset" below (their values for each preset are given; uncomment one to
+    override it): "thin" (the default) is calibrated to the Bitstamp BTC/USD 2015 capture, "deep" to Binance
+    BTCUSDT spot (scripts/calibrate_sim.py; tables in the README). Prices stay SEI/USDC-like ([instrument])."""
+
+    preset: Literal["thin", "deep"] = Field(SIM_PRESET_DEFAULT, description="Market preset: thin (a sparse on-chain-like book, spread of several ticks; Bitstamp 2015) or deep (a one-tick book; Binance BTCUSDT). It sets the keys marked preset; a key given here overrides it.")
     block_ms: int = Field(400, ge=50, le=5000, description="Block interval of the simulated chain.")
     initial_price: float = Field(0.40, gt=0, description="Starting fair price in quote currency.")
-    vol_calm_bps: float = Field(0.8, ge=0, description="Fair-price volatility in the calm regime, bps per sqrt(s).")
-    vol_volatile_bps: float = Field(2.2, ge=0, description="Fair-price volatility in the volatile regime.")
-    regime_switch_per_s: float = Field(0.01, ge=0, description="Rate of calm->volatile switches per second.")
-    regime_revert_per_s: float = Field(0.05, ge=0, description="Rate of volatile->calm switches per second.")
-    jump_rate_per_s: float = Field(0.0005, ge=0, description="Rate of fair-price jumps per second.")
-    jump_bps: float = Field(30.0, ge=0, description="Mean absolute jump size in bps (exponential).")
-    lp_orders_per_s: float = Field(60.0, ge=0, description="Rate of other traders' limit orders.")
-    lp_distance_ticks: float = Field(2.0, gt=0, description="Mean extra distance (geometric) of limit orders beyond the touch of the fair price, in ticks.")
-    lp_size_mean_lots: float = Field(1700.0, gt=0, description="Mean size of other traders' limit orders.")
-    cancel_per_s: float = Field(0.08, ge=0, description="Per-order cancellation rate of resting limit orders.")
-    stale_cancel_prob: float = Field(0.5, ge=0, le=1, description="Chance per block that an order on the wrong side of the fair price is pulled.")
-    noise_trades_per_s: float = Field(27.0, ge=0, description="Rate of uninformed market orders.")
-    informed_trades_per_s: float = Field(10.0, ge=0, description="Peak rate of informed market orders (scaled by mispricing).")
-    informed_threshold_ticks: float = Field(0.25, ge=0, description="Mispricing (fair - mid, ticks) at which informed flow starts.")
-    trade_size_median_lots: float = Field(13.0, gt=0, description="Median market-order size (lognormal).")
-    trade_size_mean_lots: float = Field(650.0, gt=0, description="Mean market-order size (lognormal; heavy tail).")
-    initial_levels: int = Field(30, ge=2, description="Price levels per side seeded at start.")
+    vol_calm_bps: float = Field(ge=0, description="Fair-price volatility in the calm regime, bps per sqrt(s).")
+    vol_volatile_bps: float = Field(ge=0, description="Fair-price volatility in the volatile regime.")
+    regime_switch_per_s: float = Field(ge=0, description="Rate of calm->volatile switches per second.")
+    regime_revert_per_s: float = Field(ge=0, description="Rate of volatile->calm switches per second.")
+    jump_rate_per_s: float = Field(ge=0, description="Rate of fair-price jumps per second.")
+    jump_bps: float = Field(ge=0, description="Mean absolute jump size in bps (exponential).")
+    lp_orders_per_s: float = Field(ge=0, description="Rate of other traders' limit orders.")
+    lp_offset_ticks: float = Field(ge=0, description="Least distance of other traders' limit orders from the fair price beyond its nearest tick (their narrowest half-spread), in ticks.")
+    lp_join_best_prob: float = Field(ge=0, le=1, description="Chance that a limit order joins the queue at its side's best price instead, where that price is at least lp_offset_ticks from the fair price.")
+    lp_distance_ticks: float = Field(gt=0, description="Mean extra distance (geometric) of limit orders beyond that least distance, in ticks.")
+    lp_size_mean_lots: float = Field(gt=0, description="Mean size of other traders' limit orders.")
+    cancel_per_s: float = Field(ge=0, description="Per-order cancellation rate of resting limit orders.")
+    stale_cancel_prob: float = Field(ge=0, le=1, description="Chance per block that an order on the wrong side of the fair price is pulled.")
+    noise_trades_per_s: float = Field(ge=0, description="Rate of uninformed market orders.")
+    informed_trades_per_s: float = Field(ge=0, description="Peak rate of informed market orders (scaled by mispricing).")
+    informed_threshold_ticks: float = Field(ge=0, description="Mispricing (fair - mid, ticks) at which informed flow starts.")
+    trade_size_median_lots: float = Field(gt=0, description="Median market-order size (lognormal).")
+    trade_size_mean_lots: float = Field(gt=0, description="Mean market-order size (lognormal; heavy tail).")
+    initial_levels: int = Field(ge=0, description="Price levels per side seeded at start (3 orders each).")
+    warmup_s: float = Field(ge=0, le=86_400, description="Seconds the other traders trade, unseen, before the first block, so the run starts from the preset's usual book rather than the seeded one.")
     maker_fee_bps: float = Field(0.0, description="Maker fee in bps of notional (negative = rebate).")
     taker_fee_bps: float = Field(0.0, description="Taker fee in bps of notional.")
     gas_price_usei: float = Field(0.02, ge=0, description="Gas price in usei per gas (pacific-1 minimum).")
@@ -97,10 +156,23 @@ class SimConfig(_Section):
     dex_fee_usei_per_cancel: float = Field(5300.0, ge=0, description="x/dex charge per cancellation.")
     our_account_funds_usdc: float = Field(100_000.0, gt=0, description="Quote balance of our account at start.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        """Keys the input leaves out take their preset's value (the preset itself defaulting to thin)."""
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", SIM_PRESET_DEFAULT)
+        values = SIM_PRESETS.get(preset) if isinstance(preset, str) else None
+        # an unknown preset: fill from the default one, so that the only error is the preset's own
+        return {**(values or SIM_PRESETS[SIM_PRESET_DEFAULT]), **data}
+
     @model_validator(mode="after")
     def _sizes(self) -> "SimConfig":
         if self.trade_size_mean_lots < self.trade_size_median_lots:
             raise ValueError("trade_size_mean_lots must be >= trade_size_median_lots (lognormal)")
+        if self.initial_levels == 0 and self.warmup_s == 0:
+            raise ValueError("initial_levels = 0 needs warmup_s > 0: the market would open with an empty book")
         return self
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flashmm.config import Config  # noqa: E402
+from flashmm.config import SIM_PRESETS, Config  # noqa: E402
 
 HEADER = """\
 # FlashMM configuration. These values are the built-in defaults: with no --config FlashMM runs exactly
@@ -37,6 +37,10 @@ def _literal(v: object) -> str:
 
 def render() -> str:
     out = [HEADER]
+    # [sim] keys that a preset sets are written commented out, with every preset's value: uncommented in
+    # the file they would override whatever preset is chosen
+    preset_keys = {"sim": {k: {name: values[k] for name, values in SIM_PRESETS.items()}
+                           for k in next(iter(SIM_PRESETS.values()))}}
     for section, model in Config():
         doc = (type(model).__doc__ or "").strip()
         for line in doc.splitlines():
@@ -49,8 +53,14 @@ def render() -> str:
                     if getattr(m, attr, None) is not None:
                         cons.append(f"{sym} {getattr(m, attr)}")
             extra = f" ({', '.join(cons)})" if cons else ""
-            out.append(f"# {field.description or name}{extra}")
-            out.append(f"{name} = {_literal(getattr(model, name))}")
+            by_preset = preset_keys.get(section, {}).get(name)
+            if by_preset is None:
+                out.append(f"# {field.description or name}{extra}")
+                out.append(f"{name} = {_literal(getattr(model, name))}")
+            else:
+                values = ", ".join(f"{k} {_literal(v)}" for k, v in by_preset.items())
+                out.append(f"# {field.description or name}{extra} [preset: {values}]")
+                out.append(f"# {name} = {_literal(getattr(model, name))}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

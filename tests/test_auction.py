@@ -19,6 +19,7 @@ from flashmm.core.domain import (
     OrderType,
     PlaceOrder,
     Side,
+    Trade,
 )
 from flashmm.venues.sim import OTHERS, BatchAuctionBook, MatchFill, SimMarket, _Market, _Order
 
@@ -210,14 +211,17 @@ def _started(seed: int = 11) -> tuple[SimMarket, BookSnapshot]:
     return m, snap
 
 
-def test_same_seed_gives_identical_event_streams_and_another_seed_differs():
+@pytest.mark.parametrize("preset", ["thin", "deep"])
+def test_same_seed_gives_identical_event_streams_and_another_seed_differs(preset):
     runs = []
     for seed in (5, 5, 6):
-        m = _market(seed)
-        runs.append([m.step() for _ in range(200)])
+        m = SimMarket(SimConfig(preset=preset), default_instrument(), seed)
+        runs.append([m.step() for _ in range(1000)])
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
-    assert sum(len(batch) for batch in runs[0]) > 200  # not an empty run compared with itself
+    # not an empty run compared with itself: the book changed and trades printed
+    assert any(isinstance(e, Trade) for batch in runs[0] for e in batch)
+    assert sum(1 for batch in runs[0] for e in batch if isinstance(e, BookDiff) and (e.bids or e.asks)) > 50
 
 
 def test_our_limit_order_is_acknowledged_in_the_next_step():
@@ -293,8 +297,9 @@ def test_our_market_order_fills_as_taker_and_moves_the_position():
     assert m.account_state().position_lots == 10 - 25
 
 
-def test_every_block_publishes_one_contiguous_diff_and_the_engine_book_tracks_the_sim():
-    m = _market(3)
+@pytest.mark.parametrize("preset", ["thin", "deep"])
+def test_every_block_publishes_one_contiguous_diff_and_the_engine_book_tracks_the_sim(preset):
+    m = SimMarket(SimConfig(preset=preset), default_instrument(), 3)
     book = L2Book()
     (snap,) = m.step()
     assert book.apply_snapshot(snap)

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from flashmm.config import ConsoleConfig
+from flashmm.config import Config, ConsoleConfig, SimConfig
 from flashmm.core.domain import OrderType
 from flashmm.core.engine import Engine, EngineSnapshot
 from tests.conftest import RecordingSimVenue, _continue, make_engine, run_for
@@ -23,8 +23,9 @@ FIXED_T2Q = (("<50us", 0), ("50-100us", 310), ("100-200us", 380), ("200-400us", 
 
 
 def fixed_snapshot() -> EngineSnapshot:
-    """A real snapshot of a seeded run, with the only wall-clock-dependent fields (latency) fixed."""
-    engine, _ = make_engine(seed=7)
+    """A real snapshot of a seeded run, with the only wall-clock-dependent fields (latency) fixed. The deep
+    preset (a busy one-tick book) fills every panel within 300 s; the pictures were made on it."""
+    engine, _ = make_engine(Config(sim=SimConfig(preset="deep")), seed=7)
     run_for(engine, 300)
     snap = engine.snapshot()
     return dataclasses.replace(snap, latency_us=FIXED_LATENCY, t2q_hist=FIXED_T2Q)

@@ -34,7 +34,8 @@ def test_seeded_daemon_run_trades_and_writes_an_honest_summary(tmp_path):
     assert SUMMARY_KEYS <= set(s)
     assert s["venue"] == "sim" and s["seed"] == 7
     assert 299 <= s["uptime_s"] <= 302
-    assert s["events"] > 1000 and s["quotes"] > 500
+    # the default thin market: a book update per 400 ms block (750 in 300 s), a trade every ~50 s
+    assert s["events"] > 750 and s["quotes"] > 500
     assert s["orders_placed"] > 0 and s["fills"] > 0
     # every order placed ended in exactly one state, or is still open
     assert s["orders_placed"] == s["orders_cancelled"] + s["orders_filled"] + s["orders_rejected"] + s["open_orders"]

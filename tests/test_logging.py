@@ -15,9 +15,10 @@ API_TOKEN = "fmtok_Zq81LxP0vKs92mRt"
 
 def test_a_run_given_a_private_key_and_a_token_logs_neither(tmp_path):
     log = tmp_path / "flashmm.log"
+    # the deep preset: fills within 30 s (on the thin default a trade prints about every 50 s)
     env = dict(os.environ, FLASHMM_INFLUX__TOKEN=API_TOKEN, FLASHMM_SEI_PRIVATE_KEY=PRIVATE_KEY,
                FLASHMM_LOGGING__FILE=json.dumps(str(log)), FLASHMM_LOGGING__AUDIT_FILE='""',
-               FLASHMM_MODEL__PATH='"none"')
+               FLASHMM_MODEL__PATH='"none"', FLASHMM_SIM__PRESET='"deep"')
     r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", "--duration", "30", "--speed", "500"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -56,7 +57,7 @@ def test_the_log_file_rotates_by_size(tmp_path):
 def test_at_debug_level_an_orders_whole_lifecycle_shares_its_client_id(tmp_path):
     log = tmp_path / "d.log"
     env = dict(os.environ, FLASHMM_LOGGING__LEVEL='"debug"', FLASHMM_LOGGING__FILE=json.dumps(str(log)),
-               FLASHMM_LOGGING__AUDIT_FILE='""', FLASHMM_MODEL__PATH='"none"')
+               FLASHMM_LOGGING__AUDIT_FILE='""', FLASHMM_MODEL__PATH='"none"', FLASHMM_SIM__PRESET='"deep"')
     r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", "--duration", "60", "--speed", "500"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

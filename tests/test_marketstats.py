@@ -247,12 +247,14 @@ def test_real_binance_spot_btcusdt():
     assert 0.8 < r["mid_changes_per_s"] < 1.5
 
 
-def test_sim_market_stats_runs_and_is_sane():
+@pytest.mark.parametrize("preset, seconds", [("deep", 20.0), ("thin", 600.0)])  # thin: a trade every ~50 s
+def test_sim_market_stats_runs_and_is_sane(preset, seconds):
+    from flashmm.config import SimConfig
     from flashmm.research.marketstats import sim_market_stats
 
-    r = sim_market_stats(20.0, seed=7)
-    assert r["duration_s"] == pytest.approx(20.0, abs=1.0)
-    assert r["book_updates"] > 10 and r["trades"] > 0
+    r = sim_market_stats(seconds, seed=7, sim_config=SimConfig(preset=preset))
+    assert r["duration_s"] == pytest.approx(seconds, abs=1.0)
+    assert r["book_updates"] > seconds and r["trades"] > 0  # one book update per 400 ms block
     assert r["gaps"] == 0 and r["stale_updates"] == 0
     assert r["spread_ticks_median"] >= 1.0
-    assert r["trade_rate_per_s"] > 0 and r["vol_samples"] >= 18
+    assert r["trade_rate_per_s"] > 0 and r["vol_samples"] >= seconds - 2

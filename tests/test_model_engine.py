@@ -101,7 +101,8 @@ def test_drift_breaker_trips_on_a_shifted_feed_and_pricing_falls_back():
     mean[0] = 50.0
     std = np.full(N_INPUTS, 1e6)
     std[0] = 1.0
-    engine, _ = _engine_with(FakeModel(mean=mean, std=std), drift_min_samples=20)
+    # the hit-rate check is kept out of reach (a fixed fake model's calls are scored too): the inputs trip it
+    engine, _ = _engine_with(FakeModel(mean=mean, std=std), drift_min_samples=20, drift_hit_rate_drop_pct=100.0)
     run_for(engine, 60)
     b = engine.risk.breakers["model"]
     assert b.state == "tripped" and "spread_bps" in b.reason

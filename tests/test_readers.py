@@ -21,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from flashmm.core.book import L2Book
-from flashmm.core.domain import BookTop
+from flashmm.core.domain import BookTop, Instrument
 from flashmm.data.events import (
     EVENT_DTYPE,
     FLAG_END,
@@ -30,6 +30,7 @@ from flashmm.data.events import (
     KIND_SNAP,
     KIND_TRADE,
     EventSet,
+    EventWriter,
     message_bounds,
 )
 from flashmm.data.loader import load_events
@@ -387,6 +388,25 @@ def test_flashmm_round_trip(tmp_path, spot, lobster):
         assert np.array_equal(back.events, es.events)
         assert back.header() == es.header()
         assert back.instrument == es.instrument and back.source == es.source
+
+
+def test_event_writer_keeps_a_diff_that_changed_no_level_so_the_chain_stays_whole(tmp_path):
+    """`flashmm record` writes every block's diff; a quiet block (the thin simulated market has many) must not
+    vanish, or the replay sees a sequence gap and stays stale for the rest of the recording."""
+    w = EventWriter()
+    w.message(0, KIND_SNAP, [(1, 99, 5), (-1, 101, 5)], 1, 1)
+    w.message(1, KIND_DIFF, [], 2, 2)  # nothing changed in block 2
+    w.message(2, KIND_DIFF, [(1, 100, 3)], 3, 3)
+    es = EventSet(w.array(), Instrument("T", "B", "Q", Decimal("0.01"), Decimal("1")), "flashmm", ["t"])
+    write_flashmm(es, tmp_path / "t.npz")
+    back = read_flashmm(tmp_path / "t.npz")
+    msgs = list(iter_messages(back.events))
+    assert [(k, seq, rows) for k, _, seq, _, rows in msgs] == [
+        (KIND_SNAP, 1, [(1, 99, 5), (-1, 101, 5)]), (KIND_DIFF, 2, []), (KIND_DIFF, 3, [(1, 100, 3)])]
+    book = L2Book()
+    assert book.apply_snapshot(book_event(*msgs[0]))
+    assert all(book.apply_diff(book_event(*m)) for m in msgs[1:])
+    assert not book.stale and book.best_bid() == (100, 3)
 
 
 def test_flashmm_reader_rejects_damaged_files(tmp_path, lobster):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -23,9 +24,12 @@ HOURS, SAMPLE_S, PERIOD_S = 0.1, 20, 120  # 6 simulated minutes, 18 samples, 3 p
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[int, dict]:
     out = tmp_path_factory.mktemp("soak") / "soak.json"
+    # the deep preset: a busy market for the accounting to check (the thin default placed 62 orders in these
+    # 6 minutes)
+    env = dict(os.environ, FLASHMM_SIM__PRESET='"deep"')
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_soak.py"), "--hours", str(HOURS),
                         "--sample-s", str(SAMPLE_S), "--period-s", str(PERIOD_S), "--json", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert r.returncode in (0, 1), r.stderr  # 1 = a flag failed (a few minutes cannot show a flat RSS slope)
     return r.returncode, json.loads(out.read_text())
 

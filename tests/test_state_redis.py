@@ -359,7 +359,7 @@ DRIVER = textwrap.dedent('''
     """A FlashMM engine on the sim venue (speed inf) with the Redis store, until SIGKILL."""
     import asyncio, json, os, sys
 
-    from flashmm.config import Config, RedisConfig
+    from flashmm.config import Config, RedisConfig, SimConfig
     from flashmm.core.engine import Engine
     from flashmm.core.state_redis import RedisStateStore, reconcile
     from flashmm.telemetry.logging import configure_logging
@@ -367,7 +367,9 @@ DRIVER = textwrap.dedent('''
 
     url, namespace, ack_path, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     configure_logging("error")
-    cfg = Config(redis=RedisConfig(enabled=True, url=url, namespace=namespace, flush_interval_s=0.02))
+    # the deep preset: hundreds of fills within seconds of wall time (the thin default trades every ~50 s)
+    cfg = Config(redis=RedisConfig(enabled=True, url=url, namespace=namespace, flush_interval_s=0.02),
+                 sim=SimConfig(preset="deep"))
     inst = cfg.instrument.instrument()
 
     pending = {}
@@ -510,7 +512,7 @@ def test_daemon_journals_every_fill_and_a_restart_on_a_fresh_venue_pauses_on_the
 
 
 def test_redis_down_mid_run_trading_goes_on_the_state_breaker_shows_it_and_writes_catch_up(redis_server):
-    from flashmm.config import Config, RedisConfig
+    from flashmm.config import Config, RedisConfig, SimConfig
     from flashmm.core.engine import Engine
     from flashmm.telemetry.logging import configure_logging
     from flashmm.venues.sim import SimVenue

@@ -100,9 +100,10 @@ class EventWriter:
         self.last_ts = -1
 
     def message(self, ts_ns: int, kind: int, rows: list[tuple[int, int, int]], seq: int = 0, seq2: int = 0) -> None:
-        """One message: rows of (side, price, qty). An empty SNAP becomes a FLAG_EMPTY row."""
+        """One message: rows of (side, price, qty). An empty SNAP or DIFF becomes a FLAG_EMPTY row (a DIFF's
+        sequence numbers matter to the book's chain rule even when it changed no level)."""
         if not rows:
-            if kind != KIND_SNAP:
+            if kind not in (KIND_SNAP, KIND_DIFF):
                 return
             self._rows.append((ts_ns, kind, 0, FLAG_EMPTY | FLAG_END, 0, 0, seq, seq2))
         else:

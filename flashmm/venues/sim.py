@@ -227,9 +227,11 @@ class SimMarket:
         self.cfg = cfg
         self.instrument = instrument
         self.rng = np.random.default_rng(seed)
-        self.clock = SimClock(SIM_START_NS)
         self.dt_s = cfg.block_ms / 1000.0
         self.block_ns = cfg.block_ms * 1_000_000
+        # the warm-up's blocks come before SIM_START_NS, so the first published block is at the same time
+        warmup_blocks = math.ceil(cfg.warmup_s * 1000.0 / cfg.block_ms)
+        self.clock = SimClock(SIM_START_NS - warmup_blocks * self.block_ns)
         self.height = 0
         self.book = BatchAuctionBook()
         self.published: dict[Side, dict[int, int]] = {Side.BUY: {}, Side.SELL: {}}
@@ -249,6 +251,17 @@ class SimMarket:
         self._pending: list[OrderAction] = []
         self.stats = {"blocks": 0, "trades": 0, "our_fills": 0, "other_orders": 0}
         self._seed_book()
+        self._warm_up(warmup_blocks)
+
+    def _warm_up(self, blocks: int) -> None:
+        """Other traders trade for `blocks` blocks before the first snapshot; nothing is published."""
+        if blocks <= 0:
+            return
+        self.height = 1  # past the snapshot: step() runs whole blocks
+        for _ in range(blocks):
+            self.step()
+        self.height = 0
+        self.stats = {k: 0 for k in self.stats}
 
     # ---- our order entry (a transaction for the next block) ---------------------------------------
     def submit(self, actions: Sequence[OrderAction]) -> None:
@@ -480,10 +493,17 @@ class SimMarket:
         rng = self.rng
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
         extra = int(rng.geometric(self._lp_p)) - 1
+        off = 0.05 + self.cfg.lp_offset_ticks
         if side is Side.BUY:
-            price = math.floor(fair - 0.05) - extra
+            price = math.floor(fair - off) - extra
         else:
-            price = math.ceil(fair + 0.05) + extra
+            price = math.ceil(fair + off) + extra
+        if self.cfg.lp_join_best_prob > 0 and rng.random() < self.cfg.lp_join_best_prob:
+            # queue at the side's best price where it leaves at least the least distance from the fair price
+            best = self.book.best(side)
+            edge = self.cfg.lp_offset_ticks
+            if best is not None and ((side is Side.BUY and fair - best >= edge) or (side is Side.SELL and best - fair >= edge)):
+                price = best
         lots = max(1, int(rng.exponential(self.cfg.lp_size_mean_lots)))
         return _Order(self._new_id(), OTHERS, side, max(price, 1), lots, -1)
 
@@ -494,7 +514,8 @@ class SimMarket:
         fair = self.fair_ticks
         for i in range(self.cfg.initial_levels):
             for side in (Side.BUY, Side.SELL):
-                price = (math.floor(fair - 0.05) - i) if side is Side.BUY else (math.ceil(fair + 0.05) + i)
+                off = 0.05 + self.cfg.lp_offset_ticks
+                price = (math.floor(fair - off) - i) if side is Side.BUY else (math.ceil(fair + off) + i)
                 for _ in range(3):
                     lots = max(1, int(self.rng.exponential(self.cfg.lp_size_mean_lots)))
                     o = _Order(self._new_id(), OTHERS, side, max(price, 1), lots, -1)
