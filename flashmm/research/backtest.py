@@ -111,11 +111,13 @@ def with_strategy(cfg: Config, strategy: str, quote_interval_ms: float | None = 
     return cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update=updates)})
 
 
-def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fraction: float = 0.0
-            ) -> tuple[dict[str, Any], Engine]:
+def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fraction: float = 0.0,
+            trade_until_fraction: float = 1.0) -> tuple[dict[str, Any], Engine]:
     """Replay one data set through the engine. Returns the report section and the engine. With
     `trade_from_fraction` > 0 the engine trades only from that point of the recording on (e.g. the
-    held-out slice a model was not trained on); before it, it only follows the market."""
+    held-out slice a model was not trained on); before it, it only follows the market. With
+    `trade_until_fraction` < 1 the run ends at that point (orders cancelled, the position marked at the
+    mid there): the earlier slice a sweep chooses parameters on."""
     venue = ReplayVenue(data, cfg.replay)
     predictor = predictor_for(cfg)
     engine = Engine(cfg, venue, predictor=predictor, audit=AuditLog(None), history_len=None)
@@ -131,7 +133,8 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fracti
         try:
             start = int(data.events["ts_ns"][0]) if len(data.events) else 0
             trade_from = start + int(trade_from_fraction * data.duration_s * NS_PER_S) if trade_from_fraction else None
-            await engine.run(None, trade_from_ns=trade_from)
+            until_s = trade_until_fraction * data.duration_s if trade_until_fraction < 1.0 else None
+            await engine.run(until_s, trade_from_ns=trade_from)
             await engine.shutdown(timeout_s=5.0)
         finally:
             if ticker:
@@ -144,6 +147,7 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fracti
     check_processed(data, engine, venue)
     section = report_section(cfg, data, engine, venue, wall)
     section["traded_from_fraction"] = trade_from_fraction
+    section["traded_until_fraction"] = trade_until_fraction
     return section, engine
 
 
