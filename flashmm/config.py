@@ -8,6 +8,7 @@ one, else as a string.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from decimal import Decimal
@@ -419,3 +420,41 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"config error in {origin}: {key}: {msg}{got}{more}") from None
+
+
+def _toml_literal(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(x) for x in v) + "]"
+    return repr(v)  # int, or a float written so that it reads back to the same float
+
+
+def render_toml(cfg: Config, header: str = "", omit: dict[str, str] | None = None) -> str:
+    """`cfg` as a config.toml: every section and key with its description and bounds as a comment.
+    `omit` maps "section.key" to why that key is left out (a secret, a value from the environment); the
+    loader then takes it from its default or the environment, as usual."""
+    omit = omit or {}
+    out = [header] if header else []
+    for section, model in cfg:
+        doc = (type(model).__doc__ or "").strip()
+        for line in doc.splitlines():
+            out.append(f"# {line.strip()}".rstrip())
+        out.append(f"[{section}]")
+        for name, field in type(model).model_fields.items():
+            cons = []
+            for m in field.metadata:
+                for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                    if getattr(m, attr, None) is not None:
+                        cons.append(f"{sym} {getattr(m, attr)}")
+            extra = f" ({', '.join(cons)})" if cons else ""
+            out.append(f"# {field.description or name}{extra}")
+            why = omit.get(f"{section}.{name}")
+            if why is not None:
+                out.append(f"# {name}: not written ({why})")
+            else:
+                out.append(f"{name} = {_toml_literal(getattr(model, name))}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
