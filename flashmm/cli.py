@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError, ModelError) as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # workers are stopped on the way out; nothing half-written is left
+        print(f"flashmm: {args.command} interrupted", file=sys.stderr)
+        return 130
 
 
 def _tools(args: argparse.Namespace, cfg: Config) -> int:
@@ -266,8 +269,11 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         if not 0.0 <= args.trade_from_fraction < 1.0:
             print("flashmm: --trade-from-fraction must be in [0, 1)", file=sys.stderr)
             return 2
-        if args.workers is not None and args.workers < 1:
-            print("flashmm: --workers must be >= 1", file=sys.stderr)
+        from flashmm.research.parallel import backend_problem
+
+        problem = backend_problem(args.backend, args.address, args.workers)
+        if problem:
+            print(f"flashmm: {problem}", file=sys.stderr)
             return 2
         report = run_backtest(cfg, args.data, args.strategy, args.report, args.plot,
                               trade_from_fraction=args.trade_from_fraction, workers=args.workers,
@@ -283,6 +289,12 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         from flashmm.ops.bench_parallel import bench_parallel, print_result
         from flashmm.venues.factory import default_cache_dir
 
+        from flashmm.research.parallel import backend_problem
+
+        problem = backend_problem(args.backend, None, args.workers)
+        if problem:
+            print(f"flashmm: {problem}", file=sys.stderr)
+            return 2
         if args.model:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
         print_result(bench_parallel(cfg, args.data, args.json, default_cache_dir(cfg), args.workers, args.backend,

@@ -320,3 +320,26 @@ def test_the_sweep_joins_an_existing_ray_cluster_with_address(real_sweep, real, 
             head.wait()
         head_log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- without Ray
+def test_without_ray_backtests_fall_back_to_a_process_pool_with_the_same_results(real, tmp_path):
+    """In a Python where `import ray` fails: `flashmm backtest --workers 2` runs in a process pool, and
+    `--backend ray` is refused in one line (exit 2); the figures equal this process's serial run."""
+    sets = ["--data", str(real["usdm60"]), "--data", str(real["lobster"])]
+    no_ray = "import sys; sys.modules['ray'] = None; from flashmm.cli import main; sys.exit(main(sys.argv[1:]))"
+    base = [sys.executable, "-c", no_ray, "backtest", *sets, "--model", "none", "--cache-dir", str(tmp_path / "c")]
+    p = subprocess.run([*base, "--workers", "2", "--report", str(tmp_path / "pool.json")], capture_output=True,
+                       text=True, timeout=240, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    refused = subprocess.run([*base, "--backend", "ray", "--report", str(tmp_path / "x.json")], capture_output=True,
+                             text=True, timeout=60, cwd=ROOT)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("flashmm: Ray is not installed (pip install 'flashmm[ray]'); "
+                                      "--backend process needs no Ray")
+    pool = json.loads((tmp_path / "pool.json").read_text())
+    assert pool["parallel"]["backend"] == "process" and pool["parallel"]["workers"] == 2
+    cfg = Config().model_copy(update={"model": Config().model.model_copy(update={"path": "none"})})
+    serial = run_backtest(cfg, [[str(real["usdm60"])], [str(real["lobster"])]], "flashmm", tmp_path / "s.json",
+                          tmp_path / "c", show_progress=False)
+    assert [trading_figures(s) for s in pool["data_sets"]] == [trading_figures(s) for s in serial["data_sets"]]

@@ -58,6 +58,17 @@ def ray_installed() -> bool:
     return True
 
 
+def backend_problem(backend: str, address: str | None, workers: int | None) -> str | None:
+    """Why these command-line choices cannot run (one line), or None."""
+    if workers is not None and workers < 1:
+        return "--workers must be >= 1"
+    if address and backend not in ("auto", "ray"):
+        return f"--address joins a Ray cluster: it needs --backend ray (not {backend})"
+    if (backend == "ray" or address) and not ray_installed():
+        return "Ray is not installed (pip install 'flashmm[ray]'); --backend process needs no Ray"
+    return None
+
+
 @dataclass(frozen=True)
 class Job:
     """One replay: `cfg` on data set number `data`, trading on [trade_from_fraction, trade_until_fraction)
@@ -154,6 +165,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def _pool_init(data_sets: list[EventSet], q: Any, log_level: str, log_file: str) -> None:
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the driver decides (it stops the workers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _single_threaded()
     _WORKER.update(data=data_sets, queue=q, log_level=log_level, log_file=log_file)
 
@@ -313,11 +328,19 @@ class ParallelRunner:
                     r = f.result()
                     results[r.index] = self._finish(r, view)
             self._drain(view, jobs, self._take_queue())
-        except BaseException:
-            for f in pending:
-                f.cancel()
+        except BaseException:  # interrupted, or a fatal error: stop the workers now, not after their jobs
+            self._terminate_pool()
             raise
         return [results[i] for i in range(len(jobs))]
+
+    def _terminate_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # ProcessPoolExecutor has no terminate() before Python 3.14: its worker processes are in _processes
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def _longest_first(self, jobs: Sequence[Job]) -> list[tuple[int, Job]]:
         """Jobs in the order to start them: the longest first (rows replayed), so that no long job starts
@@ -434,6 +457,7 @@ class RichBars(ProgressView):
                  keep_finished: bool = True, title: str = "all") -> None:
         self.progress = progress
         self.keep_finished = keep_finished
+        self.rows_of = rows_of
         self.rows_total = sum(rows_of(j) for j in jobs)
         self._rows: dict[int, int] = {}
         self._bars: dict[int, Any] = {}
@@ -446,7 +470,9 @@ class RichBars(ProgressView):
     def started(self, index: int, job: Job, rows_total: int) -> None:
         if index in self._finished:  # a worker's message can arrive after its result
             return
-        self._bars[index] = self.progress.add_task(job.label or f"job {index}", total=max(rows_total, 1), jobs="")
+        # a job that stops early (trade_until_fraction) replays only part of the recording's rows
+        total = min(rows_total, self.rows_of(job)) if rows_total else self.rows_of(job)
+        self._bars[index] = self.progress.add_task(job.label or f"job {index}", total=max(total, 1), jobs="")
 
     def rows(self, index: int, rows_done: int) -> None:
         if index in self._finished:

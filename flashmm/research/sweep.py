@@ -463,8 +463,11 @@ def run_cli(args: Any, cfg: Config) -> int:
     if not 0.0 < args.split < 1.0:
         print("flashmm: --split must be in (0, 1)", file=sys.stderr)
         return 2
-    if args.workers is not None and args.workers < 1:
-        print("flashmm: --workers must be >= 1", file=sys.stderr)
+    from flashmm.research.parallel import backend_problem
+
+    problem = backend_problem(args.backend, args.address, args.workers)
+    if problem:
+        print(f"flashmm: {problem}", file=sys.stderr)
         return 2
     if args.model:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
@@ -474,13 +477,6 @@ def run_cli(args: Any, cfg: Config) -> int:
     except GridError as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
-    if args.backend == "ray" or args.address:
-        from flashmm.research.parallel import ray_installed
-
-        if not ray_installed():
-            print("flashmm: Ray is not installed (pip install 'flashmm[ray]'); --backend process needs no Ray",
-                  file=sys.stderr)
-            return 2
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
     data = []
     for paths in args.data:
