@@ -343,3 +343,16 @@ def test_without_ray_backtests_fall_back_to_a_process_pool_with_the_same_results
     serial = run_backtest(cfg, [[str(real["usdm60"])], [str(real["lobster"])]], "flashmm", tmp_path / "s.json",
                           tmp_path / "c", show_progress=False)
     assert [trading_figures(s) for s in pool["data_sets"]] == [trading_figures(s) for s in serial["data_sets"]]
+
+
+def test_a_configuration_equal_to_another_is_replayed_once(ray_two_workers, tmp_path):
+    """The base is a point of the grid (symmetric at its default 2.5 bps): its figures are shared, not rerun."""
+    es = synthetic_market(tmp_path / "syn.npz", 10, 5, seconds=10)
+    grid = load_grid(write(tmp_path / "g.toml", '"strategy.symmetric_half_spread_bps" = [2.5, 8.0]\n'))
+    r = run_sweep(symmetric_base(), [es], grid, 0.5, workers=2, backend="ray", objective=Objective(min_fills=0),
+                  show_progress=False)
+    first, base = r["configurations"][0], r["configurations"][-1]
+    assert base["label"] == "base" and base["same_as"] == "#1" and first["same_as"] is None
+    assert base["earlier"] == first["earlier"]
+    # 2 configurations on the earlier part, then the chosen (8 bps) and the base (= #1) on the later part
+    assert r["chosen"]["index"] == 2 and r["parallel"]["tasks"] == 4

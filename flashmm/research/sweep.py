@@ -243,33 +243,39 @@ def run_sweep(base: Config, data: list[EventSet], grid: Grid, split: float = 0.7
         return f"{who} {names[d]} {part}"
 
     all_cfgs = configs + [base]
+    # a configuration equal to another (e.g. the base is a point of the grid) is replayed once
+    seen: dict[str, int] = {}
+    rep = [seen.setdefault(c.model_dump_json(), i) for i, c in enumerate(all_cfgs)]
+
+    def run_part(runner: ParallelRunner, cfgs: list[int], part: str, frm: float, until: float,
+                 title: str) -> dict[int, list[Any]]:
+        uniq = sorted({rep[c] for c in cfgs})
+        jobs = [Job(all_cfgs[c], d, frm, until, label(c, d, part)) for c in uniq for d in range(n_data)]
+        bars = RichBars(progress, len(jobs), lambda j: rows_until(data[j.data], j.trade_until_fraction), jobs,
+                        keep_finished=False, title=title)
+        results = runner.run(jobs, bars)
+        progress.update(bars.overall, visible=False)
+        tasks.append(len(jobs))
+        by_rep = {c: results[k * n_data:(k + 1) * n_data] for k, c in enumerate(uniq)}
+        return {c: by_rep[rep[c]] for c in cfgs}
+
     t0 = time.perf_counter()
+    tasks: list[int] = []
     progress = rich_progress(disable=not show_progress)
     with progress, ParallelRunner(data, workers, backend, address) as runner:
         # phase 1: every configuration (and the base) on the earlier part of every data set
-        earlier_jobs = [Job(all_cfgs[c], d, 0.0, split, label(c, d, "earlier")) for c in range(n_cfg + 1)
-                        for d in range(n_data)]
-
-        def rows_of(j: Job) -> int:
-            return rows_until(data[j.data], j.trade_until_fraction)
-
-        bars = RichBars(progress, len(earlier_jobs), rows_of, earlier_jobs, keep_finished=False,
-                        title=f"earlier part: {n_cfg} configurations + base x {n_data} data sets")
-        earlier = runner.run(earlier_jobs, bars)
-        by_cfg = [earlier[c * n_data:(c + 1) * n_data] for c in range(n_cfg + 1)]
-        summaries = [summarise([r.section for r in rs], [r.error for r in rs], objective) for rs in by_cfg]
+        by_cfg = run_part(runner, list(range(n_cfg + 1)), "earlier", 0.0, split,
+                          f"earlier part: {n_cfg} configurations + base x {n_data} data sets")
+        summaries = [summarise([r.section for r in by_cfg[c]], [r.error for r in by_cfg[c]], objective)
+                     for c in range(n_cfg + 1)]
         chosen = choose(summaries[:n_cfg])
         # phase 2: the later part, for the chosen configuration and the base (or every one with score_all)
         later_cfgs = list(range(n_cfg + 1)) if score_all else ([chosen] if chosen is not None else []) + [base_index]
-        later_jobs = [Job(all_cfgs[c], d, split, 1.0, label(c, d, "later")) for c in later_cfgs for d in range(n_data)]
-        progress.update(bars.overall, visible=False)
-        bars2 = RichBars(progress, len(later_jobs), lambda j: len(data[j.data].events), later_jobs, keep_finished=False,
-                         title=f"later part: {len(later_cfgs)} configurations x {n_data} data sets")
-        later = runner.run(later_jobs, bars2)
+        later_by_cfg = run_part(runner, later_cfgs, "later", split, 1.0,
+                                f"later part: {len(later_cfgs)} configurations x {n_data} data sets")
         parallel = {"backend": runner.used_backend, "workers": runner.resolved_workers(),
                     "startup_s": round(runner.startup_s, 3), "address": address}
     wall = time.perf_counter() - t0
-    later_by_cfg = {c: later[k * n_data:(k + 1) * n_data] for k, c in enumerate(later_cfgs)}
 
     def per_data(results: list[Any]) -> list[dict[str, Any]]:
         return [{"data": names[d], **(_part(r.section) if r.ok else {"error": r.error})}
@@ -287,6 +293,7 @@ def run_sweep(base: Config, data: list[EventSet], grid: Grid, split: float = 0.7
             "index": c + 1 if c < n_cfg else None,
             "label": f"#{c + 1}" if c < n_cfg else DEFAULT_LABEL,
             "overrides": points[c] if c < n_cfg else {},
+            "same_as": (f"#{rep[c] + 1}" if rep[c] != c else None),  # replayed once, figures shared
             "earlier": {"summary": summaries[c], "data_sets": per_data(by_cfg[c])},
             "later": ({"summary": later_summary(c), "data_sets": per_data(later_by_cfg[c])}
                       if c in later_by_cfg else None),
@@ -307,7 +314,7 @@ def run_sweep(base: Config, data: list[EventSet], grid: Grid, split: float = 0.7
         "base": {"label": DEFAULT_LABEL, "description": "the configuration the grid was applied to (--config, else "
                  "the built-in defaults), scored beside the grid, never chosen from it"},
         "configurations": entries,
-        "parallel": {**parallel, "tasks": len(earlier_jobs) + len(later_jobs)},
+        "parallel": {**parallel, "tasks": sum(tasks)},
         "wall_s": round(wall, 3),
         "generated_unix": time.time(),
         "config_written": None,
@@ -396,6 +403,8 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
         note = "CHOSEN" if e["index"] == chosen and chosen is not None else ("base, not a candidate" if is_base else "")
         if s["why_not"] and not is_base:
             note = f"not eligible: {s['why_not']}"
+        if e.get("same_as"):
+            note = f"{note}; same as {e['same_as']}" if note else f"same as {e['same_as']}"
         style = "bold green" if note == "CHOSEN" else ("dim" if is_base or not s["eligible"] else None)
         t.add_row(str(rank) if (not is_base and s["eligible"]) else "", e["label"],
                   *[repr(e["overrides"][k]) if k in e["overrides"] else "(base)" for k in keys],
