@@ -385,6 +385,18 @@ def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, A
     return merged
 
 
+def read_toml_file(p: Path, what: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """A TOML file as a dict; anything wrong is one `error` naming `what` and the file."""
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {p}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {p}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {p}: not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Load config.toml (or the built-in defaults when path is None) and apply FLASHMM_* overrides."""
     environ = dict(os.environ) if environ is None else environ
@@ -393,14 +405,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p}: not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {p}: cannot read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
+        data = read_toml_file(p, "config file")
     overrides = _env_overrides(environ)
     try:
         return Config.model_validate(_merge(data, overrides))

@@ -32,7 +32,6 @@ import os
 import sys
 import textwrap
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from flashmm.config import ENV_PREFIX, Config, ConfigError, _env_overrides, render_toml
+from flashmm.config import ENV_PREFIX, Config, ConfigError, _env_overrides, read_toml_file, render_toml
 from flashmm.data.events import EventSet
 
 OBJECTIVES = {
@@ -83,14 +82,7 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def load_grid(path: str | Path) -> Grid:
     """Read and check the shape of a grid file; values are checked by `configurations`."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GridError(f"grid file {p}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GridError(f"grid file {p}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GridError(f"grid file {p}: not valid TOML: {exc}") from None
+    raw = read_toml_file(p, "grid file", GridError)
     keys: list[str] = []
     values: list[tuple[Any, ...]] = []
     sections = Config.model_fields
