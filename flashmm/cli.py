@@ -189,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
     bp.add_argument("--seed", type=int, default=7)
     bp.add_argument("--config", help="config.toml path")
+    _add_data_options(bp)
     from flashmm.research import sweep
     from flashmm.venues import keystore
     from flashmm.venues.citrex import devnode as citrex_devnode
     from flashmm.venues.sei import devnode
 
-    sweep.add_cli(sub)
-
+    sweep.add_cli(sub, _add_data_options)
     keystore.add_cli(sub)
     devnode.add_cli(sub)
     citrex_devnode.add_cli(sub)
@@ -287,8 +287,6 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         return run_cli(args, cfg)
     if args.command == "bench" and args.bench == "parallel":
         from flashmm.ops.bench_parallel import bench_parallel, print_result
-        from flashmm.venues.factory import default_cache_dir
-
         from flashmm.research.parallel import backend_problem
 
         problem = backend_problem(args.backend, None, args.workers)
@@ -297,8 +295,7 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
             return 2
         if args.model:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
-        print_result(bench_parallel(cfg, args.data, args.json, default_cache_dir(cfg), args.workers, args.backend,
-                                    args.configs), args.json)
+        print_result(bench_parallel(cfg, args.data, args.json, args.workers, args.backend, args.configs), args.json)
         return 0
     if args.command == "record":
         from flashmm.data.record import record

@@ -100,6 +100,10 @@ def symmetric_base(levels: int = 1) -> Config:
                                                                              "order_levels": levels})})
 
 
+def cached(cfg: Config, cache_dir: Path) -> Config:
+    return cfg.model_copy(update={"replay": cfg.replay.model_copy(update={"cache_dir": str(cache_dir)})})
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -248,7 +252,7 @@ def test_a_parallel_backtest_equals_the_serial_one(ray_two_workers, real, tmp_pa
     sets = [[str(real["usdm60"])], [str(real["lobster"])]]
     reports = {}
     for name, workers, backend in (("serial", 1, "auto"), ("ray", 2, "ray"), ("process", 2, "process")):
-        reports[name] = run_backtest(Config(), sets, "flashmm", tmp_path / f"{name}.json", tmp_path / "cache",
+        reports[name] = run_backtest(cached(Config(), tmp_path / "cache"), sets, "flashmm", tmp_path / f"{name}.json",
                                      show_progress=False, workers=workers, backend=backend)
         assert reports[name]["parallel"]["backend"] == name
     serial = [trading_figures(s) for s in reports["serial"]["data_sets"]]
@@ -340,8 +344,8 @@ def test_without_ray_backtests_fall_back_to_a_process_pool_with_the_same_results
     pool = json.loads((tmp_path / "pool.json").read_text())
     assert pool["parallel"]["backend"] == "process" and pool["parallel"]["workers"] == 2
     cfg = Config().model_copy(update={"model": Config().model.model_copy(update={"path": "none"})})
-    serial = run_backtest(cfg, [[str(real["usdm60"])], [str(real["lobster"])]], "flashmm", tmp_path / "s.json",
-                          tmp_path / "c", show_progress=False)
+    serial = run_backtest(cached(cfg, tmp_path / "c"), [[str(real["usdm60"])], [str(real["lobster"])]], "flashmm",
+                          tmp_path / "s.json", show_progress=False)
     assert [trading_figures(s) for s in pool["data_sets"]] == [trading_figures(s) for s in serial["data_sets"]]
 
 

@@ -28,13 +28,13 @@ def _variant(cfg: Config, k: int) -> Config:
     return cfg.model_copy(update={"strategy": s})
 
 
-def bench_parallel(cfg: Config, data_groups: list[list[str]], json_path: str | Path, cache_dir: Path | None,
-                   workers: int | None = None, backend: str = "auto", configs: int = 1) -> dict[str, Any]:
-    from flashmm.data.loader import load_events
+def bench_parallel(cfg: Config, data_groups: list[list[str]], json_path: str | Path, workers: int | None = None,
+                   backend: str = "auto", configs: int = 1) -> dict[str, Any]:
+    from flashmm.data.loader import load_configured
 
     configure_logging("error")
     t0 = time.perf_counter()
-    data = [load_events(g, cache_dir) for g in data_groups]
+    data = [load_configured(cfg, g) for g in data_groups]
     load_s = time.perf_counter() - t0
     jobs = [Job(_variant(cfg, k), d, label=f"{Path(data[d].files[0]).parent.name} cfg{k}")
             for k in range(configs) for d in range(len(data))]

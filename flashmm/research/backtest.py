@@ -308,7 +308,7 @@ def summary_table(report: dict[str, Any]) -> Any:
     def cur(s: dict[str, Any]) -> str:
         return s["instrument"]["quote"]
 
-    row("traded, s", lambda s: f"{s['data']['duration_s'] * (1 - s['traded_from_fraction']):,.0f}")
+    row("traded, s", lambda s: f"{s['data']['duration_s'] * (s['traded_until_fraction'] - s['traded_from_fraction']):,.0f}")
     row("PnL", lambda s: f"{s['pnl_usdc']:+,.4f} {cur(s)}")
     row("  in settlement", lambda s: f"{s['pnl_settle']:+.8f} {s['instrument']['settle']}"
         if s["instrument"]["inverse"] else "same")

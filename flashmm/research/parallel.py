@@ -39,7 +39,19 @@ BACKENDS = ("auto", "ray", "process", "serial")
 # per-run measures of this machine's speed, not of the trading: they differ between any two runs
 TIMING_KEYS = ("wall_s", "rows_per_s", "messages_per_s", "replay_speed_vs_real_time", "tick_to_quote_us")
 # errors that no other job could avoid either (bad input): the run stops with them instead of going on
-_FATAL = {"DataError": DataError, "ModelLoadError": ModelLoadError}
+FATAL = ("DataError", "NoDataProcessedError", "ModelLoadError", "ModelError")
+
+
+def _error_class(name: str) -> type[Exception]:
+    if name == "NoDataProcessedError":
+        from flashmm.research.backtest import NoDataProcessedError
+
+        return NoDataProcessedError
+    if name == "ModelError":
+        from flashmm.model.artifact import ModelError
+
+        return ModelError
+    return {"DataError": DataError, "ModelLoadError": ModelLoadError}[name]
 
 
 def available_cores() -> int:
@@ -211,6 +223,7 @@ class ParallelRunner:
     address: str | None = None
     log_level: str = "error"
     log_file: str = ""
+    fatal: tuple[str, ...] = FATAL  # a job failing with one of these raises it here (the others are results)
     startup_s: float = 0.0  # time to start Ray or the pool (measured at the first parallel run)
     used_backend: str = ""  # what the last run() used: serial for one job or one worker
     _pool: Any = field(default=None, repr=False)
@@ -266,8 +279,8 @@ class ParallelRunner:
         self.startup_s = time.perf_counter() - t0
 
     def run(self, jobs: Sequence[Job], view: ProgressView | None = None) -> list[JobResult]:
-        """Every job, results in the order of `jobs`. DataError and ModelLoadError from a job are raised
-        here (bad input, every job would fail); any other failure is the job's result (`error`)."""
+        """Every job, results in the order of `jobs`. An error named in `fatal` (bad input: every job would
+        fail) is raised here; any other failure is the job's result (`error`)."""
         view = view or ProgressView()
         for j in jobs:
             if not 0 <= j.data < len(self.data_sets):
@@ -295,8 +308,8 @@ class ParallelRunner:
 
     def _finish(self, result: JobResult, view: ProgressView) -> JobResult:
         view.finished(result.index, result)
-        if result.error_type in _FATAL:
-            raise _FATAL[result.error_type](result.error.split(": ", 1)[-1] if result.error else "")
+        if result.error_type in self.fatal:
+            raise _error_class(result.error_type)(result.error.split(": ", 1)[-1] if result.error else "")
         return result
 
     def _run_serial(self, jobs: Sequence[Job], view: ProgressView) -> list[JobResult]:

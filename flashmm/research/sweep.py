@@ -178,11 +178,12 @@ def choose(summaries: list[dict[str, Any]]) -> int | None:
 
 def _part(section: dict[str, Any]) -> dict[str, Any]:
     """What the sweep keeps of a backtest section, per data set and part."""
-    keep = ("pnl_usdc", "pnl_breakdown", "fills", "orders_placed", "order_to_fill_ratio", "max_drawdown_usdc",
-            "spread_improvement_pct", "market_spread_bps", "our_spread_bps", "quoting_time_s", "model", "wall_s")
+    keep = ("pnl_usdc", "pnl_settle", "pnl_breakdown", "fills", "orders_placed", "orders_per_fill", "max_drawdown_usdc",
+            "taker_share_pct", "effective_spread_bps", "realised_spread_bps", "adverse_selection_bps", "markout_bps",
+            "time_at_touch_pct", "spread_improvement_pct", "market_spread_bps", "our_spread_bps", "quoting_time_s",
+            "model", "wall_s")
     out = {k: section[k] for k in keep}
     out["max_abs_inventory_pct"] = section["inventory"]["max_abs_inventory_pct"]
-    out["markout_bps"] = section["markouts"]["markout_bps"]
     out["traded_from_fraction"] = section["traded_from_fraction"]
     out["traded_until_fraction"] = section["traded_until_fraction"]
     return out
@@ -254,7 +255,9 @@ def run_sweep(base: Config, data: list[EventSet], grid: Grid, split: float = 0.7
     t0 = time.perf_counter()
     tasks: list[int] = []
     progress = rich_progress(disable=not show_progress)
-    with progress, ParallelRunner(data, workers, backend, address) as runner:
+    # a configuration whose engine never quoted on a part is a failed candidate, not the end of the sweep
+    fatal = ("DataError", "ModelLoadError", "ModelError")
+    with progress, ParallelRunner(data, workers, backend, address, fatal=fatal) as runner:
         # phase 1: every configuration (and the base) on the earlier part of every data set
         by_cfg = run_part(runner, list(range(n_cfg + 1)), "earlier", 0.0, split,
                           f"earlier part: {n_cfg} configurations + base x {n_data} data sets")
@@ -295,6 +298,7 @@ def run_sweep(base: Config, data: list[EventSet], grid: Grid, split: float = 0.7
         "grid": {"path": grid.path, "keys": list(grid.keys), "values": [list(v) for v in grid.values],
                  "configurations": n_cfg},
         "data_sets": [{"name": names[d], "source": x.source, "files": x.files, "symbol": x.instrument.symbol,
+                       "quote": x.instrument.quote,
                        "duration_s": round(x.duration_s, 3), "rows": len(x.events),
                        "earlier_rows": rows_until(x, split)} for d, x in enumerate(data)],
         "split": split,
@@ -427,7 +431,7 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------- command line
-def add_cli(sub: Any) -> None:
+def add_cli(sub: Any, add_data_options: Any) -> None:
     sw = sub.add_parser("sweep", help="choose parameters on the earlier part of recordings, score them on the later "
                                       "part; every backtest a Ray task (or a process)")
     sw.add_argument("--data", action="append", required=True, nargs="+",
@@ -449,7 +453,7 @@ def add_cli(sub: Any) -> None:
     sw.add_argument("--out-config", help="write the chosen configuration to PATH (a complete config.toml)")
     sw.add_argument("--config", help="base configuration (config.toml path; default: built-in defaults)")
     sw.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
-    sw.add_argument("--cache-dir", help="where parsed recordings are cached (default [replay].cache_dir)")
+    add_data_options(sw)  # --symbol, --instruments, --cache-dir: how recordings are read, as everywhere
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
     sw.add_argument("--seed", type=int, default=7)
 
@@ -457,8 +461,7 @@ def add_cli(sub: Any) -> None:
 def run_cli(args: Any, cfg: Config) -> int:
     from rich.console import Console
 
-    from flashmm.data.loader import load_events
-    from flashmm.venues.factory import default_cache_dir
+    from flashmm.data.loader import load_configured
 
     err = Console(stderr=True)
     if not 0.0 < args.split < 1.0:
@@ -478,10 +481,9 @@ def run_cli(args: Any, cfg: Config) -> int:
     except GridError as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(cfg)
     data = []
     for paths in args.data:
-        d = load_events(paths, cache)
+        d = load_configured(cfg, paths)
         d.meta["name"] = data_set_name(paths)
         data.append(d)
     err.print(f"sweep: {grid.size} configurations x {len(data)} data sets, split {args.split}: "
