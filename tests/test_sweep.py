@@ -133,6 +133,7 @@ def test_grid_file_in_every_toml_form_gives_the_cartesian_product_in_file_order(
     ('"strategy.risk_aversion" = []', "an empty list gives no configuration"),
     ('"strategy.risk_aversion" = [0.1', "not valid TOML"),
     ('', "no keys"),
+    ('"strategy.order_levels" = [1]\n[strategy]\norder_levels = [2]', "strategy.order_levels: given twice"),
     ('"strategy.risk_aversion" = [0.01, -1.0]', "strategy.risk_aversion = -1.0: Input should be greater than 0"),
     ('"strategy.model" = ["glft", "gltf"]', "strategy.model = 'gltf'"),
 ])

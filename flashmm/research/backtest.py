@@ -283,7 +283,8 @@ def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_
     Path(report_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     if plot_charts:
         for data, r in zip(datas, results):
-            plot(SimpleNamespace(**r.series), f"{data.instrument.symbol} ({data.source})")
+            # what plot() reads of an engine: the per-second series (sent back by the worker) and the instrument
+            plot(SimpleNamespace(**r.series, instrument=data.instrument), f"{data.instrument.symbol} ({data.source})")
     return report
 
 

@@ -104,6 +104,8 @@ def load_grid(path: str | Path) -> Grid:
             raise GridError(f"grid file {p}: {key}: give a list of values to try, e.g. [{v!r}] (got {v!r})")
         if not v:
             raise GridError(f"grid file {p}: {key}: an empty list gives no configuration")
+        if key in keys:  # "strategy.x" and x under [strategy] are the same key
+            raise GridError(f"grid file {p}: {key}: given twice")
         keys.append(key)
         values.append(tuple(v))
     if not keys:
