@@ -238,7 +238,8 @@ def test_the_process_pool_fallback_gives_the_same_sweep_as_ray(real_sweep):
 
 
 def test_a_model_that_cannot_load_stops_the_sweep_with_one_line(ray_two_workers, real, tmp_path, capsys):
-    grid = write(tmp_path / "g.toml", '"model.required" = [true]\n"model.path" = ["/nonexistent/model.pt2"]\n')
+    grid = write(tmp_path / "g.toml", '"strategy.alpha" = ["model"]\n"model.required" = [true]\n'
+                                      '"model.path" = ["/nonexistent/model.pt2"]\n')
     rc = main(["sweep", "--data", str(real["lobster"]), "--grid", str(grid), "--no-progress",
                "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -249,11 +250,13 @@ def test_a_model_that_cannot_load_stops_the_sweep_with_one_line(ray_two_workers,
 # ------------------------------------------------------------------------------------------- backtests
 def test_a_parallel_backtest_equals_the_serial_one(ray_two_workers, real, tmp_path):
     """`flashmm backtest` with several data sets: one by one in this process, on Ray's two workers, in a
-    process pool: every trading figure identical (the shipped model included)."""
+    process pool: every trading figure identical (pricing with the shipped model, so torch runs in the workers)."""
     sets = [[str(real["usdm60"])], [str(real["lobster"])]]
+    cfg = cached(Config(), tmp_path / "cache")
+    cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"alpha": "model"})})
     reports = {}
     for name, workers, backend in (("serial", 1, "auto"), ("ray", 2, "ray"), ("process", 2, "process")):
-        reports[name] = run_backtest(cached(Config(), tmp_path / "cache"), sets, "flashmm", tmp_path / f"{name}.json",
+        reports[name] = run_backtest(cfg, sets, "flashmm", tmp_path / f"{name}.json",
                                      show_progress=False, workers=workers, backend=backend)
         assert reports[name]["parallel"]["backend"] == name
     serial = [trading_figures(s) for s in reports["serial"]["data_sets"]]
