@@ -146,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--no-prediction-skew", action="store_true",
                     help="run the model but give its prediction no weight (for 'does it help' comparisons)")
     bt.add_argument("--seed", type=int, default=7)
+    bt.add_argument("--workers", type=int, default=None,
+                    help="data sets backtested at once (default: every core; 1 = one by one in this process)")
+    bt.add_argument("--backend", choices=["auto", "ray", "process", "serial"], default="auto",
+                    help="auto: Ray tasks when Ray is installed, else a process pool")
+    bt.add_argument("--address", help="run the backtests on an existing Ray cluster (HOST:PORT)")
 
     tr = sub.add_parser("train", help="build the dataset, choose the architecture by validation, export, write the model card")
     tr.add_argument("--data", action="append", required=True, nargs="+", help="real data sets (file or folder each)")
@@ -174,10 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
     rec.add_argument("--config", help="config.toml path")
+    bp = bench_sub.add_parser("parallel", help="backtests on every core vs one core: speed-up, identical results")
+    bp.add_argument("--data", action="append", required=True, nargs="+", help="a data set; repeat for several")
+    bp.add_argument("--json", required=True, help="write results to PATH")
+    bp.add_argument("--workers", type=int, default=None, help="parallel workers (default: every core)")
+    bp.add_argument("--backend", choices=["auto", "ray", "process"], default="auto")
+    bp.add_argument("--configs", type=int, default=1,
+                    help="replay each data set with this many configurations (a sweep-like load; default 1)")
+    bp.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
+    bp.add_argument("--seed", type=int, default=7)
+    bp.add_argument("--config", help="config.toml path")
+    _add_data_options(bp)
+    from flashmm.research import sweep
     from flashmm.venues import keystore
     from flashmm.venues.citrex import devnode as citrex_devnode
     from flashmm.venues.sei import devnode
 
+    sweep.add_cli(sub, _add_data_options)
     keystore.add_cli(sub)
     devnode.add_cli(sub)
     citrex_devnode.add_cli(sub)
@@ -198,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError, ModelError) as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # workers are stopped on the way out; nothing half-written is left
+        print(f"flashmm: {args.command} interrupted", file=sys.stderr)
+        return 130
 
 
 def _tools(args: argparse.Namespace, cfg: Config) -> int:
@@ -248,10 +269,33 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         if not 0.0 <= args.trade_from_fraction < 1.0:
             print("flashmm: --trade-from-fraction must be in [0, 1)", file=sys.stderr)
             return 2
+        from flashmm.research.parallel import backend_problem
+
+        problem = backend_problem(args.backend, args.address, args.workers)
+        if problem:
+            print(f"flashmm: {problem}", file=sys.stderr)
+            return 2
         report = run_backtest(cfg, args.data, args.strategy, args.report, args.plot,
-                              trade_from_fraction=args.trade_from_fraction)
+                              trade_from_fraction=args.trade_from_fraction, workers=args.workers,
+                              backend=args.backend, address=args.address)
         Console().print(summary_table(report))
         print(f"report -> {args.report}")
+        return 0
+    if args.command == "sweep":
+        from flashmm.research.sweep import run_cli
+
+        return run_cli(args, cfg)
+    if args.command == "bench" and args.bench == "parallel":
+        from flashmm.ops.bench_parallel import bench_parallel, print_result
+        from flashmm.research.parallel import backend_problem
+
+        problem = backend_problem(args.backend, None, args.workers)
+        if problem:
+            print(f"flashmm: {problem}", file=sys.stderr)
+            return 2
+        if args.model:
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
+        print_result(bench_parallel(cfg, args.data, args.json, args.workers, args.backend, args.configs), args.json)
         return 0
     if args.command == "record":
         from flashmm.data.record import record

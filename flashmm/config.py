@@ -8,6 +8,7 @@ one, else as a string.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from decimal import Decimal
@@ -456,6 +457,18 @@ def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, A
     return merged
 
 
+def read_toml_file(p: Path, what: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """A TOML file as a dict; anything wrong is one `error` naming `what` and the file."""
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {p}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {p}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {p}: not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Load config.toml (or the built-in defaults when path is None) and apply FLASHMM_* overrides."""
     environ = dict(os.environ) if environ is None else environ
@@ -464,14 +477,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p}: not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {p}: cannot read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
+        data = read_toml_file(p, "config file")
     overrides = _env_overrides(environ)
     try:
         return Config.model_validate(_merge(data, overrides))
@@ -491,3 +497,52 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"config error in {origin}: {key}: {msg}{got}{more}") from None
+
+
+def _toml_literal(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(x) for x in v) + "]"
+    return repr(v)  # int, or a float written so that it reads back to the same float
+
+
+def render_toml(cfg: Config, header: str = "", omit: dict[str, str] | None = None,
+                commented_presets: bool = False) -> str:
+    """`cfg` as a config.toml: every section and key with its description and bounds as a comment.
+    `omit` maps "section.key" to why that key is left out (a secret, a value from the environment); the
+    loader then takes it from its default or the environment, as usual. `commented_presets` writes the [sim]
+    keys a preset sets commented out with every preset's value (the committed config.toml: uncommented they
+    would override whatever preset is chosen); otherwise every value is written (a complete configuration)."""
+    omit = omit or {}
+    preset_keys = ({"sim": {k: {name: values[k] for name, values in SIM_PRESETS.items()}
+                            for k in next(iter(SIM_PRESETS.values()))}} if commented_presets else {})
+    out = [header] if header else []
+    for section, model in cfg:
+        doc = (type(model).__doc__ or "").strip()
+        for line in doc.splitlines():
+            out.append(f"# {line.strip()}".rstrip())
+        out.append(f"[{section}]")
+        for name, field in type(model).model_fields.items():
+            cons = []
+            for m in field.metadata:
+                for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                    if getattr(m, attr, None) is not None:
+                        cons.append(f"{sym} {getattr(m, attr)}")
+            extra = f" ({', '.join(cons)})" if cons else ""
+            by_preset = preset_keys.get(section, {}).get(name)
+            why = omit.get(f"{section}.{name}")
+            if by_preset is not None:
+                values = ", ".join(f"{k} {_toml_literal(v)}" for k, v in by_preset.items())
+                out.append(f"# {field.description or name}{extra} [preset: {values}]")
+                out.append(f"# {name} = {_toml_literal(getattr(model, name))}")
+                continue
+            out.append(f"# {field.description or name}{extra}")
+            if why is not None:
+                out.append(f"# {name}: not written ({why})")
+            else:
+                out.append(f"{name} = {_toml_literal(getattr(model, name))}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -111,11 +111,13 @@ def with_strategy(cfg: Config, strategy: str, quote_interval_ms: float | None = 
     return cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update=updates)})
 
 
-def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fraction: float = 0.0
-            ) -> tuple[dict[str, Any], Engine]:
+def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fraction: float = 0.0,
+            trade_until_fraction: float = 1.0) -> tuple[dict[str, Any], Engine]:
     """Replay one data set through the engine. Returns the report section and the engine. With
     `trade_from_fraction` > 0 the engine trades only from that point of the recording on (e.g. the
-    held-out slice a model was not trained on); before it, it only follows the market."""
+    held-out slice a model was not trained on); before it, it only follows the market. With
+    `trade_until_fraction` < 1 the run ends at that point (orders cancelled, the position marked at the
+    mid there): the earlier slice a sweep chooses parameters on."""
     venue = ReplayVenue(data, cfg.replay)
     predictor = predictor_for(cfg)
     engine = Engine(cfg, venue, predictor=predictor, audit=AuditLog(None), history_len=None)
@@ -131,7 +133,8 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fracti
         try:
             start = int(data.events["ts_ns"][0]) if len(data.events) else 0
             trade_from = start + int(trade_from_fraction * data.duration_s * NS_PER_S) if trade_from_fraction else None
-            await engine.run(None, trade_from_ns=trade_from)
+            until_s = trade_until_fraction * data.duration_s if trade_until_fraction < 1.0 else None
+            await engine.run(until_s, trade_from_ns=trade_from)
             await engine.shutdown(timeout_s=5.0)
         finally:
             if ticker:
@@ -144,6 +147,7 @@ def run_one(cfg: Config, data: EventSet, progress: Any = None, trade_from_fracti
     check_processed(data, engine, venue)
     section = report_section(cfg, data, engine, venue, wall)
     section["traded_from_fraction"] = trade_from_fraction
+    section["traded_until_fraction"] = trade_until_fraction
     return section, engine
 
 
@@ -245,32 +249,42 @@ def plot(engine: Engine, title: str) -> None:
 
 def run_backtest(cfg: Config, data_sets: list[list[str]], strategy: str, report_path: str | Path,
                  plot_charts: bool = False, show_progress: bool = True,
-                 trade_from_fraction: float = 0.0) -> dict[str, Any]:
+                 trade_from_fraction: float = 0.0, workers: int | None = 1, backend: str = "auto",
+                 address: str | None = None) -> dict[str, Any]:
     """Every data set through the engine (loaded as the configuration says: [replay].symbol,
-    instruments_file, cache_dir). A data set that processed nothing raises NoDataProcessedError."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    instruments_file, cache_dir). A data set that processed nothing raises NoDataProcessedError. With several
+    data sets and `workers` != 1 (None: every core) they run at once, as Ray tasks or processes
+    (research/parallel.py), with the same results as one by one."""
+    from types import SimpleNamespace
+
+    from flashmm.research.parallel import Job, ParallelRunner, RichBars, rich_progress
 
     # fills and breaker changes go to the log file when one is configured; on the terminal only errors,
     # which would otherwise garble the progress display (the report counts breaker trips anyway)
-    configure_logging("warning" if cfg.logging.file else "error", cfg.logging.file)
+    level = "warning" if cfg.logging.file else "error"
+    configure_logging(level, cfg.logging.file)
     cfg = with_strategy(cfg, strategy)
-    sections = []
-    engines = []
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-                        TimeElapsedColumn(), disable=not show_progress)
-    with progress:
-        for paths in data_sets:
-            data = load_configured(cfg, paths)
-            section, engine = run_one(cfg, data, progress, trade_from_fraction)
-            sections.append(section)
-            engines.append((data, engine))
+    datas = [load_configured(cfg, paths) for paths in data_sets]
+    jobs = [Job(cfg, i, trade_from_fraction, label=Path(d.files[0]).parent.name or d.files[0], keep_series=plot_charts)
+            for i, d in enumerate(datas)]
+    progress = rich_progress(disable=not show_progress)
+    with progress, ParallelRunner(datas, workers, backend, address, level, cfg.logging.file) as runner:
+        results = runner.run(jobs, RichBars(progress, len(jobs), lambda j: len(datas[j.data].events), jobs))
+        parallel = {"backend": runner.used_backend, "workers": runner.resolved_workers()}
+    for r in results:
+        if not r.ok:
+            raise RuntimeError(f"backtest of {jobs[r.index].label} failed: {r.error}")
+    sections = [r.section for r in results]
     report = {"strategy": strategy, "quoting_model": cfg.strategy.model, "data_sets": sections,
-              "generated_unix": time.time(), "ns_per_s": NS_PER_S}
+              "generated_unix": time.time(), "ns_per_s": NS_PER_S,
+              "parallel": {**parallel, "tasks": [{"data": j.label, "worker": r.worker, "wall_s": r.wall_s}
+                                                 for j, r in zip(jobs, results)]}}
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     if plot_charts:
-        for data, engine in engines:
-            plot(engine, f"{data.instrument.symbol} ({data.source})")
+        for data, r in zip(datas, results):
+            # what plot() reads of an engine: the per-second series (sent back by the worker) and the instrument
+            plot(SimpleNamespace(**r.series, instrument=data.instrument), f"{data.instrument.symbol} ({data.source})")
     return report
 
 
@@ -295,7 +309,7 @@ def summary_table(report: dict[str, Any]) -> Any:
     def cur(s: dict[str, Any]) -> str:
         return s["instrument"]["quote"]
 
-    row("traded, s", lambda s: f"{s['data']['duration_s'] * (1 - s['traded_from_fraction']):,.0f}")
+    row("traded, s", lambda s: f"{s['data']['duration_s'] * (s['traded_until_fraction'] - s['traded_from_fraction']):,.0f}")
     row("PnL", lambda s: f"{s['pnl_usdc']:+,.4f} {cur(s)}")
     row("  in settlement", lambda s: f"{s['pnl_settle']:+.8f} {s['instrument']['settle']}"
         if s["instrument"]["inverse"] else "same")
