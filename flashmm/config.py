@@ -286,6 +286,7 @@ class StrategyConfig(_Section):
     imbalance_alpha_bps: float = Field(0.5, ge=0, description="With alpha = \"imbalance\": bps of fair-value shift per unit of level-1 depth imbalance.")
     half_spread: Literal["measured", "glft"] = Field(
         "measured", description="measured: the tightest distance at which passive quotes on this market's tape earned min_realised_edge_bps of realised spread (core/calibration.py VirtualFills; never tighter than GLFT; GLFT + the adverse-selection term until a distance is measured); glft: GLFT + the adverse-selection term.")
+    glft_floor: bool = Field(True, description="The measured half-spread is never tighter than GLFT's own (which, with k fitted to a thin book's far-reaching trades, can be wide); false = the measured distance alone, floored at the fee, minimum edge and order cost.")
     min_realised_edge_bps: float = Field(0.5, ge=0, description="Realised spread (at adverse_horizon_s) a distance must have earned to be quoted at, bps.")
     virtual_min_fills: float = Field(30.0, gt=0, description="Fills (decayed) a distance needs before its realised spread counts.")
     virtual_halflife_s: float = Field(900.0, gt=0, description="Half-life of the measured fill statistics, seconds of venue time.")

@@ -126,6 +126,8 @@ class Quoter:
         if symmetric:
             adverse = 0.0
         elif half_bps is not None:  # measured on the market's tape: the adverse selection is inside it
+            if not c.glft_floor:
+                half = 0.0
             adverse = max(0.0, half_bps / bps_per_tick - half)
         else:
             adverse = c.adverse_selection_weight * max(0.0, adverse_bps) / bps_per_tick
