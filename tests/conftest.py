@@ -15,6 +15,16 @@ from flashmm.venues.sim import SimVenue
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_sink_health():
+    """Sink health is process-wide (flashmm.telemetry.failsafe.SINKS): a test that broke a sink on purpose
+    must not leave the next test's engine with its io breaker tripped."""
+    yield
+    from flashmm.telemetry.failsafe import SINKS
+
+    SINKS.reset()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Real recorded market data. Missing data is a failure, never a skip."""

@@ -9,25 +9,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from flashmm.config import Config
 from flashmm.core.engine import Engine
 from flashmm.model.predictor import predictor_for
+from flashmm.telemetry.failsafe import write_summary  # never raises: the summary goes to stderr if the file fails
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.base import VenueStartError
 from flashmm.venues.factory import make_venue, terminal_passphrase
-
-
-def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    tmp.replace(p)
 
 
 def status_fields(engine: Engine) -> dict[str, Any]:
@@ -111,9 +101,10 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     register_config_secrets(cfg)
     run_id = uuid.uuid4().hex[:12]
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
-                      cfg.logging.max_bytes, cfg.logging.backups)
+                      cfg.logging.max_bytes, cfg.logging.backups, fallback_stderr=False)  # the terminal is the screen
     venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
-    engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
+    engine = Engine(cfg, venue, predictor=predictor_for(cfg),
+                    audit=AuditLog(cfg.logging.audit_file or None, fallback=None),
                     state_store=make_state_store(cfg, venue))
     exporter = None
     background = []
