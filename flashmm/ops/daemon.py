@@ -14,6 +14,8 @@ from typing import Any
 from flashmm.config import Config
 from flashmm.core.engine import Engine
 from flashmm.model.predictor import predictor_for
+from flashmm.ops.lease import claim_instance
+from flashmm.ops.preflight import check_paths, check_redis
 from flashmm.telemetry.failsafe import write_summary  # never raises: the summary goes to stderr if the file fails
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.base import VenueStartError
@@ -100,12 +102,16 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
 
     register_config_secrets(cfg)
     run_id = uuid.uuid4().hex[:12]
+    check_paths(cfg, summary_path, console=True)  # one line and exit 2 before anything starts (ops/preflight)
+    check_redis(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
                       cfg.logging.max_bytes, cfg.logging.backups, fallback_stderr=False)  # the terminal is the screen
     venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
+    guard = claim_instance(cfg, venue, run_id)  # one instance per account (ops/lease)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg),
                     audit=AuditLog(cfg.logging.audit_file or None, fallback=None),
                     state_store=make_state_store(cfg, venue))
+    engine.guards.instance = guard
     exporter = None
     background = []
     if cfg.influx.enabled:
@@ -121,6 +127,7 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     finally:
         if exporter is not None:
             exporter.stop(5.0)
+        guard.release()
     if summary_path:
         summary = engine.summary()
         summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console"}
@@ -141,12 +148,16 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     """`on_engine` sees the engine before it starts (the soak benchmark's probe, flashmm/ops/soak.py)."""
     run_id = uuid.uuid4().hex[:12]
     register_config_secrets(cfg)
+    check_paths(cfg, summary_path)  # one line and exit 2 before anything starts (ops/preflight)
+    check_redis(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups)
     log = get_logger("daemon")
     log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
     venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
+    guard = claim_instance(cfg, venue, run_id)  # one instance per account (ops/lease)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
+    engine.guards.instance = guard
     if on_engine is not None:
         on_engine(engine)
     loop = asyncio.get_running_loop()
@@ -185,13 +196,17 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
         await stop_metrics(exporter, publisher)
         summary = engine.summary()
         summary["exit"] = {"signal": signals_seen[0] if signals_seen else None, "orders_cancelled_cleanly": clean,
-                           "wall_s": round(time.monotonic() - t0, 3)}
+                           "wall_s": round(time.monotonic() - t0, 3), "unconfirmed": engine.guards.unconfirmed()}
         if summary_path:
             write_summary(summary_path, summary)
+        if not clean:  # exactly what the venue did not confirm; the next start reconciles it
+            print(f"flashmm-tui: not confirmed by the venue at exit: {'; '.join(summary['exit']['unconfirmed'])}",
+                  file=sys.stderr)
         log.info("stop", **{k: summary[k] for k in ("events", "quotes", "orders_placed", "fills", "pnl_usdc",
                                                       "inventory_pct", "spread_improvement_pct")}, clean=clean)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        guard.release()
     if not clean and rc == 0:
         rc = 1
     empty = nothing_processed(engine) if rc == 0 and not signals_seen else None
