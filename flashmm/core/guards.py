@@ -71,7 +71,15 @@ class Guards:
         self.venue_failures = 0
 
     def split_foreign(self, state: AccountState) -> AccountState:
-        """The venue's record without the orders another client placed; those trip `account` once each."""
+        """The venue's record without the orders another client placed; those trip `account` once each, as
+        does any other activity of the account this process did not cause."""
+        if state.foreign_activity:
+            e = self.engine
+            self.account_problem = (f"{state.foreign_activity}: another client uses this account; paused "
+                                    f"(resume acknowledges)")
+            e.counters["foreign_activity"] = e.counters.get("foreign_activity", 0) + 1
+            e.log.error("foreign_activity", detail=state.foreign_activity, action="paused")
+            e._event("venue", f"ALERT: {state.foreign_activity}: paused")
         if not state.foreign:
             return state
         new = sorted(c for c in state.foreign if c not in self.foreign_known and c in state.open_orders)
@@ -93,6 +101,8 @@ class Guards:
     def update_breakers(self, now: int) -> None:
         e = self.engine
         b = e.risk.breakers
+        if getattr(e.venue, "reconcile_soon", False):  # another client on the account: look now, not at the next interval
+            e._last_reconcile_ns = -(1 << 62)
         if SINKS.version != self._io_version:
             self._io_version = SINKS.version
             self._io_problem = SINKS.problem()

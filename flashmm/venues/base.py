@@ -38,6 +38,9 @@ class Venue(ABC):
     # The account this venue trades, when it outlives the process (a chain address): one process at a time may
     # hold it (flashmm/ops/lease.py). None: the account lives and dies with this process (sim, replay).
     account_id: str | None = None
+    # The venue saw something about the account the engine should check now, not at the next reconciliation
+    # (an order or transaction of the account that this process did not send); account_state() clears it.
+    reconcile_soon: bool = False
 
     @abstractmethod
     async def start(self) -> None:

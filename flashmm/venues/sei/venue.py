@@ -42,10 +42,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import random
 import re
 import uuid
 from collections.abc import Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -207,6 +209,7 @@ class SeiStats:
     fills: int = 0
     local_rejects: int = 0
     foreign_orders: int = 0  # orders of this account another client placed while we run
+    foreign_txs: int = 0  # transactions signed with our key that this process did not send
     height_resets: int = 0  # the node's height went backwards (fresh chain, rollback)
     unpriced_gas_usei: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
@@ -256,6 +259,9 @@ class SeiVenue(Venue):
         self._foreign: dict[int, tuple[Side, int]] = {}  # venue orders of ours without a client id: oid -> (side, price)
         self.run_tag = uuid.uuid4().hex[:8]  # in each order's data: what this process sent
         self._appeared: set[int] = set()  # client ids (-order id) of orders another client placed while we run
+        self._sent_hashes: set[str] = set()  # every tx this process signed and tried to broadcast (bounded)
+        self._sent_order: deque[str] = deque()
+        self._foreign_txs: list[str] = []  # txs of our account we never sent, since the last account read
         self._pending: list[OrderAction] = []
         self._inflight: dict[str, _InFlight] = {}
         self._delivered: dict[int, list[_InFlight]] = {}  # height -> our txs delivered in it (cancels to settle)
@@ -315,6 +321,7 @@ class SeiVenue(Venue):
         """The account at the height the engine has seen. A node that does not answer, or answers with an
         error (a height it no longer or not yet has), raises VenueUnavailableError: the engine pauses."""
         at = min(self.engine_height or self.height, self.height)
+        self.reconcile_soon = False
         try:
             resp = await self._open_orders(at)
             position, _balance = await self.position(at)
@@ -326,7 +333,12 @@ class SeiVenue(Venue):
             cid = self._client_id(o, side, price, remaining, at_start=False)
             orders[cid] = VenueOrder(cid, side, price, remaining)
         foreign = frozenset(c for c in orders if c in self._appeared)
-        return AccountState(self.instrument.qty_to_lots(position), orders, foreign)
+        activity = ""
+        if self._foreign_txs:
+            n, shown = len(self._foreign_txs), ", ".join(h[:12] for h in self._foreign_txs[:3])
+            activity = f"{n} transaction(s) signed with this account's key that this process did not send ({shown})"
+            self._foreign_txs = []
+        return AccountState(self.instrument.qty_to_lots(position), orders, foreign, activity)
 
     async def _open_orders(self, height: int) -> Any:
         req = S.QueryGetOrdersRequest(contractAddr=self.sc.contract_addr, account=self.signer.address)
@@ -372,6 +384,7 @@ class SeiVenue(Venue):
         if -oid in self._appeared:
             return
         self._appeared.add(-oid)
+        self.reconcile_soon = True
         self.stats.foreign_orders += 1
         self.log.error("foreign_order", order_id=oid, data=str(data)[:64],
                        reason="an order of this account that this process did not send")
@@ -460,7 +473,9 @@ class SeiVenue(Venue):
 
     async def _run_socket(self, ep: Any) -> None:
         self._had_blocks = False
+        # close_timeout: a stalled node never answers the closing handshake; exit must not wait 10 s for it
         async with websockets.connect(ep.ws_url, open_timeout=self.sc.request_timeout_s, ping_interval=None,
+                                      close_timeout=min(1.0, self.sc.request_timeout_s),
                                       max_size=64 * 1024 * 1024) as ws:
             self._ws = ws
             self.ws_endpoint = _redact_url(ep.url)
@@ -714,9 +729,16 @@ class SeiVenue(Venue):
         height = int(tx_result.get("height") or (events.get("tx.height") or ["0"])[0])
         code = int(res.get("code") or 0)
         ids = [str(int(x)) for x in events.get("place_order.order_id") or []]
-        inflight = self._inflight.pop(hashes[0].upper(), None)
+        tx_hash = hashes[0].upper()
+        inflight = self._inflight.pop(tx_hash, None)
         if inflight is None:
-            return  # not ours, or already settled by a lookup
+            if tx_hash not in self._sent_hashes:  # signed with our key, never sent by us: another client
+                self.stats.foreign_txs += 1
+                self.reconcile_soon = True
+                if len(self._foreign_txs) < 100:
+                    self._foreign_txs.append(tx_hash)
+                self.log.error("foreign_transaction", hash=tx_hash, height=height, code=code)
+            return  # or already settled by a lookup
         self._delivered_tx(inflight, height, code, str(res.get("codespace") or ""), str(res.get("log") or ""), ids)
 
     def _delivered_tx(self, inflight: _InFlight, height: int, code: int, codespace: str, log: str,
@@ -891,6 +913,7 @@ class SeiVenue(Venue):
         rejected the tx, or None when the node accepted it into its mempool."""
         for _attempt in range(3):
             tx_bytes = build_tx(self.signer, msgs, self.account_number, self.sequence, gas_limit, fee)
+            self._remember_sent(hashlib.sha256(tx_bytes).hexdigest().upper())  # even if the answer never comes
             try:
                 res = await self.rpc.call("broadcast_tx_sync", {"tx": base64.b64encode(tx_bytes).decode()})
             except (TransportError, RPCCallError) as exc:
@@ -917,6 +940,12 @@ class SeiVenue(Venue):
             self.log.warning("tx_rejected", code=code, kind=err.kind, log=err.log)
             return err
         return SeiTxError(32, "sdk", "sequence still mismatched after recovery")
+
+    def _remember_sent(self, tx_hash: str) -> None:
+        self._sent_hashes.add(tx_hash)
+        self._sent_order.append(tx_hash)
+        if len(self._sent_order) > 20_000:
+            self._sent_hashes.discard(self._sent_order.popleft())
 
     def _check_place(self, p: PlaceOrder) -> str | None:
         if p.lots <= 0:
