@@ -322,7 +322,7 @@ class RedisStateStore:
     """See the module docstring. Construct, `await load()`, start `run()` as a task, `await close()` at exit."""
 
     def __init__(self, cfg: RedisConfig, account_key: str, instrument: Instrument | None = None, *,
-                 socket_timeout_s: float = 2.0, connect_timeout_s: float = 1.0) -> None:
+                 socket_timeout_s: float = 2.0, connect_timeout_s: float = 1.0, owner: Any = None) -> None:
         self.cfg = cfg
         self.account_key = account_key
         # cash and spread capture in the settlement currency when the instrument is given (tick x lot units otherwise)
@@ -356,6 +356,9 @@ class RedisStateStore:
         self._lost = ""  # why the journal is not ours (a re-journal is due)
         self.journal_alert = ""  # held for the operator (the state breaker) until acknowledge()
         self._now: dict[str, Any] = {}  # the latest orders/book/breakers/meta values set, written or not
+        # the instance lease (ops/lease.InstanceGuard): while it is lost, a journal taken over is the new
+        # holder's, and this store must not write it again from its memory
+        self.owner = owner
         # the queue (fills, fees: FIFO, never dropped) and the latest values (replaced)
         self._q: deque[tuple] = deque()
         self._sealed = 0  # items at the head of _q sent at least once (a fee there may have been applied: no merging)
@@ -452,6 +455,8 @@ class RedisStateStore:
                         if self.epoch is None:
                             await self._claim()
                         elif self._lost:
+                            if self.owner is not None and self.owner.problem:
+                                raise WritesRefused(f"not re-journalling: {self.owner.problem}")
                             await self._rejournal()
                         elif self._q or snapshot_due:
                             await self._flush(snapshot_due)
@@ -655,7 +660,7 @@ class RedisStateStore:
                                        repr(time.time()), self.run_id, self._lost[:200], orjson.dumps(payload))
         self._image = _pairs(image)
         self.epoch, self._seq, self._seq_uncertain = epoch, 0, False
-        self.journal_alert = f"journal lost ({self._lost}); re-journalled from memory as epoch {epoch}"
+        self.journal_alert = f"journal lost ({self._lost}); re-journalled from memory as a new epoch {epoch}"
         self.log.warning("journal_new_epoch", epoch=epoch, reason=self._lost,
                          position_lots=position.get("position_lots", "0"), fills=position.get("fills", "0"),
                          orders=len(latest.get("orders") or {}), queued=len(self._q))

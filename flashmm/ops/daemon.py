@@ -38,13 +38,14 @@ def status_fields(engine: Engine) -> dict[str, Any]:
     }
 
 
-def make_state_store(cfg: Config, venue: Any) -> Any:
-    """Redis state when [redis].enabled (redis is imported only then); one namespace per venue and pair."""
+def make_state_store(cfg: Config, venue: Any, owner: Any = None) -> Any:
+    """Redis state when [redis].enabled (redis is imported only then); one namespace per venue and pair.
+    `owner` (the instance guard): a store whose lease was lost never re-writes the journal from its memory."""
     if not cfg.redis.enabled:
         return None
     from flashmm.core.state_redis import RedisStateStore
 
-    return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument)
+    return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument, owner=owner)
 
 
 def start_metrics(cfg: Config, engine: Engine, run_id: str) -> tuple[Any, Any]:
@@ -110,7 +111,7 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     guard = claim_instance(cfg, venue, run_id)  # one instance per account (ops/lease)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg),
                     audit=AuditLog(cfg.logging.audit_file or None, fallback=None),
-                    state_store=make_state_store(cfg, venue))
+                    state_store=make_state_store(cfg, venue, guard))
     engine.guards.instance = guard
     exporter = None
     background = []
@@ -156,7 +157,7 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
     guard = claim_instance(cfg, venue, run_id)  # one instance per account (ops/lease)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
-                    state_store=make_state_store(cfg, venue))
+                    state_store=make_state_store(cfg, venue, guard))
     engine.guards.instance = guard
     if on_engine is not None:
         on_engine(engine)
