@@ -181,6 +181,7 @@ class RedisLease:
         from redis.exceptions import RedisError
 
         t0 = clock()
+        announced = False
         while True:
             try:
                 if self._redis.set(self.key, self.value, nx=True, px=self.ttl_ms):
@@ -207,12 +208,13 @@ class RedisLease:
                 raise InstanceError(
                     f"another FlashMM instance holds the Redis lease {self.key}: {who}, renewed "
                     f"{silent_ms / 1000:.1f} s ago, expires in {pttl / 1000:.1f} s")
-            if clock() - t0 < 0.001:
+            if not announced:
+                announced = True
                 self.log.warning("lease_holder_gone", key=self.key, holder=who, silent_s=round(silent_ms / 1000, 3),
                                  process_exists=not gone, action=f"waiting {pttl / 1000:.1f} s for it to expire")
             sleep(min(max(pttl / 1000, 0.01), 0.25))
         self.waited_s = clock() - t0
-        if self.waited_s > 0.001:
+        if announced:
             self.log.warning("lease_taken_over", key=self.key, waited_s=round(self.waited_s, 3))
         else:
             self.log.info("lease_taken", key=self.key, ttl_s=self.ttl_ms / 1000)
