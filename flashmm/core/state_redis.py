@@ -322,7 +322,7 @@ class RedisStateStore:
     """See the module docstring. Construct, `await load()`, start `run()` as a task, `await close()` at exit."""
 
     def __init__(self, cfg: RedisConfig, account_key: str, instrument: Instrument | None = None, *,
-                 socket_timeout_s: float = 2.0, connect_timeout_s: float = 1.0, owner: Any = None) -> None:
+                 socket_timeout_s: float = 2.0, connect_timeout_s: float = 1.0) -> None:
         self.cfg = cfg
         self.account_key = account_key
         # cash and spread capture in the settlement currency when the instrument is given (tick x lot units otherwise)
@@ -356,9 +356,9 @@ class RedisStateStore:
         self._lost = ""  # why the journal is not ours (a re-journal is due)
         self.journal_alert = ""  # held for the operator (the state breaker) until acknowledge()
         self._now: dict[str, Any] = {}  # the latest orders/book/breakers/meta values set, written or not
-        # the instance lease (ops/lease.InstanceGuard): while it is lost, a journal taken over is the new
-        # holder's, and this store must not write it again from its memory
-        self.owner = owner
+        # the instance lease (ops/lease.InstanceGuard, set by the daemon): while it is lost, a journal taken over
+        # is the new holder's, and this store must not write it again from its memory
+        self.owner: Any = None
         # the queue (fills, fees: FIFO, never dropped) and the latest values (replaced)
         self._q: deque[tuple] = deque()
         self._sealed = 0  # items at the head of _q sent at least once (a fee there may have been applied: no merging)
@@ -754,7 +754,8 @@ class RedisStateStore:
             spread_capture=float(pos.get("spread_capture", 0.0)), volume_lots=int(pos.get("volume_lots", 0)),
             n_fills=int(pos.get("fills", 0)), last_fill_id=pos.get("last_fill_id", ""),
             peak_pnl=float(pos.get("peak_pnl", 0.0)), max_abs_position_lots=int(pos.get("max_abs_position_lots", 0)),
-            base_position_lots=int(pos.get("epoch_base_position_lots", 0)), base_fills=int(pos.get("epoch_base_fills", 0)),
+            base_position_lots=int(pos.get("epoch_base_position_lots", 0)),
+            base_fills=int(pos.get("epoch_base_fills", 0)),
             epoch=str(await r.hget(self.k_epoch, "id") or ""),
         )
         start = "-"

@@ -16,7 +16,7 @@ from flashmm.core.engine import Engine
 from flashmm.model.predictor import predictor_for
 from flashmm.ops.lease import claim_instance
 from flashmm.ops.preflight import check_paths, check_redis
-from flashmm.telemetry.failsafe import write_summary  # never raises: the summary goes to stderr if the file fails
+from flashmm.telemetry.failsafe import STDERR, write_summary  # never raise: a summary the disk refuses goes to stderr
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.base import VenueStartError
 from flashmm.venues.factory import make_venue, terminal_passphrase
@@ -38,14 +38,23 @@ def status_fields(engine: Engine) -> dict[str, Any]:
     }
 
 
-def make_state_store(cfg: Config, venue: Any, owner: Any = None) -> Any:
-    """Redis state when [redis].enabled (redis is imported only then); one namespace per venue and pair.
-    `owner` (the instance guard): a store whose lease was lost never re-writes the journal from its memory."""
+def make_state_store(cfg: Config, venue: Any) -> Any:
+    """Redis state when [redis].enabled (redis is imported only then); one namespace per venue and pair."""
     if not cfg.redis.enabled:
         return None
     from flashmm.core.state_redis import RedisStateStore
 
-    return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument, owner=owner)
+    return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument)
+
+
+def claim(cfg: Config, venue: Any, engine: Engine, run_id: str) -> Any:
+    """One instance per account (ops/lease), taken once the engine is built (nothing left to fail before it is
+    released): the engine shows a lost lease, and a store whose lease was lost never re-writes the journal."""
+    guard = claim_instance(cfg, venue, run_id)
+    engine.guards.instance = guard
+    if engine.state_store is not None:
+        engine.state_store.owner = guard
+    return guard
 
 
 def start_metrics(cfg: Config, engine: Engine, run_id: str) -> tuple[Any, Any]:
@@ -108,11 +117,10 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
                       cfg.logging.max_bytes, cfg.logging.backups, fallback_stderr=False)  # the terminal is the screen
     venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
-    guard = claim_instance(cfg, venue, run_id)  # one instance per account (ops/lease)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg),
                     audit=AuditLog(cfg.logging.audit_file or None, fallback=None),
-                    state_store=make_state_store(cfg, venue, guard))
-    engine.guards.instance = guard
+                    state_store=make_state_store(cfg, venue))
+    guard = claim(cfg, venue, engine, run_id)
     exporter = None
     background = []
     if cfg.influx.enabled:
@@ -131,7 +139,8 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
         guard.release()
     if summary_path:
         summary = engine.summary()
-        summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console"}
+        summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console",
+                           "unconfirmed": engine.guards.unconfirmed()}
         write_summary(summary_path, summary)
     if engine.fault:
         print(f"flashmm-tui: engine faulted: {engine.fault} (orders cancelled: {not engine.oms.orders})",
@@ -155,10 +164,9 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     log = get_logger("daemon")
     log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
     venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
-    guard = claim_instance(cfg, venue, run_id)  # one instance per account (ops/lease)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
-                    state_store=make_state_store(cfg, venue, guard))
-    engine.guards.instance = guard
+                    state_store=make_state_store(cfg, venue))
+    guard = claim(cfg, venue, engine, run_id)
     if on_engine is not None:
         on_engine(engine)
     loop = asyncio.get_running_loop()
@@ -201,8 +209,7 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
         if summary_path:
             write_summary(summary_path, summary)
         if not clean:  # exactly what the venue did not confirm; the next start reconciles it
-            print(f"flashmm-tui: not confirmed by the venue at exit: {'; '.join(summary['exit']['unconfirmed'])}",
-                  file=sys.stderr)
+            STDERR.write(f"flashmm-tui: not confirmed by the venue at exit: {'; '.join(summary['exit']['unconfirmed'])}\n")
         log.info("stop", **{k: summary[k] for k in ("events", "quotes", "orders_placed", "fills", "pnl_usdc",
                                                       "inventory_pct", "spread_improvement_pct")}, clean=clean)
         for sig in (signal.SIGINT, signal.SIGTERM):
