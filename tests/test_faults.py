@@ -764,7 +764,9 @@ def _stop_daemon(p: subprocess.Popen, timeout: float = 30) -> int:
 
 def _sei_env(tmp_path: Path, node, name: str, **extra: str) -> dict[str, str]:
     """A Sei daemon against the node double: key from the environment, short timeouts so a stall is seen in
-    well under a second, a 1 s breaker cooldown, a status line every 0.2 s (what the tests read)."""
+    well under a second, a 1 s breaker cooldown, a status line every 0.2 s (what the tests read); the exit
+    keeps the default 10 s to confirm its cancels (the node double signs for its own traders on a busy
+    machine, and a block can come late)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHMM_")}
     env.update({"FLASHMM_SEI_PRIVATE_KEY": SEI_KEY, "FLASHMM_SEI__ENDPOINTS": json.dumps([node.url]),
                 "FLASHMM_LOGGING__FILE": json.dumps(str(tmp_path / f"{name}.log")),
@@ -772,7 +774,7 @@ def _sei_env(tmp_path: Path, node, name: str, **extra: str) -> dict[str, str]:
                 "FLASHMM_SEI__REQUEST_TIMEOUT_S": "0.5", "FLASHMM_SEI__FEED_SILENCE_S": "1.0",
                 "FLASHMM_SEI__RECONNECT_MIN_S": "0.1", "FLASHMM_SEI__RECONNECT_MAX_S": "0.5",
                 "FLASHMM_SEI__ENDPOINT_COOLDOWN_S": "0.3", "FLASHMM_RISK__BREAKER_COOLDOWN_S": "1.0",
-                "FLASHMM_RUN__STATUS_INTERVAL_S": "0.2", "FLASHMM_CONTROLS__SHUTDOWN_TIMEOUT_S": "3",
+                "FLASHMM_RUN__STATUS_INTERVAL_S": "0.2",
                 "FLASHMM_RUN__LOCK_DIR": json.dumps(str(tmp_path / "locks")), **extra})
     return env
 
@@ -1182,7 +1184,7 @@ def test_exit_with_the_node_unreachable_says_what_it_could_not_confirm_and_the_n
     node = _sei_node(tmp_path)
     d = None
     try:
-        d, log = _sei_daemon(tmp_path, node, "first")
+        d, log = _sei_daemon(tmp_path, node, "first", FLASHMM_CONTROLS__SHUTDOWN_TIMEOUT_S="3")
         log.wait(lambda x: status_quoting(x) and x["open_orders"] >= 2, 30, "quoting", proc=d)
         node.signal(signal.SIGSTOP)
         time.sleep(0.2)
@@ -1228,8 +1230,9 @@ def test_exit_with_the_node_unreachable_says_what_it_could_not_confirm_and_the_n
     known = next(x["count"] for x in DaemonLogLike(tmp_path / "fourth.log") if x.get("event") == "orders_open_at_start")
     cancelled = [x for x in DaemonLogLike(tmp_path / "fourth.log") if x.get("event") == "reconcile_mismatch"
                  and "unknown here: cancelling" in x.get("detail", "")]
-    # (the scripted takers may fill one of them before the next start reads the account)
-    assert 1 <= known <= left_by_kill and len(cancelled) >= known and open4 == 0
+    # the next start knew the leftovers (the scripted takers may fill some before it reads the account, or
+    # before its first reconciliation cancels them): none is left open
+    assert 1 <= known <= left_by_kill and cancelled and open4 == 0
     assert Decimal(str(s4["position_base"])) == position4 and s4["breakers"]["account"]["trips"] == 0
     safe = ("exit with the node unreachable: waits the shutdown timeout, names every unconfirmed order (stderr, "
             "summary), rc 1; the next start knows the leftovers, cancels them, matches the node")
