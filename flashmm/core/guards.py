@@ -101,7 +101,7 @@ class Guards:
     def update_breakers(self, now: int) -> None:
         e = self.engine
         b = e.risk.breakers
-        if getattr(e.venue, "reconcile_soon", False):  # another client on the account: look now, not at the next interval
+        if getattr(e.venue, "reconcile_soon", False):  # another client on the account: look now, not in 5 s
             e._last_reconcile_ns = -(1 << 62)
         if SINKS.version != self._io_version:
             self._io_version = SINKS.version

@@ -161,7 +161,8 @@ class RedisLease:
         self.holder = holder
         self.ttl_ms = int(ttl_s * 1000)
         self.value = orjson.dumps({**holder.__dict__, "ttl_ms": self.ttl_ms}).decode()
-        self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
+        self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
+                                           socket_connect_timeout=socket_timeout_s)
         self._renew = self._redis.register_script(_RENEW_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self.log = get_logger("lease")
