@@ -102,6 +102,8 @@ class Pacer:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            else:  # behind schedule (a busy machine): still let signals, the console and the state writer run
+                await asyncio.sleep(0)
             self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
         elif self._steps % self.yield_every == 0:
             await asyncio.sleep(0)  # let other tasks (console, progress, signals) run
