@@ -811,7 +811,8 @@ def test_a_second_daemon_on_one_redis_namespace_is_refused_and_a_dead_ones_lease
 
     from tests.faults_support import DaemonLog
 
-    ttl = 5.0  # longer than a daemon's start on a busy machine: the restart must find the dead holder's lease
+    ttl = RedisConfig().lease_ttl_s  # the default (10 s): far longer than a daemon's start on a busy machine (up to
+    # 5 s measured), so the restart finds the dead holder's lease still there and has to wait it out
     env = dict(os.environ, PYTHONPATH=str(ROOT), FLASHMM_REDIS__ENABLED="true",
                FLASHMM_REDIS__URL=json.dumps(redis_server.url), FLASHMM_REDIS__FLUSH_INTERVAL_S="0.1",
                FLASHMM_REDIS__LEASE_TTL_S=str(ttl), FLASHMM_LOGGING__AUDIT_FILE='""', FLASHMM_MODEL__PATH='"none"',

@@ -42,8 +42,8 @@ from flashmm.core.domain import (
     VenueStatus,
 )
 from flashmm.core.execution import OrderManager, OrderState, OrderView
-from flashmm.core.guards import Guards
 from flashmm.core.features import FeatureEngine
+from flashmm.core.guards import Guards
 from flashmm.core.metrics import (
     FillQuality,
     RollingRange,
