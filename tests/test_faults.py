@@ -871,9 +871,10 @@ def test_two_daemons_on_one_sei_key_refuse_on_one_host_and_pause_across_hosts(tm
     (exit 2, one line naming the first). With two lock folders (two hosts, no Redis) both start: the running
     one sees orders and transactions of the account it did not send appear, pauses (account breaker) and
     alerts, stays paused, and cancels none of them (they cancelled each other's as 'unknown here' 27 and 31
-    times, and fought over the sequence). The second cancels, once, the orders open when it started: without
-    Redis it cannot tell them from a crashed run's leftovers (with Redis the lease refuses it first); it
-    pauses as well when it sees the first's activity after that, and never cancels what appears later."""
+    times, and fought over the sequence). The second cancels, once, the orders open when it started and those
+    landing in its first [sei].tx_timeout_blocks blocks: without Redis it cannot tell them from a killed run's
+    leftovers (with Redis the lease refuses it first); it pauses as well when it sees the first's activity
+    after that, and never cancels what appears later."""
     node = _sei_node(tmp_path)
     a = b = None
     try:
@@ -927,7 +928,8 @@ def test_two_daemons_on_one_sei_key_refuse_on_one_host_and_pause_across_hosts(tm
     figures.record("second_instance_sei", "first_paused_after", paused_a["_t"] - first_b["_t"],
                    "s wall from the second's venue start (status every 0.2 s)", safe)
     figures.record("second_instance_sei", "second_paused_too", b_paused,
-                   "(it does when the first still had orders to cancel)", safe)
+                   "(for activity after its first 10 blocks; before, another run's is taken for a previous run's)",
+                   safe)
     figures.record("second_instance_sei", "foreign_orders_cancelled", 0, "orders (was 27 and 31)", safe)
 
 
@@ -1219,7 +1221,7 @@ def test_exit_with_the_node_unreachable_says_what_it_could_not_confirm_and_the_n
     assert unconfirmed and len(unconfirmed) == s1["open_orders"] and not s1["exit"]["orders_cancelled_cleanly"]
     line = [x for x in err.splitlines() if "not confirmed by the venue at exit" in x]
     assert len(line) == 1 and all(u in line[0] for u in unconfirmed)
-    assert exit_s < 3 + 3  # the shutdown timeout (3 s here) and the venue's close, not 10 s of closing handshake
+    assert exit_s < 3 + 5  # the shutdown timeout (3 s here) and the exit on a busy machine, not 10 s of handshake
     assert rc2 == 0, (tmp_path / "second.err").read_text()[-2000:]
     s2 = json.loads((tmp_path / "second.json").read_text())
     assert s2["exit"]["orders_cancelled_cleanly"] and open_orders == 0

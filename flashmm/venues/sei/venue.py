@@ -23,8 +23,10 @@ One block is one batch for the engine, as on the embedded simulator:
   Our client id travels in the order's ``data`` field ("flashmm:<id>:<run tag>"), so the venue's record
   of open orders maps back to client ids after a restart, and an order of this account that another
   process placed (another instance on the key, a wallet) is never taken for one of ours: orders open at
-  start are a previous run's and are known again; one that appears later unsent by this process is
-  reported in ``AccountState.foreign`` (the engine pauses and alerts; it never cancels them).
+  start, and FlashMM orders and transactions landing in the first ``tx_timeout_blocks`` blocks after it (a
+  killed run's, still in a mempool), are a previous run's and are known again (cancellable); any later
+  order or transaction of the account unsent by this process is reported in ``AccountState.foreign`` /
+  ``foreign_activity`` (the engine pauses and alerts; it never cancels those orders).
 * **Stalls**: a node that stops answering (transport errors, timeouts) or answers an account query with an
   error raises ``VenueUnavailableError`` from ``account_state`` (the engine pauses, never faults); a node
   whose height went backwards (restarted on a fresh chain, or rolled back) is detected at the reconnect:
@@ -262,6 +264,7 @@ class SeiVenue(Venue):
         self._sent_hashes: set[str] = set()  # every tx this process signed and tried to broadcast (bounded)
         self._sent_order: deque[str] = deque()
         self._foreign_txs: list[str] = []  # txs of our account we never sent, since the last account read
+        self._start_height = 0
         self._pending: list[OrderAction] = []
         self._inflight: dict[str, _InFlight] = {}
         self._delivered: dict[int, list[_InFlight]] = {}  # height -> our txs delivered in it (cancels to settle)
@@ -290,6 +293,7 @@ class SeiVenue(Venue):
         await self._load_account()
         latest = int(status["sync_info"]["latest_block_height"])
         await self._catch_up(latest, initial=True)
+        self._start_height = latest
         await self._known_at_start(latest)
         self._feed_task = asyncio.create_task(self._feed_loop(), name="sei-feed")
         self.log.info("started", address=self.signer.address, chain_id=self.sc.chain_id, height=latest,
@@ -369,16 +373,22 @@ class SeiVenue(Venue):
         parsed, tag = self._parse_data(o.data)
         if parsed is not None and tag == self.run_tag:
             cid = parsed  # ours: its tx result not seen yet (or given up as lost and included after all)
-        elif at_start and parsed is not None and parsed not in self._live:
-            cid = parsed  # a previous run's, open at start: known again, cancellable
+        elif (at_start or self._settling()) and parsed is not None and parsed not in self._live:
+            cid = parsed  # a previous run's, open at start (or landing just after): known again, cancellable
             self._live[cid] = _Live(cid, side, OrderType.LIMIT, price, remaining, remaining, oid, True)
         else:
             cid = -oid  # not placed by FlashMM, or by another process: cancellable as -id, never taken for ours
             self._foreign[oid] = (side, price)
-            if not at_start:
+            if not at_start and not (parsed is not None and self._settling()):
                 self._note_foreign(oid, o.data)
         self._by_oid[oid] = cid
         return cid
+
+    def _settling(self) -> bool:
+        """The first [sei].tx_timeout_blocks blocks after start: a previous run's transactions (still in a
+        mempool when it died) may land, so FlashMM orders of another run and transactions we did not send are
+        taken for that run's, not for another client's."""
+        return self.height - self._start_height <= self.sc.tx_timeout_blocks
 
     def _note_foreign(self, oid: int, data: str) -> None:
         if -oid in self._appeared:
@@ -640,7 +650,8 @@ class SeiVenue(Venue):
                 # not sent by this process (a previous run's tx still in a mempool, another client of this
                 # key), or ours given up as lost: known from now on, so its fills count and it can be cancelled
                 if o.status != S.OrderStatus.FAILED_TO_PLACE and int(o.id) not in self._by_oid:
-                    self._adopt(o, cid if mine else None)
+                    leftover = cid is not None and not mine and self._settling()  # a previous run's, landing now
+                    self._adopt(o, cid if mine or (leftover and cid not in self._live) else None, leftover)
                 continue
             if o.status == S.OrderStatus.FAILED_TO_PLACE:
                 self._reject_place(live.cid, f"failed to place: {o.statusDescription}", "failed_to_place", now)
@@ -732,7 +743,9 @@ class SeiVenue(Venue):
         tx_hash = hashes[0].upper()
         inflight = self._inflight.pop(tx_hash, None)
         if inflight is None:
-            if tx_hash not in self._sent_hashes:  # signed with our key, never sent by us: another client
+            if tx_hash not in self._sent_hashes and self._settling():  # a previous run's, landing late
+                self.log.info("previous_run_transaction", hash=tx_hash, height=height)
+            elif tx_hash not in self._sent_hashes:  # signed with our key, never sent by us: another client
                 self.stats.foreign_txs += 1
                 self.reconcile_soon = True
                 if len(self._foreign_txs) < 100:
@@ -959,8 +972,9 @@ class SeiVenue(Venue):
         return S.check_order(self.instrument.ticks_to_price(p.price_ticks), self.instrument.lots_to_qty(p.lots),
                              self._p_tick, self._q_tick)
 
-    def _adopt(self, o: Any, cid: int | None) -> None:
-        """Track an order of our account that this process did not place (client id from its data, else -id)."""
+    def _adopt(self, o: Any, cid: int | None, leftover: bool = False) -> None:
+        """Track an order of our account that this process did not place (client id from its data, else -id);
+        reported as another client's unless it is a previous run's landing just after start (`leftover`)."""
         oid = int(o.id)
         side = Side.BUY if o.positionDirection == S.PositionDirection.LONG else Side.SELL
         price = self.instrument.price_to_ticks_floor(S.dec_from_wire(o.price))
@@ -969,7 +983,8 @@ class SeiVenue(Venue):
         if cid is None:
             cid = -oid
             self._foreign[oid] = (side, price)
-            self._note_foreign(oid, o.data)
+            if not leftover:
+                self._note_foreign(oid, o.data)
         else:
             self._live[cid] = _Live(cid, side, order_type, price, lots, lots, oid, True)
             self.log.warning("order_adopted", order_id=oid, client_id=cid)
