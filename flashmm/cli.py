@@ -86,6 +86,8 @@ def tui_main(argv: list[str] | None = None) -> int:
     if cfg.run.venue == "replay" and not args.data:
         print("flashmm-tui: --venue replay needs --data PATH", file=sys.stderr)
         return 2
+    from flashmm.ops.lease import StartupError  # start-up checks and the instance lock (one line, exit 2)
+
     try:
         if args.no_ui:
             from flashmm.ops.daemon import run_daemon
@@ -94,7 +96,7 @@ def tui_main(argv: list[str] | None = None) -> int:
         from flashmm.ops.daemon import run_console  # imports the console package only here
 
         return run_console(cfg, args.duration, args.summary, args.data)
-    except (DataError, ModelLoadError, VenueStartError) as exc:
+    except (DataError, ModelLoadError, VenueStartError, StartupError) as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
 

@@ -2,15 +2,18 @@
 
 Every default here is also written, with a comment, in the repository's config.toml (a test keeps the
 two equal). Environment variables `FLASHMM_<SECTION>__<KEY>` override a file value (secrets and
-endpoints belong there, not in committed files); the value is read as a TOML literal when it parses as
-one, else as a string.
+endpoints belong there, not in committed files), parsed with the type of the key they set: a text key
+takes the value as written (or a quoted TOML string), any other key a TOML literal (`1e5`, `true`,
+`["a", "b"]`), so an override means the same as the line in the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tomllib
+import typing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +37,8 @@ class RunConfig(_Section):
     paper: bool = Field(False, description="Paper trading on a live venue (citrex): its public market data, our orders filled by the replay's queue model, no key, nothing signed or sent.")
     seed: int = Field(7, description="Seed of the simulated market; the same seed gives the same run.")
     speed: float = Field(1.0, gt=0, description="Venue clock speed as a multiple of wall time (sim only).")
-    status_interval_s: float = Field(5.0, gt=0, description="Seconds of wall time between daemon status lines.")
+    status_interval_s: float = Field(5.0, ge=0.1, description="Seconds of wall time between daemon status lines (at least 0.1).")
+    lock_dir: str = Field("", description="Folder of the instance lock files, one per live venue account (a second instance on the account refuses to start); empty = $XDG_RUNTIME_DIR/flashmm, else /tmp/flashmm-<uid>.")
 
 
 class InstrumentConfig(_Section):
@@ -324,6 +328,13 @@ class RiskConfig(_Section):
     reject_window_s: float = Field(10.0, gt=0, description="Window of the rejection count, seconds of venue time.")
     breaker_cooldown_s: float = Field(10.0, ge=0, description="Time a cleared breaker stays in cooling-down before ok.")
 
+    @model_validator(mode="after")
+    def _limits_within_capital(self) -> "RiskConfig":
+        if self.max_position_usdc > self.capital_usdc:
+            raise ValueError(f"max_position_usdc ({self.max_position_usdc:g}) is above capital_usdc "
+                             f"({self.capital_usdc:g}): a position limit beyond the capital is no limit")
+        return self
+
 
 class ControlsConfig(_Section):
     """Operator controls (pause, widen, tighten, flatten, kill)."""
@@ -398,6 +409,7 @@ class RedisConfig(_Section):
     flush_interval_s: float = Field(1.0, gt=0, description="Seconds between position/orders/book/breaker snapshots.")
     retry_max_backoff_s: float = Field(10.0, gt=0, description="Longest wait between reconnection attempts.")
     queue_max: int = Field(1_000_000, ge=100, description="Writes held in memory while Redis is down (fills are never dropped: beyond this the state breaker pauses quoting).")
+    lease_ttl_s: float = Field(10.0, ge=0.5, le=300, description="The instance lease (one process per namespace and account): renewed every third of this; a lease whose holder is gone is taken over only once it has expired.")
 
 
 class LoggingConfig(_Section):
@@ -435,18 +447,70 @@ def default_instrument() -> Instrument:
     return InstrumentConfig().instrument()
 
 
+def _is_text(section: str, key: str) -> bool:
+    """Does config key [section].key hold text (a str, or a Literal of strings)?"""
+    sec = Config.model_fields.get(section)
+    fld = sec.annotation.model_fields.get(key) if sec is not None and isinstance(sec.annotation, type) \
+        and issubclass(sec.annotation, BaseModel) else None
+    if fld is None:
+        return False
+    ann = fld.annotation
+    if ann is str:
+        return True
+    return typing.get_origin(ann) is Literal and all(isinstance(a, str) for a in typing.get_args(ann))
+
+
+def _env_value(section: str, key: str, raw: str) -> Any:
+    """An override, read with the type of the key it sets (the file's TOML gives each value its type; the
+    environment gives text): a text key takes the raw text, or the string when it is written as a quoted
+    TOML string; any other key a TOML literal, else the text (the model then names the key and the type)."""
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+    if _is_text(section, key) and not isinstance(value, str):
+        return raw  # 0.0001 for a decimal string, 1 for a symbol: as written
+    return value
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out.setdefault(section, {})[key] = value
+        out.setdefault(section, {})[key] = _env_value(section, key, raw)
     return out
+
+
+def _read_config_file(p: Path, what: str = "config file", error: type[ConfigError] = ConfigError) -> str:
+    """The file's text; a FIFO, device or folder is refused before it is opened (reading a FIFO blocks for
+    ever, a device may never end)."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{what} {p}: not found") from None
+    except OSError as exc:
+        raise error(f"{what} {p}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise error(f"{what} {p}: {kind}, not a regular file: refused (not read)")
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO since the stat: still never blocks
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise error(f"{what} {p}: not a regular file: refused (not read)")
+            data = f.read(16 * 1024 * 1024 + 1)
+    except OSError as exc:
+        raise error(f"{what} {p}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > 16 * 1024 * 1024:
+        raise error(f"{what} {p}: larger than 16 MiB: refused")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {p}: cannot read: {exc}") from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -459,13 +523,10 @@ def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, A
 
 
 def read_toml_file(p: Path, what: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
-    """A TOML file as a dict; anything wrong is one `error` naming `what` and the file."""
+    """A TOML file as a dict; anything wrong is one `error` naming `what` and the file. A FIFO, device or
+    folder is refused without being read (_read_config_file)."""
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{what} {p}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{what} {p}: cannot read: {exc}") from None
+        return tomllib.loads(_read_config_file(p, what, error))
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} {p}: not valid TOML: {exc}") from None
 
@@ -492,10 +553,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             origin = f"environment {ENV_PREFIX}{section.upper()}__{leaf.upper()}"
         elif not leaf and section in overrides and section not in data:  # a section only the env names
             origin = f"environment {ENV_PREFIX}{section.upper()}__{next(iter(overrides[section])).upper()}"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
+        got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing", "value_error") else ""
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"config error in {origin}: {key}: {msg}{got}{more}") from None
 

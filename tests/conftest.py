@@ -15,6 +15,30 @@ from flashmm.venues.sim import SimVenue
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_sink_health():
+    """Sink health is process-wide (flashmm.telemetry.failsafe.SINKS): a test that broke a sink on purpose
+    must not leave the next test's engine with its io breaker tripped."""
+    yield
+    from flashmm.telemetry.failsafe import SINKS
+
+    SINKS.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_lock_dir(tmp_path_factory):
+    """Instance lock files (flashmm/ops/lease.py) default to $XDG_RUNTIME_DIR/flashmm: each test session gets
+    its own, so test runs side by side on one machine (other worktrees) never meet each other's locks. Child
+    processes inherit it even where a test strips FLASHMM_* from their environment."""
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("xdg-runtime"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Real recorded market data. Missing data is a failure, never a skip."""

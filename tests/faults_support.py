@@ -397,5 +397,193 @@ def flatten_daemon_main(argv: list[str]) -> int:
     return rc
 
 
-if __name__ == "__main__":  # pragma: no cover - run as `python -m tests.faults_support ...`
+# ====================================================================== the Sei node double, as a process =
+class SeiNodeProcess:
+    """`flashmm sei-devnode` on a fixed loopback port, so that it can be SIGSTOPped, SIGCONTed and restarted
+    on a fresh chain (same URL, height back to 1) the way an operator's node misbehaves."""
+
+    def __init__(self, directory: Path, fund: str, seed: int = 5, block_ms: int = 200, takers: int = 2,
+                 makers: int = 1) -> None:
+        self.dir = directory
+        self.fund = fund
+        self.seed = seed
+        self.block_ms, self.takers, self.makers = block_ms, takers, makers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, seed: int | None = None) -> float:
+        """Start (a fresh chain each time); returns the wall time (time.time(), as in the daemon's log) when it
+        printed its ready line."""
+        import os
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHMM_SEI")}
+        err = open(self.dir / f"node{self.starts}.err", "wb")  # noqa: SIM115 (the child owns it)
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "flashmm"), "sei-devnode", "--port", str(self.port), "--block-ms",
+             str(self.block_ms), "--takers", str(self.takers), "--makers", str(self.makers), "--seed",
+             str(self.seed if seed is None else seed), "--fund", self.fund],
+            stdout=subprocess.PIPE, stderr=err, env=env)
+        err.close()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError((self.dir / f"node{self.starts}.err").read_text()[-2000:])
+        return time.time()
+
+    def signal(self, sig: int) -> float:
+        """Send `sig`; returns the wall time (time.time())."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return time.time()
+
+    def stop(self) -> None:
+        import signal as _signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(_signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def account(self, key_hex: str, chain_id: str = "arctic-1") -> tuple[Any, int]:
+        """The node's record of the account: (position, open orders), read through its JSON-RPC."""
+        import orjson
+        from cosmpy.protos.cosmwasm.wasm.v1 import query_pb2 as wasm
+
+        from flashmm.config import SeiConfig
+        from flashmm.venues.sei import schema as S
+        from flashmm.venues.sei.rpc_client import EndpointPool, RPCClient
+        from flashmm.venues.sei.tx import Signer
+
+        contract = SeiConfig().contract_addr
+        address = Signer(key_hex, chain_id).address
+
+        async def main() -> tuple[Any, int]:
+            from decimal import Decimal
+
+            rpc = RPCClient(EndpointPool([self.url]))
+            try:
+                raw = await rpc.abci_query("/cosmwasm.wasm.v1.Query/SmartContractState",
+                                           wasm.QuerySmartContractStateRequest(
+                                               address=contract,
+                                               query_data=orjson.dumps({"get_position": {"account": address}})))
+                pos = Decimal(orjson.loads(wasm.QuerySmartContractStateResponse.FromString(raw).data)["position"])
+                orders = S.QueryGetOrdersResponse.FromString(await rpc.abci_query(
+                    S.query_path("GetOrders"), S.QueryGetOrdersRequest(contractAddr=contract, account=address)))
+                return pos, len(orders.orders)
+            finally:
+                await rpc.close()
+
+        return asyncio.run(main())
+
+
+class DaemonLog:
+    """The JSON log of a daemon process, read as it grows (events with their wall time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def events(self) -> list[dict[str, Any]]:
+        from datetime import datetime
+
+        out = []
+        try:
+            text = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return out
+        for line in text.splitlines():
+            try:
+                x = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(x, dict) and "timestamp" in x:
+                x["_t"] = datetime.fromisoformat(x["timestamp"].replace("Z", "+00:00")).timestamp()
+                out.append(x)
+        return out
+
+    def first(self, pred: Any, after: float = 0.0) -> dict[str, Any] | None:
+        return next((x for x in self.events() if x["_t"] >= after and pred(x)), None)
+
+    def wait(self, pred: Any, timeout_s: float, what: str, after: float = 0.0, proc: Any = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            x = self.first(pred, after)
+            if x is not None:
+                return x
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the daemon exited (rc {proc.returncode}) before {what}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} in {self.path}")
+            time.sleep(0.05)
+
+
+def status_quoting(x: dict[str, Any]) -> bool:
+    return x.get("event") == "status" and x.get("mode") == "RUNNING" and x.get("open_orders", 0) >= 1
+
+
+# ====================================================================== controls with the disk full ====
+def controls_daemon_main(argv: list[str]) -> int:
+    """The real daemon (`run_daemon`, the real sim venue) whose engine, once it has resting quotes, is paused
+    at venue time `pause_at`, resumed 5 s later and killed at `kill_at` (the controls an operator sends, each
+    written to the audit log), then runs to `duration`. Meant to run with the disk full (a file-size limit
+    the log and audit files already reach). Prints one JSON line at exit: when each control happened, when
+    the venue confirmed every cancel, and the sinks' health. argv: duration speed pause_at kill_at summary."""
+    import flashmm.ops.daemon as daemon
+    from flashmm.config import load_config
+    from flashmm.core.engine import Engine
+    from flashmm.telemetry.failsafe import SINKS
+
+    duration_s, speed, pause_at, kill_at, summary = (float(argv[0]), float(argv[1]), float(argv[2]),
+                                                     float(argv[3]), argv[4])
+    seen: dict[str, Any] = {}
+
+    class ControlledEngine(Engine):
+        def _limits(self) -> int:
+            return sum(o.order_type is OrderType.LIMIT for o in self.oms.orders.values())
+
+        def on_batch(self, batch: list[Event]) -> None:
+            super().on_batch(batch)
+            now = self.clock.now_ns()
+            t = (now - self.start_ns) / 1e9
+            if "pause" not in seen and t >= pause_at and self._limits() >= 2:
+                seen["pause"] = {"t": t, "resting": self._limits(), "result": self.pause("fault-test", "disk full")}
+            elif "pause" in seen and "pause_confirmed_s" not in seen and self._limits() == 0:
+                seen["pause_confirmed_s"] = t - seen["pause"]["t"]
+            elif "pause_confirmed_s" in seen and "resume" not in seen and t >= seen["pause"]["t"] + 5:
+                seen["resume"] = {"t": t, "result": self.resume("fault-test", "disk full")}
+            elif "resume" in seen and "kill" not in seen and t >= kill_at and self._limits() >= 1:
+                seen["kill"] = {"t": t, "resting": self._limits(), "result": self.kill("fault-test", "disk full")}
+            elif "kill" in seen and "kill_confirmed_s" not in seen and self._limits() == 0:
+                seen["kill_confirmed_s"] = t - seen["kill"]["t"]
+
+        def _submit(self, actions: list[OrderAction]) -> None:
+            if "kill" in seen:
+                n = sum(isinstance(a, PlaceOrder) and a.order_type is OrderType.LIMIT for a in actions)
+                seen["limit_places_after_kill"] += n
+            super()._submit(actions)
+
+    daemon.Engine = ControlledEngine  # type: ignore[misc]
+    seen["limit_places_after_kill"] = 0
+    rc = asyncio.run(daemon.run_daemon(load_config(None), duration_s, summary, speed, None))
+    seen["sinks"] = SINKS.status()
+    print(json.dumps(seen, default=str), flush=True)
+    return rc
+
+
+def fill_to_limit(path: Path, limit: int) -> None:
+    """A file already at the file-size limit: every append fails with EFBIG (a disk with no room left)."""
+    line = b'{"filler": "a file at its size limit"}\n'
+    data = line * (limit // len(line))
+    path.write_bytes(data + b"x" * (limit - len(data) - 1) + b"\n")
+
+
+if __name__ == "__main__":  # pragma: no cover - run as `python -m tests.faults_support [controls] ...`
+    if sys.argv[1:2] == ["controls"]:
+        sys.exit(controls_daemon_main(sys.argv[2:]))
     sys.exit(flatten_daemon_main(sys.argv[1:]))

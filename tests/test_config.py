@@ -79,3 +79,44 @@ def test_cli_exits_2_with_one_line_and_no_traceback_on_bad_config(tmp_path):
     assert "Traceback" not in r.stderr
     assert str(p) in r.stderr and "strategy.order_levels" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- issue 17: overrides with the file's types, files that are not files, values no operator means ------------
+
+def test_an_environment_override_is_read_with_the_type_of_its_key():
+    env = {"FLASHMM_INSTRUMENT__PRICE_TICK": "0.0001", "FLASHMM_INSTRUMENT__LOT_SIZE": "1",  # decimal strings
+           "FLASHMM_INSTRUMENT__SYMBOL": "1", "FLASHMM_MODEL__PATH": '"none"',  # text, as written or quoted
+           "FLASHMM_RISK__CAPITAL_USDC": "1e5", "FLASHMM_RISK__MAX_POSITION_USDC": "2000",  # numbers: TOML
+           "FLASHMM_RUN__VENUE": "sim", "FLASHMM_REDIS__ENABLED": "true",
+           "FLASHMM_SEI__ENDPOINTS": '["http://127.0.0.1:1", "http://127.0.0.1:2"]'}
+    cfg = load_config(None, environ=env)
+    assert cfg.instrument.price_tick == "0.0001" and cfg.instrument.lot_size == "1" and cfg.instrument.symbol == "1"
+    assert cfg.model.path == "none" and cfg.risk.capital_usdc == 1e5 and cfg.risk.max_position_usdc == 2000.0
+    assert cfg.redis.enabled is True and cfg.sei.endpoints == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    # the same values as a file holds them give the same configuration
+    assert cfg.instrument == load_config(None, environ={"FLASHMM_INSTRUMENT__PRICE_TICK": '"0.0001"',
+                                                        "FLASHMM_INSTRUMENT__SYMBOL": '"1"'}).instrument
+    with pytest.raises(ConfigError, match="FLASHMM_RISK__CAPITAL_USDC"):  # a number key still refuses text
+        load_config(None, environ={"FLASHMM_RISK__CAPITAL_USDC": "lots"})
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_config_path_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    import os
+
+    path = {"fifo": tmp_path / "c.toml", "device": "/dev/zero", "folder": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it to read would block for ever: no writer
+    r = subprocess.run([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", "--config", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "not a regular file: refused" in lines[0], r.stderr
+
+
+def test_values_no_operator_means_are_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="max_position_usdc .* is above capital_usdc"):
+        load_config(None, environ={"FLASHMM_RISK__MAX_POSITION_USDC": "1e15"})
+    with pytest.raises(ConfigError, match="run.status_interval_s: Input should be greater than or equal to 0.1"):
+        load_config(None, environ={"FLASHMM_RUN__STATUS_INTERVAL_S": "1e-9"})
+    assert load_config(None, environ={"FLASHMM_RISK__MAX_POSITION_USDC": "1e5"}).risk.max_position_usdc == 1e5

@@ -1,4 +1,4 @@
-"""Fault tests (issue 8): each injects one fault into the real engine on the seeded sim market (or into the
+"""Fault tests (issues 8 and 17): each injects one fault into the real engine on the seeded sim market (or into the
 real daemon process, Redis or influxd), asserts the safe behaviour, and records a figure.
 
 The figures are collected by the session fixture `figures` and written as JSON to $FLASHMM_RELIABILITY_JSON
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from flashmm.telemetry.influx import InfluxExporter, publish_metrics
 from flashmm.telemetry.logging import configure_logging
 from flashmm.venues.sim import SimVenue
 from tests.conftest import ROOT, run_for
-from tests.faults_support import ConnectorVenue, Figures, InfluxServer, StreamFaultVenue
+from tests.faults_support import ConnectorVenue, Figures, InfluxServer, StreamFaultVenue, status_quoting
 from tests.test_model_engine import FakeModel, _engine_with
 from tests.test_state_redis import (
     DRIVER,
@@ -740,3 +741,574 @@ async def _async_until(check, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+# ====================================================================== issue 17: an operator's bad day ===
+SEI_KEY = "4" * 64
+
+
+def _daemon_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flashmm.cli_tui", "--no-ui", *args]
+
+
+def _stop_daemon(p: subprocess.Popen, timeout: float = 30) -> int:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+    return p.returncode
+
+
+def _sei_env(tmp_path: Path, node, name: str, **extra: str) -> dict[str, str]:
+    """A Sei daemon against the node double: key from the environment, short timeouts so a stall is seen in
+    well under a second, a 1 s breaker cooldown, a status line every 0.2 s (what the tests read); the exit
+    keeps the default 10 s to confirm its cancels (the node double signs for its own traders on a busy
+    machine, and a block can come late)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHMM_")}
+    env.update({"FLASHMM_SEI_PRIVATE_KEY": SEI_KEY, "FLASHMM_SEI__ENDPOINTS": json.dumps([node.url]),
+                "FLASHMM_LOGGING__FILE": json.dumps(str(tmp_path / f"{name}.log")),
+                "FLASHMM_LOGGING__AUDIT_FILE": '""', "FLASHMM_MODEL__PATH": '"none"',
+                "FLASHMM_SEI__REQUEST_TIMEOUT_S": "0.5", "FLASHMM_SEI__FEED_SILENCE_S": "1.0",
+                "FLASHMM_SEI__RECONNECT_MIN_S": "0.1", "FLASHMM_SEI__RECONNECT_MAX_S": "0.5",
+                "FLASHMM_SEI__ENDPOINT_COOLDOWN_S": "0.3", "FLASHMM_RISK__BREAKER_COOLDOWN_S": "1.0",
+                "FLASHMM_RUN__STATUS_INTERVAL_S": "0.2",
+                "FLASHMM_RUN__LOCK_DIR": json.dumps(str(tmp_path / "locks")), **extra})
+    return env
+
+
+def _sei_daemon(tmp_path: Path, node, name: str, *args: str, **extra: str) -> tuple[subprocess.Popen, "DaemonLog"]:
+    from tests.faults_support import DaemonLog
+
+    err = open(tmp_path / f"{name}.err", "w")  # noqa: SIM115 (the child owns it)
+    p = subprocess.Popen(_daemon_cmd("--venue", "sei", "--summary", str(tmp_path / f"{name}.json"), *args),
+                         env=_sei_env(tmp_path, node, name, **extra), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                         stderr=err, text=True)
+    err.close()
+    return p, DaemonLog(tmp_path / f"{name}.log")
+
+
+def _sei_node(tmp_path: Path, **kw):
+    from flashmm.venues.sei.tx import Signer
+    from tests.faults_support import SeiNodeProcess
+
+    node = SeiNodeProcess(tmp_path / "node", Signer(SEI_KEY, "arctic-1").address, **kw)
+    node.start()
+    return node
+
+
+# ---- 1. one instance per account --------------------------------------------------------------------------
+def test_a_second_daemon_on_one_redis_namespace_is_refused_and_a_dead_ones_lease_is_waited_out(
+        redis_server, tmp_path, figures):  # noqa: F811
+    """Two daemons on one Redis namespace (the issue's case: both ran and the journal added both runs' fills).
+    The second refuses at once with one line naming the first (pid, host, run), exit 2, and writes nothing.
+    The first is then killed with SIGKILL: a restart finds its lease still there, sees its holder is gone,
+    waits until the lease expires (not before) and takes it over, logged; the journal then holds exactly the
+    fills of the two runs that held the lease."""
+    import redis as redis_sync
+
+    from tests.faults_support import DaemonLog
+
+    ttl = RedisConfig().lease_ttl_s  # the default (10 s): far longer than a daemon's start on a busy machine (up to
+    # 5 s measured), so the restart finds the dead holder's lease still there and has to wait it out
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FLASHMM_REDIS__ENABLED="true",
+               FLASHMM_REDIS__URL=json.dumps(redis_server.url), FLASHMM_REDIS__FLUSH_INTERVAL_S="0.1",
+               FLASHMM_REDIS__LEASE_TTL_S=str(ttl), FLASHMM_LOGGING__AUDIT_FILE='""', FLASHMM_MODEL__PATH='"none"',
+               FLASHMM_RUN__STATUS_INTERVAL_S="0.2")
+    first_log = tmp_path / "first.log"
+    first = subprocess.Popen(_daemon_cmd("--speed", "5"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=dict(env, FLASHMM_LOGGING__FILE=json.dumps(str(first_log))))
+    try:
+        DaemonLog(first_log).wait(lambda x: x.get("event") == "status" and x.get("fills", 0) > 0, 30,
+                                  "the first daemon's fills", proc=first)
+        t0 = time.monotonic()
+        second = subprocess.run(_daemon_cmd("--speed", "5", "--duration", "5", "--summary", "second.json"),
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        refuse_s = time.monotonic() - t0
+        assert second.returncode == 2, second.stderr[-2000:]
+        lines = [x for x in second.stderr.strip().splitlines() if not x.startswith("{")]  # its JSON log is stderr
+        assert len(lines) == 1 and "Traceback" not in second.stderr
+        assert f"pid {first.pid} on host" in lines[0] and "flashmm:sim:SEI/USDC:lease" in lines[0], lines
+        assert not (tmp_path / "second.json").exists()  # it never started
+        # the first dies without a goodbye; its lease stays until its TTL runs out
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        t_kill = time.time()
+        db = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+        fills_first = db.xlen("flashmm:sim:SEI/USDC:fills")
+        pttl_at_kill = db.pttl("flashmm:sim:SEI/USDC:lease")
+        assert pttl_at_kill > 0
+        third_log = tmp_path / "third.log"
+        third = subprocess.run(_daemon_cmd("--speed", "5", "--duration", "5", "--summary", "third.json"), cwd=tmp_path,
+                               env=dict(env, FLASHMM_LOGGING__FILE=json.dumps(str(third_log))), capture_output=True,
+                               text=True, timeout=60)
+        assert third.returncode == 0, third.stderr[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+    log = DaemonLog(third_log)
+    gone = log.first(lambda x: x.get("event") == "lease_holder_gone")
+    over = log.first(lambda x: x.get("event") == "lease_taken_over")
+    assert gone is not None and gone["process_exists"] is False and over is not None
+    assert over["_t"] >= t_kill + pttl_at_kill / 1000 - 0.05  # taken only once the dead holder's lease expired
+    assert over["waited_s"] <= ttl
+    s = json.loads((tmp_path / "third.json").read_text())
+    assert s["recovered"]["fills"] == fills_first
+    assert db.xlen("flashmm:sim:SEI/USDC:fills") == fills_first + s["fills"]  # the two holders' fills, nothing else
+    safe = ("second daemon on one namespace: exit 2 at once, one line naming the holder (pid, host, run); a dead "
+            "holder's lease is waited out, taken over only after its TTL, logged")
+    figures.record("second_instance_redis", "refused_after", refuse_s, "s wall (process start incl.)", safe)
+    figures.record("second_instance_redis", "dead_holder_lease_waited", over["waited_s"], f"s (TTL {ttl:g} s)", safe)
+    figures.record("second_instance_redis", "journal_fills_extra", db.xlen("flashmm:sim:SEI/USDC:fills")
+                   - fills_first - s["fills"], "fills (was 709 = 210 + 499)", safe)
+
+
+def test_two_daemons_on_one_sei_key_refuse_on_one_host_and_pause_across_hosts(tmp_path, figures):
+    """The same Sei key twice against the node double. On one host the lock file refuses the second at once
+    (exit 2, one line naming the first). With two lock folders (two hosts, no Redis) both start: the running
+    one sees orders and transactions of the account it did not send appear, pauses (account breaker) and
+    alerts, stays paused, and cancels none of them (they cancelled each other's as 'unknown here' 27 and 31
+    times, and fought over the sequence). The second cancels, once, the orders open when it started and those
+    landing in its first [sei].tx_timeout_blocks blocks: without Redis it cannot tell them from a killed run's
+    leftovers (with Redis the lease refuses it first); it pauses as well when it sees the first's activity
+    after that, and never cancels what appears later."""
+    node = _sei_node(tmp_path)
+    a = b = None
+    try:
+        a, log_a = _sei_daemon(tmp_path, node, "a")
+        log_a.wait(status_quoting, 30, "daemon a quoting", proc=a)
+        t0 = time.monotonic()
+        same_host = subprocess.run(_daemon_cmd("--venue", "sei", "--duration", "5"), cwd=tmp_path,
+                                   env=_sei_env(tmp_path, node, "same"), capture_output=True, text=True, timeout=60)
+        refuse_s = time.monotonic() - t0
+        assert same_host.returncode == 2 and len(same_host.stderr.strip().splitlines()) == 1, same_host.stderr
+        assert f"pid {a.pid}" in same_host.stderr and "lock file" in same_host.stderr
+        b, log_b = _sei_daemon(tmp_path, node, "b", FLASHMM_RUN__LOCK_DIR=json.dumps(str(tmp_path / "host-b")))
+        first_b = log_b.wait(lambda x: x.get("event") == "started" and x.get("component") == "sei", 30,
+                             "daemon b's venue started", proc=b)
+
+        def foreign(x: dict) -> bool:  # orders, or transactions, of the account that this process did not send
+            return x.get("event") in ("foreign_orders", "foreign_activity")
+
+        seen_a = log_a.wait(foreign, 15, "daemon a noticing b", proc=a)
+        paused_a = log_a.wait(lambda x: x.get("event") == "status" and x.get("mode") == "PAUSED"
+                              and x.get("breakers", {}).get("account") == "tripped", 10, "a paused", proc=a)
+        time.sleep(2.0)  # b's view of a's activity, if any, reaches its next reconciliation
+    finally:
+        rcs = [_stop_daemon(p) for p in (a, b) if p is not None]
+        position, open_orders = node.account(SEI_KEY)
+        node.stop()
+    assert rcs == [0, 0], [(tmp_path / f"{n}.err").read_text()[-1500:] for n in "ab"]
+    summaries = {}
+    for name in "ab":
+        events = DaemonLogLike(tmp_path / f"{name}.log")
+        assert not [x for x in events if x.get("event") == "engine_fault"]
+        cancelled_foreign = [x for x in events if x.get("event") == "reconcile_mismatch"
+                             and "unknown here" in x.get("detail", "") and "order -" in x.get("detail", "")]
+        assert cancelled_foreign == []  # never cancels orders that appeared while it ran
+        s = summaries[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        assert s["exit"]["orders_cancelled_cleanly"] and s["fault"] == ""
+        if s["counters"].get("foreign_orders", 0) + s["counters"].get("foreign_activity", 0):
+            assert s["breakers"]["account"]["trips"] >= 1  # whoever saw the other paused
+    assert summaries["a"]["breakers"]["account"]["trips"] >= 1
+    # a stayed paused from its alert to its exit: never both trading
+    a_after = [x for x in DaemonLogLike(tmp_path / "a.log") if x.get("event") == "status" and x["_t"] > paused_a["_t"]]
+    assert a_after and all(x["mode"] == "PAUSED" for x in a_after)
+    b_paused = summaries["b"]["breakers"]["account"]["trips"] >= 1
+    assert open_orders == 0  # each cancelled its own at exit
+    safe = ("same key on one host: exit 2, one line naming the lock's holder; on two hosts the running one pauses "
+            "(account breaker), alerts and stays paused when orders or transactions it did not send appear, "
+            "cancelling none; never both trading")
+    figures.record("second_instance_sei", "same_host_refused_after", refuse_s, "s wall (process start incl.)", safe)
+    figures.record("second_instance_sei", "first_alerted_after", seen_a["_t"] - first_b["_t"],
+                   "s wall from the second's venue start", safe)
+    figures.record("second_instance_sei", "first_paused_after", paused_a["_t"] - first_b["_t"],
+                   "s wall from the second's venue start (status every 0.2 s)", safe)
+    figures.record("second_instance_sei", "second_paused_too", b_paused,
+                   "(for activity after its first 10 blocks; before, another run's is taken for a previous run's)",
+                   safe)
+    figures.record("second_instance_sei", "foreign_orders_cancelled", 0, "orders (was 27 and 31)", safe)
+
+
+def DaemonLogLike(path: Path) -> list[dict]:  # noqa: N802 (reads like the DaemonLog it wraps)
+    from tests.faults_support import DaemonLog
+
+    return DaemonLog(path).events()
+
+
+# ---- 2. the disk full --------------------------------------------------------------------------------------
+def test_with_the_disk_full_controls_and_exit_still_cancel_and_confirm(tmp_path, figures):
+    """The daemon under a real file-size limit (RLIMIT_FSIZE, as `ulimit -f`) that its log and audit files
+    already reach: every write to them fails with EFBIG. The operator's pause, resume and kill still act (the
+    venue confirms every cancel), each audit entry and log line goes to stderr instead, counted, the io
+    breaker shows it, and the exit cancels, confirms, writes its summary and returns 0 (the first EFBIG used
+    to fault the engine, then fail its shutdown: no cancel confirmation, no summary, rc 1)."""
+    import resource
+
+    from tests.faults_support import fill_to_limit
+
+    limit = 64 * 1024
+    log, audit = tmp_path / "daemon.log", tmp_path / "audit.jsonl"
+    fill_to_limit(log, limit)
+    fill_to_limit(audit, limit)
+    audit_before = audit.read_bytes()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FLASHMM_LOGGING__FILE=json.dumps(str(log)),
+               FLASHMM_LOGGING__AUDIT_FILE=json.dumps(str(audit)), FLASHMM_MODEL__PATH='"none"',
+               PYTHONDONTWRITEBYTECODE="1")
+
+    def disk_full() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "tests.faults_support", "controls", "40", "20", "10", "20", "run.json"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, preexec_fn=disk_full)
+    wall = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["pause"]["result"].startswith("paused") and seen["kill"]["result"].startswith("killed")
+    assert seen["pause"]["resting"] >= 2 and seen["kill"]["resting"] >= 1
+    assert "pause_confirmed_s" in seen and "kill_confirmed_s" in seen  # the venue confirmed every cancel
+    assert seen["limit_places_after_kill"] == 0
+    s = json.loads((tmp_path / "run.json").read_text())
+    assert s["exit"]["orders_cancelled_cleanly"] and s["open_orders"] == 0 and s["fault"] == ""
+    assert s["breakers"]["io"]["trips"] >= 1 and str(audit) in s["breakers"]["io"]["reason"]
+    assert audit.read_bytes() == audit_before  # nothing could be appended
+    not_written = [json.loads(x) for x in r.stderr.splitlines() if '"audit_not_written"' in x]
+    assert [x["entry"]["action"] for x in not_written] == ["pause", "resume", "kill"]
+    sinks = seen["sinks"]
+    assert sinks["audit"]["errors"] >= 3 and sinks["audit"]["redirected"] == 3
+    assert sinks["log"]["errors"] >= 1 and sinks["log"]["redirected"] >= 1 and sinks["log"]["lost"] == 0
+    assert "log_sink_failed" in r.stderr
+    safe = ("log and audit files at a size limit (EFBIG): pause, resume, kill act and the venue confirms every cancel; "
+            "entries and lines go to stderr, counted, io breaker; exit cancels, confirms, writes the summary, rc 0")
+    figures.record("disk_full", "kill_to_all_cancels_confirmed", seen["kill_confirmed_s"], "s venue", safe)
+    figures.record("disk_full", "pause_to_all_cancels_confirmed", seen["pause_confirmed_s"], "s venue", safe)
+    figures.record("disk_full", "audit_entries_to_stderr", sinks["audit"]["redirected"], "entries (0 lost)", safe)
+    figures.record("disk_full", "log_lines_to_stderr", sinks["log"]["redirected"],
+                   f"lines ({sinks['log']['lost']} lost; the file rotated to go on)", safe)
+    figures.record("disk_full", "daemon_exit_code", r.returncode, f"(run {wall:.1f} s wall)", safe)
+
+
+def test_with_the_audit_disk_full_the_console_pause_and_kill_keys_still_act(figures):
+    """The console with its audit log on /dev/full (every write ENOSPC, a full disk): `p` pauses and the
+    venue confirms the cancels, `ctrl+k` kills; the console stays up, shows the io breaker, and the
+    entries wait in memory (pressing `p` used to crash the whole console from audit.write)."""
+    from tests.conftest import _continue, make_engine
+    from tui.app import FlashMMApp
+
+    async def go() -> dict[str, float]:
+        engine, venue = make_engine(seed=7, audit_path="/dev/full")
+        await engine.venue.start()
+        engine.start_ns = engine.clock.now_ns()
+        engine.mode = Mode.RUNNING
+        await _continue(engine, 30)
+        app = FlashMMApp(engine, live=False)
+        def resting() -> list:
+            return [o for o in engine.oms.orders.values() if o.order_type is OrderType.LIMIT]
+
+        async with app.run_test(size=(160, 45)) as pilot:
+            assert resting()
+            t0 = engine.clock.now_ns()
+            await pilot.press("p")
+            assert engine.paused
+            await _continue(engine, 3)
+            assert not resting() and venue.market.account_state().open_orders == {}
+            await pilot.press("p")
+            await _continue(engine, 5)
+            assert resting()
+            await pilot.press("ctrl+k")
+            t_kill = engine.clock.now_ns()
+            assert engine.killed and app.is_running
+            await _continue(engine, 3)
+            assert venue.market.account_state().open_orders == {} and not engine.oms.orders
+            app.pull(force=True)
+            io = engine.risk.breakers["io"]
+            assert io.state == "tripped" and "/dev/full" in io.reason and "ENOSPC" in io.reason
+        assert [e["action"] for e in engine.audit.pending] == ["pause", "resume", "kill"]
+        return {"pause_ns": t0, "kill_ns": t_kill}
+
+    got = asyncio.run(go())
+    assert got["kill_ns"] > got["pause_ns"]
+    safe = "audit log on a full disk (/dev/full): console keys pause and kill act, the console stays up, io breaker"
+    figures.record("disk_full_console", "keys_that_acted", 3, "of 3 (p, p, ctrl+k)", safe)
+
+
+# ---- 3. Redis losing its data --------------------------------------------------------------------------------
+def test_redis_losing_its_data_is_noticed_within_a_flush_and_rejournalled(redis_server, figures):  # noqa: F811
+    """A trading engine with Redis state (sim at 200x, flush every 50 ms) meets FLUSHALL, then a Redis restart
+    without persistence, then another writer claiming the namespace. Each is noticed within a flush interval,
+    trips the state breaker with a clear reason (held until resume) and the position and open orders are
+    re-journalled from memory as a new epoch; at the end the journal recovers exactly the engine's position
+    and fills, consistent with itself (it used to restart from zero while the daemon reported redis_up)."""
+    import redis as redis_sync
+
+    configure_logging("error")
+    interval = 0.05
+    cfg = Config(redis=RedisConfig(enabled=True, url=redis_server.url, namespace="lost", flush_interval_s=interval,
+                                   retry_max_backoff_s=0.1))
+    inst = cfg.instrument.instrument()
+    store = RedisStateStore(cfg.redis, "sim:ours", inst)
+    engine = Engine(cfg, SimVenue(cfg.sim, inst, SEED, speed=200.0), seed=SEED, state_store=store)
+    breaker = engine.risk.breakers["state"]
+    db = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    key = "lost:sim:ours"
+
+    async def until_lost(n: int, what: str) -> float:
+        return await _until(lambda: store.counts["journal_losses"] >= n and not store._lost, 10, what)
+
+    async def go() -> dict[str, float]:
+        task = asyncio.create_task(engine.run(None))
+        out: dict[str, float] = {}
+        try:
+            await _until(lambda: engine.counters["fills"] >= 10 and store.epoch is not None, 20, "fills journaled")
+            db.flushall()
+            t = time.monotonic()
+            out["flushall"] = await until_lost(1, "the wipe noticed") - t
+            await _until(lambda: breaker.state == "tripped", 2, "the state breaker")
+            assert "Redis lost its data" in breaker.reason and "new epoch" in breaker.reason
+            await _until(lambda: not store._q, 5, "the queue drained into the new epoch")
+            out["position_after_wipe"] = int(db.hget(f"{key}:position", "position_lots"))
+            out["engine_position_after_wipe"] = engine.portfolio.position_lots
+            out["orders_after_wipe"] = db.hlen(f"{key}:orders")
+            assert engine.resume("test", "acknowledged").endswith("acknowledged state")  # the operator saw it
+            # a restart without persistence: the AOF is gone, the server comes back empty
+            redis_server.kill()
+            for f in redis_server.dir.rglob("appendonly*"):
+                f.unlink() if f.is_file() else shutil.rmtree(f)
+            redis_server.start()
+            t = time.monotonic()
+            out["restart"] = await until_lost(2, "the empty restart noticed") - t
+            # another writer takes the journal over
+            db.hset(f"{key}:epoch", mapping={"id": "intruder.1", "seq": "0"})
+            t = time.monotonic()
+            out["foreign"] = await until_lost(3, "the other writer noticed") - t
+            assert "another writer" in store.journal_alert
+            await asyncio.sleep(0.3)
+        finally:
+            engine.stop()
+            await task
+            assert await engine.shutdown(5.0)
+        return out
+
+    got = asyncio.run(go())
+    assert got["position_after_wipe"] == got["engine_position_after_wipe"] or store.counts["fills_written"]
+    assert got["orders_after_wipe"] >= 1
+    # noticed by the first flush after it: one interval plus the loop's turn (10 intervals of slack for a busy machine)
+    assert max(got["flushall"], got["foreign"]) < 10 * interval
+    from flashmm.core.domain import AccountState
+    from flashmm.core.state_redis import reconcile
+
+    loaded = asyncio.run(RedisStateStore(cfg.redis, "sim:ours", inst).load())
+    assert loaded.position_lots == engine.portfolio.position_lots and loaded.n_fills == engine.counters["fills"]
+    assert reconcile(loaded, AccountState(loaded.position_lots, {})) == []  # consistent with itself
+    assert breaker.trips == 2 and store.counts["journal_losses"] == 3
+    safe = ("wipe, restart without persistence or a foreign writer: noticed at the next flush, state breaker with "
+            "the reason (held until resume), position and orders re-journalled from memory as a new epoch")
+    figures.record("redis_data_lost", "flushall_noticed_after", got["flushall"] * 1000, f"ms wall (flush every "
+                   f"{interval * 1000:g} ms)", safe)
+    figures.record("redis_data_lost", "empty_restart_noticed_after", got["restart"] * 1000,
+                   "ms wall after the server answered", safe)
+    figures.record("redis_data_lost", "foreign_writer_noticed_after", got["foreign"] * 1000, "ms wall", safe)
+    figures.record("redis_data_lost", "recovered_minus_engine_position", loaded.position_lots
+                   - engine.portfolio.position_lots, "lots", safe)
+
+
+# ---- 4. a stalled node --------------------------------------------------------------------------------------
+def test_a_stalled_sei_node_pauses_and_resumes_and_a_fresh_chain_is_noticed(tmp_path, figures):
+    """The real daemon on the node double. The node is SIGSTOPped for 3 s: quotes come down (feed breaker),
+    nothing faults, and quoting resumes once the node answers after SIGCONT (it used to end in engine_fault:
+    TransportError from abci_query, exit 1). Then the node is restarted on a fresh chain (height back to a
+    few blocks): the connector notices the height going backwards, the old chain's orders are closed, the
+    position that now differs from the venue's pauses trading (venue_errors), and SIGTERM exits 0 with every
+    order accounted for (it used to fault 'cannot query with height in the future' and exit with 5 orders
+    it believed open)."""
+    node = _sei_node(tmp_path)
+    d = None
+    try:
+        d, log = _sei_daemon(tmp_path, node, "d")
+        log.wait(status_quoting, 30, "quoting", proc=d)
+        time.sleep(1.0)
+        t_stop = node.signal(signal.SIGSTOP)
+        pulled = log.wait(lambda x: x.get("event") == "status" and x.get("mode") == "PAUSED"
+                          and x.get("breakers", {}).get("feed") == "tripped", 10, "the feed breaker", after=t_stop,
+                          proc=d)
+        time.sleep(max(0.0, t_stop + 3.0 - time.time()))
+        assert d.poll() is None
+        t_cont = node.signal(signal.SIGCONT)
+        resumed = log.wait(status_quoting, 20, "quoting after SIGCONT", after=t_cont, proc=d)
+        time.sleep(1.0)
+        node.stop()
+        t_up = node.start(seed=6)  # a fresh chain on the same URL: height starts again from 1
+        back = log.wait(lambda x: x.get("event") == "node_height_backwards", 20, "the height going back", after=t_up,
+                        proc=d)
+        log.wait(lambda x: x.get("event") == "status" and x.get("t2q_p99_us") is not None and x["_t"] > back["_t"] + 2,
+                 20, "a few status lines on the new chain", proc=d)
+        assert d.poll() is None
+    finally:
+        node.signal(signal.SIGCONT)
+        rc = _stop_daemon(d) if d is not None else None
+        try:
+            position, open_orders = node.account(SEI_KEY)
+        finally:
+            node.stop()
+    events = DaemonLogLike(tmp_path / "d.log")
+    assert rc == 0, (tmp_path / "d.err").read_text()[-2000:]
+    assert not [x for x in events if x.get("event") == "engine_fault"]
+    s = json.loads((tmp_path / "d.json").read_text())
+    assert s["fault"] == "" and s["exit"]["orders_cancelled_cleanly"] and s["open_orders"] == 0
+    assert s["venue_status"]["height_resets"] == 1 and open_orders == 0
+    assert s["breakers"]["feed"]["trips"] >= 2  # the stall, and the fresh chain
+    if s["recovered"] == {} and float(s["position_base"]) != float(position):  # the old chain's position is gone
+        assert s["breakers"]["venue_errors"]["state"] == "tripped"
+    safe = ("node SIGSTOPped: feed breaker pauses (cancels sent, no placements), no fault, quoting resumes after "
+            "SIGCONT; node restarted on a fresh chain: height going back noticed, old orders closed, a differing "
+            "position pauses; exit 0")
+    figures.record("sei_node_stalled", "paused_after_sigstop", pulled["_t"] - t_stop,
+                   "s wall (feed_stale_s 1 s; status every 0.2 s)", safe)
+    figures.record("sei_node_stalled", "quoting_after_sigcont", resumed["_t"] - t_cont,
+                   "s wall (reconnect backoff <= 0.5 s, cooldown 1 s)", safe)
+    figures.record("sei_node_stalled", "fresh_chain_noticed_after", back["_t"] - t_up, "s wall after the node was up",
+                   safe)
+    figures.record("sei_node_stalled", "engine_faults", 0, "(was 1: exit 1)", safe)
+
+
+def test_exit_with_the_node_unreachable_says_what_it_could_not_confirm_and_the_next_start_reconciles(
+        tmp_path, figures):
+    """SIGTERM while the node is SIGSTOPped: the daemon cannot get its cancels confirmed, waits the shutdown
+    timeout, then says exactly which orders it could not confirm (one stderr line, the summary's
+    exit.unconfirmed) and exits 1. After SIGCONT the next start knows whatever of them is still open (a
+    previous run's orders), cancels them, and ends with the account's orders and position matching the
+    node's. (The stopped node may still take the cancels buffered in its socket after SIGCONT, so a run
+    killed with SIGKILL makes the leftovers certain for the last part.)"""
+    node = _sei_node(tmp_path)
+    d = None
+    try:
+        d, log = _sei_daemon(tmp_path, node, "first", FLASHMM_CONTROLS__SHUTDOWN_TIMEOUT_S="3")
+        log.wait(lambda x: status_quoting(x) and x["open_orders"] >= 2, 30, "quoting", proc=d)
+        node.signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        t_term = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        rc = d.wait(30)
+        exit_s = time.monotonic() - t_term
+        node.signal(signal.SIGCONT)
+        err = (tmp_path / "first.err").read_text()
+        s1 = json.loads((tmp_path / "first.json").read_text())
+        second, log2 = _sei_daemon(tmp_path, node, "second", "--duration", "6")
+        rc2 = second.wait(60)
+        position, open_orders = node.account(SEI_KEY)
+        # leftovers for certain: a run killed with SIGKILL cancels nothing; the next start must clean up
+        third, log3 = _sei_daemon(tmp_path, node, "third")
+        log3.wait(lambda x: status_quoting(x) and x["open_orders"] >= 2, 30, "the third run quoting", proc=third)
+        third.kill()
+        third.wait(10)
+        time.sleep(0.5)
+        _, left_by_kill = node.account(SEI_KEY)
+        fourth, log4 = _sei_daemon(tmp_path, node, "fourth", "--duration", "6")
+        rc4 = fourth.wait(60)
+        position4, open4 = node.account(SEI_KEY)
+    finally:
+        node.signal(signal.SIGCONT)
+        if d is not None:
+            _stop_daemon(d)
+        node.stop()
+    assert rc == 1, err[-2000:]
+    unconfirmed = s1["exit"]["unconfirmed"]
+    assert unconfirmed and len(unconfirmed) == s1["open_orders"] and not s1["exit"]["orders_cancelled_cleanly"]
+    line = [x for x in err.splitlines() if "not confirmed by the venue at exit" in x]
+    assert len(line) == 1 and all(u in line[0] for u in unconfirmed)
+    assert exit_s < 3 + 5  # the shutdown timeout (3 s here) and the exit on a busy machine, not 10 s of handshake
+    assert rc2 == 0, (tmp_path / "second.err").read_text()[-2000:]
+    s2 = json.loads((tmp_path / "second.json").read_text())
+    assert s2["exit"]["orders_cancelled_cleanly"] and open_orders == 0
+    assert Decimal(str(s2["position_base"])) == position  # the next start's record is the node's
+    at_start = next((x["count"] for x in DaemonLogLike(tmp_path / "second.log")
+                     if x.get("event") == "orders_open_at_start"), 0)
+    assert rc4 == 0 and left_by_kill >= 1, (tmp_path / "fourth.err").read_text()[-2000:]
+    s4 = json.loads((tmp_path / "fourth.json").read_text())
+    known = next(x["count"] for x in DaemonLogLike(tmp_path / "fourth.log") if x.get("event") == "orders_open_at_start")
+    cancelled = [x for x in DaemonLogLike(tmp_path / "fourth.log") if x.get("event") == "reconcile_mismatch"
+                 and "unknown here: cancelling" in x.get("detail", "")]
+    # the next start knew the leftovers (the scripted takers may fill some before it reads the account, or
+    # before its first reconciliation cancels them): none is left open
+    assert 1 <= known <= left_by_kill and cancelled and open4 == 0
+    assert Decimal(str(s4["position_base"])) == position4 and s4["breakers"]["account"]["trips"] == 0
+    safe = ("exit with the node unreachable: waits the shutdown timeout, names every unconfirmed order (stderr, "
+            "summary), rc 1; the next start knows the leftovers, cancels them, matches the node")
+    figures.record("sei_exit_unreachable", "exit_after_sigterm", exit_s, "s wall (shutdown timeout 3 s)", safe)
+    figures.record("sei_exit_unreachable", "orders_named_unconfirmed", len(unconfirmed), "orders", safe)
+    figures.record("sei_exit_unreachable", "left_open_at_next_start", at_start,
+                   "orders (cancels buffered in the stopped node's socket may land after SIGCONT)", safe)
+    figures.record("sei_exit_unreachable", "open_after_next_run", open_orders, "orders", safe)
+    figures.record("sei_exit_unreachable", "kill9_leftovers_cancelled_by_next_start", f"{len(cancelled)} of {known}",
+                   "orders open at its start (then 0 open, position = node's)", safe)
+
+
+# ---- 5. start-up errors --------------------------------------------------------------------------------------
+STARTUP_CASES = {
+    "redis_refused": ({"FLASHMM_REDIS__ENABLED": "true", "FLASHMM_REDIS__URL": "redis://127.0.0.1:{dead}/0"}, [],
+                      ["Redis at redis://127.0.0.1:{dead}/0", "connection refused"]),
+    "redis_wrong_password": ({"FLASHMM_REDIS__ENABLED": "true", "FLASHMM_REDIS__URL": "redis://:nope-nope@{redis}/0"},
+                             [], ["Redis at redis://:***@", "authentication failed"]),
+    "log_unwritable": ({"FLASHMM_LOGGING__FILE": "{tmp}/plain/d.log"}, [],
+                       ["log file ([logging].file) {tmp}/plain/d.log", "is a file, not a folder"]),
+    "audit_unwritable": ({"FLASHMM_LOGGING__AUDIT_FILE": "/proc/flashmm-audit.jsonl"}, [],
+                         ["audit log ([logging].audit_file) /proc/flashmm-audit.jsonl: cannot be written"]),
+    "summary_unwritable": ({}, ["--summary", "{tmp}/plain/run.json"], ["summary folder (--summary)", "not a folder"]),
+    "config_fifo": ({}, ["--config", "{tmp}/fifo.toml"], ["config file {tmp}/fifo.toml: a FIFO", "refused"]),
+    "config_device": ({}, ["--config", "/dev/zero"], ["config file /dev/zero: a device", "refused"]),
+    "both_key_sources": ({"FLASHMM_SEI_PRIVATE_KEY": SEI_KEY, "FLASHMM_SEI_KEYSTORE": "{tmp}/key.json"},
+                         ["--venue", "sei"], ["FLASHMM_SEI_PRIVATE_KEY and FLASHMM_SEI_KEYSTORE={tmp}/key.json"]),
+    "position_above_capital": ({"FLASHMM_RISK__MAX_POSITION_USDC": "1e15"}, [],
+                               ["FLASHMM_RISK__MAX_POSITION_USDC", "max_position_usdc (1e+15) is above capital_usdc"]),
+    "status_interval_tiny": ({"FLASHMM_RUN__STATUS_INTERVAL_S": "1e-9"}, [],
+                             ["FLASHMM_RUN__STATUS_INTERVAL_S", "greater than or equal to 0.1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(STARTUP_CASES))
+def test_every_startup_error_is_one_line_and_exit_2(case, tmp_path, redis_server, figures):  # noqa: F811
+    """Each start-up error the issue found (a 10 s wait and JSON only, a traceback, a summary lost after the
+    run, a hang on a FIFO, a valid value rejected, a key source chosen silently, values no operator means):
+    now one line on stderr naming the file, key or server, exit 2, before anything trades."""
+    from tests.faults_support import free_port
+
+    (tmp_path / "plain").write_text("a file where a folder should be")
+    os.mkfifo(tmp_path / "fifo.toml")
+    fmt = {"tmp": tmp_path, "dead": free_port(), "redis": f"127.0.0.1:{redis_server.port}"}
+    extra, args, expect = STARTUP_CASES[case]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHMM_")}
+    env.update({k: v.format(**fmt) for k, v in extra.items()})
+    env.setdefault("FLASHMM_LOGGING__AUDIT_FILE", "")
+    env["FLASHMM_MODEL__PATH"] = "none"
+    if case == "redis_wrong_password":
+        subprocess.run(["redis-cli", "-p", str(redis_server.port), "CONFIG", "SET", "requirepass", "s3cret-pass"],
+                       check=True, capture_output=True, timeout=10)
+    t0 = time.monotonic()
+    r = subprocess.run(_daemon_cmd("--duration", "5", *[a.format(**fmt) for a in args]), cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    lines = [x for x in r.stderr.strip().splitlines() if not x.startswith("{")]  # the daemon logs JSON to stderr
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert all(e.format(**fmt) in lines[0] for e in expect), lines[0]
+    assert "nope-nope" not in r.stderr and SEI_KEY not in r.stderr
+    assert not list(tmp_path.glob("*.json"))  # nothing ran
+    safe = "one line on stderr naming the file, key or server; exit 2; nothing trades"
+    figures.record("startup_errors", f"{case}_refused_after", took, "s wall (process start incl.)", safe)
+
+
+def test_a_valid_price_tick_from_the_environment_starts(tmp_path, figures):
+    """FLASHMM_INSTRUMENT__PRICE_TICK=0.0001 (a valid value) was rejected as 'not a valid string'."""
+    env = dict(os.environ, FLASHMM_INSTRUMENT__PRICE_TICK="0.0001", FLASHMM_MODEL__PATH="none",
+               FLASHMM_LOGGING__AUDIT_FILE="")
+    r = subprocess.run(_daemon_cmd("--duration", "5", "--speed", "50", "--summary", "run.json"), cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "run.json").read_text())["events"] > 0
+    figures.record("startup_errors", "env_price_tick_0.0001", "accepted", "",
+                   "one line on stderr naming the file, key or server; exit 2; nothing trades")

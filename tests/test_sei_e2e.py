@@ -119,7 +119,8 @@ def test_kill_9_and_restart_recover_the_venues_position(tmp_path: Path, redis_se
     position recovered from Redis must then equal the venue's record exactly, and trading resumes."""
     node_proc, node = _start_node(tmp_path, "--manual-blocks")
     env = _daemon_env(tmp_path, node, FLASHMM_REDIS__ENABLED="true", FLASHMM_REDIS__URL=redis_server.url,
-                      FLASHMM_REDIS__FLUSH_INTERVAL_S="0.2")
+                      FLASHMM_REDIS__FLUSH_INTERVAL_S="0.2",
+                      FLASHMM_REDIS__LEASE_TTL_S="2")  # the killed run's lease is waited out before the restart trades
     rpc_stop = False
 
     async def produce(n: int, every_s: float = 0.2) -> None:

@@ -236,15 +236,21 @@ def test_a_keystore_readable_by_others_opens_with_a_logged_warning(tmp_path, war
 # ------------------------------------------------------------------------------------------ load_private_key
 
 
-def test_the_hex_key_in_the_environment_comes_first(tmp_path, clean_env):
+def test_a_hex_key_and_a_keystore_both_set_are_refused_naming_both(tmp_path, clean_env):
+    """Which key signs real orders is the operator's explicit choice: with both sources set nothing is
+    opened, and the one line names both (issue 17: the environment key used to win silently)."""
     env_key, store_key, pw = random_key(), random_key(), random_passphrase()
     ks.create_keystore(tmp_path / "k.json", store_key, pw, n=FAST_N)
     clean_env.setenv(t.ENV_PRIVATE_KEY, env_key)
     clean_env.setenv(t.ENV_KEYSTORE, str(tmp_path / "k.json"))
     clean_env.setenv(t.ENV_KEYSTORE_PASSPHRASE, pw)
     asked = []
-    assert t.load_private_key(lambda: asked.append(1) or pw) == env_key
-    assert asked == []
+    with pytest.raises(RuntimeError) as e:
+        t.load_private_key(lambda: asked.append(1) or pw)
+    assert t.ENV_PRIVATE_KEY in str(e.value) and f"{t.ENV_KEYSTORE}={tmp_path / 'k.json'}" in str(e.value)
+    assert env_key not in str(e.value) and store_key not in str(e.value) and asked == []
+    clean_env.delenv(t.ENV_KEYSTORE)
+    assert t.load_private_key(lambda: asked.append(1) or pw) == env_key and asked == []
 
 
 def test_the_keystore_opens_with_the_passphrase_from_the_environment_without_prompting(tmp_path, clean_env):

@@ -425,6 +425,7 @@ def test_load_private_key_errors(monkeypatch):
     monkeypatch.setenv(t.ENV_KEYSTORE, "/nonexistent/keystore.json")
     with pytest.raises(RuntimeError, match="not found"):  # KeystoreError, before any passphrase is asked
         t.load_private_key()
+    monkeypatch.delenv(t.ENV_KEYSTORE)  # one key source at a time (both set is refused: test_sei_keystore.py)
     monkeypatch.setenv(t.ENV_PRIVATE_KEY, "cd" * 31)  # malformed: error must not echo it
     with pytest.raises(ValueError) as e:
         t.load_private_key()

@@ -258,3 +258,9 @@ class AccountState:
 
     position_lots: int
     open_orders: dict[int, VenueOrder] = field(default_factory=dict)
+    # client ids (as the venue maps them) of open orders of this account that this process did not send and
+    # that appeared while it runs: another client trades the account (the engine pauses, never cancels them)
+    foreign: frozenset[int] = frozenset()
+    # other activity of this account since the last read that this process did not cause (e.g. transactions
+    # signed with our key that we never sent), one line; "" when none
+    foreign_activity: str = ""

@@ -43,6 +43,7 @@ from flashmm.core.domain import (
 )
 from flashmm.core.execution import OrderManager, OrderState, OrderView
 from flashmm.core.features import FeatureEngine
+from flashmm.core.guards import Guards
 from flashmm.core.metrics import (
     FillQuality,
     RollingRange,
@@ -218,6 +219,7 @@ class Engine:
         self._state_task: asyncio.Task | None = None
         self._last_state_flush = 0.0
         self.recovered: dict[str, Any] = {}
+        self.guards = Guards(self)  # account, venue stalls, sinks, lost journal (flashmm/core/guards.py)
         self._handlers = {
             BookSnapshot: self._on_snapshot, BookDiff: self._on_diff, BookTop: self._on_top, Trade: self._on_trade,
             OrderAck: self._on_ack, OrderReject: self._on_reject, CancelAck: self._on_cancel_ack,
@@ -332,7 +334,13 @@ class Engine:
         return clean
 
     async def reconcile(self) -> None:
-        state = await self.venue.account_state()
+        try:
+            state = await self.venue.account_state()
+        except (ConnectionError, TimeoutError) as exc:  # a stalled or restarted node: pause and retry, no fault
+            self.guards.venue_unreachable(exc)
+            return
+        self.guards.venue_answered()
+        state = self.guards.split_foreign(state)
         if not self._reconciled_once:
             if not self._adopt_venue_position(state.position_lots):
                 return  # a held position waits for a two-sided book to be valued at; nothing else is judged
@@ -743,7 +751,9 @@ class Engine:
         r = self.cfg.risk
         b = self.risk.breakers
         book = self.book
-        self._set(b["feed"], book.stale, f"book stale: {book.stale_reason}", now)
+        venue_down = self.guards.venue_down
+        self._set(b["feed"], book.stale or bool(venue_down),
+                  f"book stale: {book.stale_reason}" if book.stale else venue_down, now)
         if book.two_sided() and not book.stale:
             mid = book.mid_ticks()
             self._track_inventory(mid)
@@ -784,8 +794,11 @@ class Engine:
             self._window_start_ns = now
         st = self.state_store
         if st is not None:
-            self._set(b["state"], not st.healthy or st.overflow,
-                      ("state store queue full: quoting paused" if st.overflow else f"state store down: {st.reason}"), now)
+            lost = getattr(st, "journal_alert", "")  # the journal was wiped or overwritten: held until resume
+            self._set(b["state"], not st.healthy or st.overflow or bool(lost),
+                      ("state store queue full: quoting paused" if st.overflow
+                       else f"state store down: {st.reason}" if not st.healthy else lost), now)
+        self.guards.update_breakers(now)
         for breaker in b.values():  # a cleared breaker returns to ok once its cooldown has passed
             if breaker.state == "cooling_down" and breaker.clear(now):
                 self._event("breaker", f"{breaker.name} ok")
@@ -854,6 +867,7 @@ class Engine:
         now = self.clock.now_ns()
         cleared = [b.name for b in (self.risk.breakers["drawdown"], self.risk.breakers["venue_errors"])
                    if b.state == "tripped" and b.clear(now)]
+        cleared += self.guards.acknowledge(now)
         if "drawdown" in cleared:
             self.portfolio.peak_pnl = self.portfolio.pnl_quote(self.book.mid_ticks()).total if self.book.two_sided() else 0.0
         result = "running" + (f"; acknowledged {', '.join(cleared)}" if cleared else "")

@@ -98,7 +98,9 @@ BREAKER_ACTIONS: dict[str, BreakerAction] = {
     "inventory": BreakerAction.FLATTEN,  # position beyond its limit
     "extreme_market": BreakerAction.KILL,  # jump or volatility spike
     "model": BreakerAction.FALLBACK,  # no model, drift, low confidence
-    "state": BreakerAction.ALERT,  # the state store (Redis) is down: trading goes on from memory
+    "state": BreakerAction.ALERT,  # the state store (Redis) is down or lost its journal: trading goes on from memory
+    "account": BreakerAction.PAUSE,  # another client trades this account, or the instance lease was lost
+    "io": BreakerAction.ALERT,  # a log, audit or summary sink cannot write (lines go to stderr, counted)
 }
 
 

@@ -9,7 +9,20 @@ Keys, all under `{namespace}:{account_key}:`
 - `orders`    hash client_id -> JSON of the live order;
 - `book`      JSON of the last top-of-book levels;
 - `breakers`  hash name -> JSON of the breaker's view;
-- `meta`      hash: run_id, started, next_client_id, account_key.
+- `meta`      hash: run_id, started, next_client_id, account_key;
+- `epoch`     hash: id, seq, since, run_id, reason: the journal's identity (below).
+
+**The journal's identity.** A store claims the namespace at start with a new epoch id (its run id and a
+count) and sequence 0. Every flush is one MULTI/EXEC whose first command checks that the epoch hash still
+holds our id and our last sequence and advances it; every write script in that transaction checks the new
+sequence before writing, so a flush into a journal that is not ours writes nothing. An idle store checks
+the identity once a `flush_interval_s`. A journal that was wiped (FLUSHALL, keys deleted), restarted
+without persistence, restored from an older copy, or taken over by another writer is therefore noticed at
+the next flush or check: the store logs it, holds `journal_alert` (the engine's `state` breaker, until an
+operator resumes), and re-journals from memory as a new epoch: the position hash as of its last confirmed
+flush (`epoch_base_position_lots`/`epoch_base_fills` record that the stream restarts from there), the open
+orders, book, breakers and meta it last had; whatever was queued then follows into the new epoch. A fills
+stream found at that moment (another writer's) is kept under `fills:superseded:<epoch>`, never deleted.
 
 The engine never waits on Redis. `record_fill`, `record_fee` and the `set_*` methods only touch memory: fills
 and fees go to a FIFO queue, the rest replace a "latest" value. The `run()` task drains it: each flush is
@@ -61,12 +74,38 @@ BATCH_MAX = 500  # fills and fees per MULTI/EXEC (bounds the writer's CPU slice 
 _BACKOFF_START_S = 0.05
 FILL_FIELDS = ("ts_ns", "client_id", "side", "price_ticks", "lots", "fee_quote", "is_maker", "mid_ticks")
 
-# KEYS: fills stream, fill_ids set, position hash.
+# Every write script checks the journal's identity first: KEYS[#KEYS] is the epoch hash, the last two ARGV are
+# our epoch id and the sequence the flush's guard (_GUARD_LUA) advanced it to.
+_EPOCH_CHECK = """
+local ek = KEYS[#KEYS]
+local eid, eseq = redis.call('HGET', ek, 'id'), redis.call('HGET', ek, 'seq')
+if eid ~= ARGV[#ARGV - 1] or eseq ~= ARGV[#ARGV] then
+  return redis.error_reply('FLASHMM_EPOCH write refused: the journal is not ours')
+end
+"""
+
+# The first command of every flush. KEYS: epoch hash. ARGV: our epoch id, our last sequence, 1 when the last
+# flush's outcome is unknown (it may have advanced the sequence once), the new sequence.
+_GUARD_LUA = """
+local id = redis.call('HGET', KEYS[1], 'id')
+if not id then return redis.error_reply('FLASHMM_EPOCH gone') end
+if id ~= ARGV[1] then return redis.error_reply('FLASHMM_EPOCH foreign ' .. id) end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local want = tonumber(ARGV[2])
+if seq ~= want and not (ARGV[3] == '1' and seq == want + 1) then
+  return redis.error_reply('FLASHMM_EPOCH seq ' .. tostring(seq) .. ' ' .. ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'seq', ARGV[4])
+return 1
+"""
+
+# KEYS: fills stream, fill_ids set, position hash, epoch hash.
 # ARGV[1]: JSON array of fills, each an array of strings: fill_id, d_position_lots, d_cash_flow, fee,
 # d_spread_capture, lots, then the stream entry's field/value pairs (one argument: redis-py packs each argument
-# in Python, which would cost more than Redis's work). Returns 1 (journaled) or 0 (already there) per fill.
-# The script is atomic; every check comes before the first write (a Lua error does not roll back).
-_FILL_LUA = """
+# in Python, which would cost more than Redis's work); then epoch id, sequence. Returns 1 (journaled) or 0
+# (already there) per fill. The script is atomic; every check comes before the first write (a Lua error does
+# not roll back).
+_FILL_LUA = _EPOCH_CHECK + """
 local fills = cjson.decode(ARGV[1])
 for _, f in ipairs(fills) do
   for i = 2, 6 do
@@ -99,9 +138,9 @@ end
 return out
 """
 
-# KEYS: position hash. ARGV: run_id, seq, amount. A fee op carries (run_id, seq), increasing within a run, so
-# a re-sent fee (a flush whose outcome was unknown) is applied once.
-_FEE_LUA = """
+# KEYS: position hash, epoch hash. ARGV: run_id, seq, amount, epoch id, sequence. A fee op carries (run_id,
+# seq), increasing within a run, so a re-sent fee (a flush whose outcome was unknown) is applied once.
+_FEE_LUA = _EPOCH_CHECK + """
 local x = tonumber(ARGV[3])
 if x == nil or x ~= x or x == math.huge or x == -math.huge then
   return redis.error_reply('ERR flashmm: non-finite fee')
@@ -116,6 +155,53 @@ redis.call('HSET', KEYS[1], 'fee_run', ARGV[1], 'fee_seq', ARGV[2])
 return 1
 """
 
+# The latest values. KEYS: meta, orders, book, breakers, position, epoch. ARGV: JSON {meta: {..}, orders: {..},
+# book: "..", breakers: {..}, position: {..}} (each optional; orders replaces the hash), epoch id, sequence.
+_LATEST_LUA = _EPOCH_CHECK + """
+local v = cjson.decode(ARGV[1])
+local function hset(key, t)
+  local args = {}
+  for k, x in pairs(t) do args[#args + 1] = k; args[#args + 1] = x end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+end
+if v.meta then hset(KEYS[1], v.meta) end
+if v.orders then redis.call('DEL', KEYS[2]); hset(KEYS[2], v.orders) end
+if v.book then redis.call('SET', KEYS[3], v.book) end
+if v.breakers then hset(KEYS[4], v.breakers) end
+if v.position then hset(KEYS[5], v.position) end
+return 1
+"""
+
+# A store's claim at start: its epoch replaces whatever identity the namespace had (the instance lease says
+# it is the one writer); the journal itself continues. KEYS: epoch, position. ARGV: id, since, run_id.
+# Returns the position hash (the store's image of what is journaled).
+_CLAIM_LUA = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', '0', 'since', ARGV[2], 'run_id', ARGV[3], 'reason', 'start')
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# Re-journal from memory as a new epoch. KEYS: fills, fill_ids, position, orders, book, breakers, meta, epoch.
+# ARGV: id, since, run_id, reason, JSON {position: {..}, orders: {..}, book: "..", breakers: {..}, meta: {..}}.
+# A fills stream still there (another writer's) is kept under fills:superseded:<id>. Returns the position hash.
+_REJOURNAL_LUA = """
+local v = cjson.decode(ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[1] .. ':superseded:' .. ARGV[1]) end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8])
+local function hset(key, t)
+  local args = {}
+  for k, x in pairs(t) do args[#args + 1] = k; args[#args + 1] = x end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+end
+hset(KEYS[3], v.position)
+if v.orders then hset(KEYS[4], v.orders) end
+if v.book then redis.call('SET', KEYS[5], v.book) end
+if v.breakers then hset(KEYS[6], v.breakers) end
+if v.meta then hset(KEYS[7], v.meta) end
+redis.call('HSET', KEYS[8], 'id', ARGV[1], 'seq', '0', 'since', ARGV[2], 'run_id', ARGV[3], 'reason', ARGV[4])
+return redis.call('HGETALL', KEYS[3])
+"""
+
 _FILL, _FEE = 0, 1
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 
@@ -127,6 +213,11 @@ class WritesRefused(RedisError):
 
 class _ScriptsGone(RedisError):
     """NOSCRIPT: the server's script cache was flushed. Reload and retry at once."""
+
+
+class JournalLost(RedisError):
+    """The journal's identity is not ours any more (wiped, restarted without persistence, an older copy, another
+    writer): nothing of the flush was written; the store re-journals from memory as a new epoch."""
 
 
 def fill_id(client_id: int, cum_filled_lots: int) -> str:
@@ -180,6 +271,10 @@ class RecoveredState:
     next_client_id: int = 1
     run_id: str = ""
     started: float = 0.0
+    # a journal re-written from memory (a lost epoch) restarts its stream from this position and fill count
+    base_position_lots: int = 0
+    base_fills: int = 0
+    epoch: str = ""
 
     def apply_to(self, portfolio: Portfolio) -> None:
         """Restore an in-memory portfolio from the journal-derived position."""
@@ -198,11 +293,13 @@ def reconcile(recovered: RecoveredState, venue: AccountState) -> list[str]:
     """The problems found between the recovered state and the venue's record (empty: they agree), plus the
     journal's own consistency. Pure: the engine decides what to do."""
     problems: list[str] = []
-    journal_pos = sum(f.side * f.lots for f in recovered.fills)
+    journal_pos = recovered.base_position_lots + sum(f.side * f.lots for f in recovered.fills)
     if journal_pos != recovered.position_lots:
         problems.append(f"journal: fills sum to position {journal_pos}, position hash says {recovered.position_lots}")
-    if len(recovered.fills) != recovered.n_fills:
-        problems.append(f"journal: {len(recovered.fills)} fills in the stream, position hash counts {recovered.n_fills}")
+    if recovered.base_fills + len(recovered.fills) != recovered.n_fills:
+        base = f" (+{recovered.base_fills} before its epoch)" if recovered.base_fills else ""
+        problems.append(f"journal: {len(recovered.fills)} fills in the stream{base}, position hash counts "
+                        f"{recovered.n_fills}")
     if len(set(recovered.fill_ids)) != len(recovered.fill_ids):
         problems.append("journal: duplicate fill ids")
     if recovered.position_lots != venue.position_lots:
@@ -233,11 +330,12 @@ class RedisStateStore:
         p = f"{cfg.namespace}:{account_key}:"
         self.k_fills, self.k_ids, self.k_pos = p + "fills", p + "fill_ids", p + "position"
         self.k_orders, self.k_book, self.k_breakers, self.k_meta = p + "orders", p + "book", p + "breakers", p + "meta"
+        self.k_epoch = p + "epoch"
         register_secret(urlparse(cfg.url).password)
         self._redis = aioredis.from_url(cfg.url, decode_responses=True, socket_timeout=socket_timeout_s,
                                         socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0),
                                         health_check_interval=0)
-        self._sha_fill = self._sha_fee = ""  # loaded on each (re)connection: a restarted server has no scripts
+        self._sha: dict[str, str] = {}  # script shas, loaded on each (re)connection: a restarted server has none
         self.log = get_logger("state")
         self.run_id = uuid.uuid4().hex[:12]
         # health, for the state breaker and the snapshot
@@ -246,7 +344,21 @@ class RedisStateStore:
         self.reason = ""
         self.overflow = False
         self.on_fills_durable: Callable[[list[str]], None] | None = None  # fill_ids Redis has confirmed
-        self.counts = {"fills_written": 0, "fills_duplicate": 0, "fees_written": 0, "flushes": 0, "errors": 0}
+        self.counts = {"fills_written": 0, "fills_duplicate": 0, "fees_written": 0, "flushes": 0, "errors": 0,
+                       "journal_losses": 0}
+        # the journal's identity (module docstring): ours while `epoch` is set; `_image` is the position hash as
+        # of our last confirmed flush, what a lost journal is re-written from
+        self.epoch: str | None = None
+        self._epoch_n = 0
+        self._seq = 0
+        self._seq_uncertain = False  # the last flush's outcome is unknown: it may have advanced the sequence
+        self._image: dict[str, str] = {}
+        self._lost = ""  # why the journal is not ours (a re-journal is due)
+        self.journal_alert = ""  # held for the operator (the state breaker) until acknowledge()
+        self._now: dict[str, Any] = {}  # the latest orders/book/breakers/meta values set, written or not
+        # the instance lease (ops/lease.InstanceGuard, set by the daemon): while it is lost, a journal taken over
+        # is the new holder's, and this store must not write it again from its memory
+        self.owner: Any = None
         # the queue (fills, fees: FIFO, never dropped) and the latest values (replaced)
         self._q: deque[tuple] = deque()
         self._sealed = 0  # items at the head of _q sent at least once (a fee there may have been applied: no merging)
@@ -285,15 +397,16 @@ class RedisStateStore:
 
     def set_orders(self, orders: Iterable[Any]) -> None:
         """The live orders (ManagedOrder or OrderView): replaces the `orders` hash on the next snapshot."""
-        self._latest["orders"] = {str(o.client_id): orjson.dumps(_order_fields(o)).decode() for o in orders}
+        self._latest["orders"] = self._now["orders"] = {
+            str(o.client_id): orjson.dumps(_order_fields(o)).decode() for o in orders}
 
     def set_book(self, bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int, int]], ts_ns: int = 0) -> None:
         """Top-of-book levels, best first: [(price_ticks, lots), ...]."""
-        self._latest["book"] = (ts_ns, tuple(bids), tuple(asks))
+        self._latest["book"] = self._now["book"] = (ts_ns, tuple(bids), tuple(asks))
 
     def set_breakers(self, views: Iterable[Any]) -> None:
         """Breaker views (risk.BreakerView)."""
-        self._latest["breakers"] = tuple(views)
+        self._latest["breakers"] = self._now["breakers"] = tuple(views)
 
     def set_position(self, portfolio: Portfolio) -> None:
         """What the journal cannot derive: the PnL peak (drawdown breaker) and the largest position seen."""
@@ -311,7 +424,14 @@ class RedisStateStore:
 
     def status(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "reason": self.reason, "down_since": self.down_since,
-                "queued": len(self._q), "overflow": self.overflow, **self.counts}
+                "queued": len(self._q), "overflow": self.overflow, "epoch": self.epoch, "seq": self._seq,
+                "journal_alert": self.journal_alert, **self.counts}
+
+    def acknowledge(self) -> None:
+        """An operator saw the lost journal (the engine's resume): the state breaker may clear."""
+        if self.journal_alert:
+            self.log.info("journal_loss_acknowledged", alert=self.journal_alert)
+        self.journal_alert = ""
 
     # ================================================================ the writer task ================
     async def run(self) -> None:
@@ -329,15 +449,25 @@ class RedisStateStore:
                 snapshot_due = bool(self._latest) and (self._closing or now - self._last_snapshot >= interval)
                 if self._closing and not self._q and not self._latest:
                     break
-                if self._q or snapshot_due or (not self.healthy) or now - self._last_ok >= interval:
+                due = self.epoch is None or bool(self._lost)
+                if due or self._q or snapshot_due or (not self.healthy) or now - self._last_ok >= interval:
                     try:
-                        if self._q or snapshot_due:
+                        if self.epoch is None:
+                            await self._claim()
+                        elif self._lost:
+                            if self.owner is not None and self.owner.problem:
+                                raise WritesRefused(f"not re-journalling: {self.owner.problem}")
+                            await self._rejournal()
+                        elif self._q or snapshot_due:
                             await self._flush(snapshot_due)
                         else:
-                            await self._redis.ping()  # idle: notice an outage anyway
+                            await self._check_epoch()  # idle: notice an outage, or a lost journal, anyway
                         self._mark_up()
                         backoff = _BACKOFF_START_S
                         reloaded = False
+                    except JournalLost as exc:
+                        self._journal_lost(str(exc))
+                        continue
                     except _ScriptsGone as exc:
                         if not reloaded:  # once: reload the scripts and retry at once
                             reloaded = True
@@ -388,15 +518,23 @@ class RedisStateStore:
         self.healthy = False
         self.reason = reason[:300]
 
+    async def _scripts(self) -> dict[str, str]:
+        if not self._sha:
+            self._sha = {name: await self._redis.script_load(src) for name, src in
+                         (("guard", _GUARD_LUA), ("fill", _FILL_LUA), ("fee", _FEE_LUA), ("latest", _LATEST_LUA))}
+        return self._sha
+
     async def _flush(self, snapshots: bool) -> None:
         batch = list(islice(self._q, BATCH_MAX))
         latest = self._take_latest() if snapshots else {}
         self._sealed = max(self._sealed, len(batch))
+        epoch, new_seq = self.epoch, self._seq + (2 if self._seq_uncertain else 1)
+        tail = (epoch, str(new_seq))
         try:
-            if batch and not self._sha_fill:
-                self._sha_fill = await self._redis.script_load(_FILL_LUA)
-                self._sha_fee = await self._redis.script_load(_FEE_LUA)
+            sha = await self._scripts()
             pipe = self._redis.pipeline(transaction=True)
+            pipe.evalsha(sha["guard"], 1, self.k_epoch, epoch, str(self._seq), "1" if self._seq_uncertain else "0",
+                         str(new_seq))
             fills: list[str] = []
             groups: list[int] = []  # per script call: number of fills (0 = a fee)
             group: list[list[str]] = []
@@ -407,28 +545,44 @@ class RedisStateStore:
                     group.append(self._fill_args(fid, rec))
                     continue
                 if group:
-                    pipe.evalsha(self._sha_fill, 3, self.k_fills, self.k_ids, self.k_pos, orjson.dumps(group))
+                    pipe.evalsha(sha["fill"], 4, self.k_fills, self.k_ids, self.k_pos, self.k_epoch,
+                                 orjson.dumps(group), *tail)
                     groups.append(len(group))
                     group = []
                 _, seq, amount = item
-                pipe.evalsha(self._sha_fee, 1, self.k_pos, self.run_id, seq, _f(amount))
+                pipe.evalsha(sha["fee"], 2, self.k_pos, self.k_epoch, self.run_id, seq, _f(amount), *tail)
                 groups.append(0)
             if group:
-                pipe.evalsha(self._sha_fill, 3, self.k_fills, self.k_ids, self.k_pos, orjson.dumps(group))
+                pipe.evalsha(sha["fill"], 4, self.k_fills, self.k_ids, self.k_pos, self.k_epoch, orjson.dumps(group),
+                             *tail)
                 groups.append(len(group))
-            self._queue_latest(pipe, latest)
+            if latest:
+                pipe.evalsha(sha["latest"], 6, self.k_meta, self.k_orders, self.k_book, self.k_breakers, self.k_pos,
+                             self.k_epoch, orjson.dumps(self._latest_payload(latest)), *tail)
+            pipe.hgetall(self.k_pos)  # the image of what is journaled, as of this transaction
             results = await pipe.execute(raise_on_error=False)
         except BaseException:
-            self._sha_fill = self._sha_fee = ""
+            self._sha = {}
+            self._seq_uncertain = True  # it may have run: the next guard accepts one step more
             self._restore_latest(latest)
             raise
-        errors = [r for r in results if isinstance(r, Exception)]
+        guard, results, image = results[0], results[1:-1], results[-1]
+        if isinstance(guard, Exception) and "FLASHMM_EPOCH" in str(guard):
+            self._restore_latest(latest)  # nothing of it was written: every script checked the epoch
+            raise JournalLost(self._loss_reason(str(guard)))
+        errors = [r for r in (guard, *results) if isinstance(r, Exception)]
         if errors:  # the flush is retried as a whole: written fills are recognised, fees carry a sequence
-            self._sha_fill = self._sha_fee = ""
+            self._sha = {}
             self._restore_latest(latest)
+            if isinstance(guard, Exception):
+                self._seq_uncertain = True
+            else:
+                self._seq, self._seq_uncertain = new_seq, False
             if all(isinstance(e, NoScriptError) for e in errors):
                 raise _ScriptsGone(str(errors[0]))
             raise WritesRefused(f"{len(errors)} write(s) refused: {errors[0]}")
+        self._seq, self._seq_uncertain = new_seq, False
+        self._image = dict(image)
         new = dup = fees = 0
         for n, r in zip(groups, results, strict=False):
             if n:
@@ -447,6 +601,88 @@ class RedisStateStore:
         self.counts["flushes"] += 1
         if fills and self.on_fills_durable is not None:
             self.on_fills_durable(fills)
+
+    # ---- the journal's identity ------------------------------------------------------------------------
+    def _next_epoch(self) -> str:
+        self._epoch_n += 1
+        return f"{self.run_id}.{self._epoch_n}"
+
+    async def _claim(self) -> None:
+        """Start of the run: our epoch replaces the namespace's identity; the journal continues."""
+        epoch = self._next_epoch()
+        image = await self._redis.eval(_CLAIM_LUA, 2, self.k_epoch, self.k_pos, epoch, repr(time.time()), self.run_id)
+        self._image = _pairs(image)
+        self.epoch, self._seq, self._seq_uncertain = epoch, 0, False
+        self.log.info("journal_epoch", epoch=epoch, reason="start", position_lots=self._image.get("position_lots", "0"))
+
+    async def _check_epoch(self) -> None:
+        ident, seq = await self._redis.hmget(self.k_epoch, ["id", "seq"])
+        if ident is None:
+            raise JournalLost(self._loss_reason("FLASHMM_EPOCH gone"))
+        if ident != self.epoch:
+            raise JournalLost(self._loss_reason(f"FLASHMM_EPOCH foreign {ident}"))
+        ok = {self._seq, self._seq + 1} if self._seq_uncertain else {self._seq}
+        if seq is None or int(seq) not in ok:
+            raise JournalLost(self._loss_reason(f"FLASHMM_EPOCH seq {seq} {self._seq}"))
+
+    def _loss_reason(self, error: str) -> str:
+        words = error.split("FLASHMM_EPOCH", 1)[-1].split()
+        if words and words[0] == "gone":
+            return ("the journal's identity is gone: Redis lost its data (FLUSHALL, keys deleted, or a restart "
+                    "without persistence)")
+        if words and words[0] == "foreign":
+            return f"another writer took the journal over (epoch {words[1] if len(words) > 1 else '?'})"
+        if words and words[0] == "seq":
+            return (f"the journal's sequence is {words[1] if len(words) > 1 else '?'} where this store wrote "
+                    f"{words[2] if len(words) > 2 else self._seq}: an older copy was restored, or another writer")
+        return "the journal refused a write: not ours"
+
+    def _journal_lost(self, reason: str) -> None:
+        self.counts["journal_losses"] += 1
+        self._lost = reason
+        self._sha = {}
+        self.log.error("journal_lost", epoch=self.epoch, reason=reason, queued=len(self._q),
+                       action="re-journalling from memory as a new epoch")
+
+    async def _rejournal(self) -> None:
+        """Write the journal again from memory as a new epoch (module docstring)."""
+        epoch = self._next_epoch()
+        position = {k: v for k, v in self._image.items()}
+        position["epoch_base_position_lots"] = position.get("position_lots", "0")
+        position["epoch_base_fills"] = position.get("fills", "0")
+        latest = dict(self._now)
+        latest["meta"] = {**self._latest.get("meta", {}), "run_id": self.run_id, "account_key": self.account_key,
+                          "started": repr(time.time())}
+        payload = self._latest_payload(latest)
+        payload["position"] = position
+        image = await self._redis.eval(_REJOURNAL_LUA, 8, self.k_fills, self.k_ids, self.k_pos, self.k_orders,
+                                       self.k_book, self.k_breakers, self.k_meta, self.k_epoch, epoch,
+                                       repr(time.time()), self.run_id, self._lost[:200], orjson.dumps(payload))
+        self._image = _pairs(image)
+        self.epoch, self._seq, self._seq_uncertain = epoch, 0, False
+        self.journal_alert = f"journal lost ({self._lost}); re-journalled from memory as a new epoch {epoch}"
+        self.log.warning("journal_new_epoch", epoch=epoch, reason=self._lost,
+                         position_lots=position.get("position_lots", "0"), fills=position.get("fills", "0"),
+                         orders=len(latest.get("orders") or {}), queued=len(self._q))
+        self._lost = ""
+
+    def _latest_payload(self, latest: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "meta" in latest:
+            out["meta"] = {k: str(v) for k, v in latest["meta"].items()}
+        if "orders" in latest:
+            out["orders"] = latest["orders"]
+        if "book" in latest:
+            ts, bids, asks = latest["book"]
+            out["book"] = orjson.dumps({"ts_ns": ts, "bids": bids, "asks": asks}).decode()
+        if latest.get("breakers"):
+            out["breakers"] = {
+                v.name: orjson.dumps({"name": v.name, "action": str(v.action), "state": str(v.state),
+                                      "reason": v.reason, "since_ns": v.since_ns, "trips": v.trips}).decode()
+                for v in latest["breakers"]}
+        if "position" in latest:
+            out["position"] = latest["position"]
+        return out
 
     def _fill_args(self, fid: str, r: FillRecord) -> list[str]:
         cash, edge = fill_cash_and_edge(self._instrument, r.side, r.price_ticks, r.lots, r.mid_ticks)
@@ -468,26 +704,6 @@ class RedisStateStore:
                 self._latest["meta"] = merged
             else:
                 self._latest.setdefault(key, value)
-
-    def _queue_latest(self, pipe: Any, latest: dict[str, Any]) -> None:
-        if "meta" in latest:
-            pipe.hset(self.k_meta, mapping=latest["meta"])
-        if "orders" in latest:
-            pipe.delete(self.k_orders)
-            if latest["orders"]:
-                pipe.hset(self.k_orders, mapping=latest["orders"])
-        if "book" in latest:
-            ts, bids, asks = latest["book"]
-            pipe.set(self.k_book, orjson.dumps({"ts_ns": ts, "bids": bids, "asks": asks}))
-        if "breakers" in latest:
-            views = latest["breakers"]
-            if views:
-                pipe.hset(self.k_breakers, mapping={
-                    v.name: orjson.dumps({"name": v.name, "action": str(v.action), "state": str(v.state),
-                                          "reason": v.reason, "since_ns": v.since_ns, "trips": v.trips})
-                    for v in views})
-        if "position" in latest:
-            pipe.hset(self.k_pos, mapping=latest["position"])
 
     async def close(self, timeout_s: float = 5.0) -> bool:
         """Flush what is queued (up to `timeout_s`), stop the writer, close the connection. True when
@@ -527,7 +743,8 @@ class RedisStateStore:
         """Read everything back (at start, before trading; this one does wait on Redis). None when the
         namespace is empty. Raises redis errors: the caller decides whether to start without it."""
         r = self._redis
-        keys = (self.k_fills, self.k_ids, self.k_pos, self.k_orders, self.k_book, self.k_breakers, self.k_meta)
+        keys = (self.k_fills, self.k_ids, self.k_pos, self.k_orders, self.k_book, self.k_breakers, self.k_meta,
+                self.k_epoch)
         if not await r.exists(*keys):
             return None
         pos = await r.hgetall(self.k_pos)
@@ -537,6 +754,9 @@ class RedisStateStore:
             spread_capture=float(pos.get("spread_capture", 0.0)), volume_lots=int(pos.get("volume_lots", 0)),
             n_fills=int(pos.get("fills", 0)), last_fill_id=pos.get("last_fill_id", ""),
             peak_pnl=float(pos.get("peak_pnl", 0.0)), max_abs_position_lots=int(pos.get("max_abs_position_lots", 0)),
+            base_position_lots=int(pos.get("epoch_base_position_lots", 0)),
+            base_fills=int(pos.get("epoch_base_fills", 0)),
+            epoch=str(await r.hget(self.k_epoch, "id") or ""),
         )
         start = "-"
         while True:
@@ -562,3 +782,11 @@ class RedisStateStore:
         st.next_client_id = max(seen)
         self._last_ok = time.monotonic()
         return st
+
+
+def _pairs(flat: Any) -> dict[str, str]:
+    """A Lua-returned HGETALL (a flat list) as a dict."""
+    if isinstance(flat, dict):
+        return {str(k): str(v) for k, v in flat.items()}
+    items = list(flat or [])
+    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}

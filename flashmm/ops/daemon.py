@@ -9,25 +9,17 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from flashmm.config import Config
 from flashmm.core.engine import Engine
 from flashmm.model.predictor import predictor_for
+from flashmm.ops.lease import claim_instance
+from flashmm.ops.preflight import check_paths, check_redis
+from flashmm.telemetry.failsafe import STDERR, write_summary  # never raise: a summary the disk refuses goes to stderr
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
 from flashmm.venues.base import VenueStartError
 from flashmm.venues.factory import make_venue, terminal_passphrase
-
-
-def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    tmp.replace(p)
 
 
 def status_fields(engine: Engine) -> dict[str, Any]:
@@ -53,6 +45,16 @@ def make_state_store(cfg: Config, venue: Any) -> Any:
     from flashmm.core.state_redis import RedisStateStore
 
     return RedisStateStore(cfg.redis, f"{venue.name}:{venue.instrument.symbol}", venue.instrument)
+
+
+def claim(cfg: Config, venue: Any, engine: Engine, run_id: str) -> Any:
+    """One instance per account (ops/lease), taken once the engine is built (nothing left to fail before it is
+    released): the engine shows a lost lease, and a store whose lease was lost never re-writes the journal."""
+    guard = claim_instance(cfg, venue, run_id)
+    engine.guards.instance = guard
+    if engine.state_store is not None:
+        engine.state_store.owner = guard
+    return guard
 
 
 def start_metrics(cfg: Config, engine: Engine, run_id: str) -> tuple[Any, Any]:
@@ -110,11 +112,15 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
 
     register_config_secrets(cfg)
     run_id = uuid.uuid4().hex[:12]
+    check_paths(cfg, summary_path, console=True)  # one line and exit 2 before anything starts (ops/preflight)
+    check_redis(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
-                      cfg.logging.max_bytes, cfg.logging.backups)
+                      cfg.logging.max_bytes, cfg.logging.backups, fallback_stderr=False)  # the terminal is the screen
     venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
-    engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
+    engine = Engine(cfg, venue, predictor=predictor_for(cfg),
+                    audit=AuditLog(cfg.logging.audit_file or None, fallback=None),
                     state_store=make_state_store(cfg, venue))
+    guard = claim(cfg, venue, engine, run_id)
     exporter = None
     background = []
     if cfg.influx.enabled:
@@ -130,9 +136,11 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
     finally:
         if exporter is not None:
             exporter.stop(5.0)
+        guard.release()
     if summary_path:
         summary = engine.summary()
-        summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console"}
+        summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console",
+                           "unconfirmed": engine.guards.unconfirmed()}
         write_summary(summary_path, summary)
     if engine.fault:
         print(f"flashmm-tui: engine faulted: {engine.fault} (orders cancelled: {not engine.oms.orders})",
@@ -150,12 +158,15 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
     """`on_engine` sees the engine before it starts (the soak benchmark's probe, flashmm/ops/soak.py)."""
     run_id = uuid.uuid4().hex[:12]
     register_config_secrets(cfg)
+    check_paths(cfg, summary_path)  # one line and exit 2 before anything starts (ops/preflight)
+    check_redis(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups)
     log = get_logger("daemon")
     log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
     venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
+    guard = claim(cfg, venue, engine, run_id)
     if on_engine is not None:
         on_engine(engine)
     loop = asyncio.get_running_loop()
@@ -194,13 +205,16 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
         await stop_metrics(exporter, publisher)
         summary = engine.summary()
         summary["exit"] = {"signal": signals_seen[0] if signals_seen else None, "orders_cancelled_cleanly": clean,
-                           "wall_s": round(time.monotonic() - t0, 3)}
+                           "wall_s": round(time.monotonic() - t0, 3), "unconfirmed": engine.guards.unconfirmed()}
         if summary_path:
             write_summary(summary_path, summary)
+        if not clean:  # exactly what the venue did not confirm; the next start reconciles it
+            STDERR.write(f"flashmm-tui: not confirmed by the venue at exit: {'; '.join(summary['exit']['unconfirmed'])}\n")
         log.info("stop", **{k: summary[k] for k in ("events", "quotes", "orders_placed", "fills", "pnl_usdc",
                                                       "inventory_pct", "spread_improvement_pct")}, clean=clean)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        guard.release()
     if not clean and rc == 0:
         rc = 1
     empty = nothing_processed(engine) if rc == 0 and not signals_seen else None

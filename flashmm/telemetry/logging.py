@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
+
+from flashmm.telemetry.failsafe import SINKS, STDERR, RotatingWriter, StreamSink
+
+__all__ = ["AUDIT_GENESIS", "AuditLog", "RotatingWriter", "audit_line_hash", "configure_logging", "get_logger",
+           "redact_secrets", "register_environment_secrets", "register_secret", "verify_audit_log"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -59,42 +64,14 @@ def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
     return {k: _scrub(v, k) for k, v in event.items()}
 
 
-class RotatingWriter:
-    """A line-buffered log file rotated by size: file -> file.1 -> ... -> file.N (oldest dropped)."""
-
-    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
-        self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives for the process
-        self._size = self.path.stat().st_size
-
-    def write(self, text: str) -> int:
-        if self._size + len(text) > self.max_bytes and self._size > 0:
-            self._rotate()
-        n = self._f.write(text)
-        self._size += len(text.encode("utf-8"))
-        return n
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def _rotate(self) -> None:
-        self._f.close()
-        for i in range(self.backups - 1, 0, -1):
-            src = self.path.with_name(f"{self.path.name}.{i}")
-            if src.exists():
-                src.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
-        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        self._f = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._size = 0
-
-
 def configure_logging(level: str = "info", file: str = "", run_id: str = "", max_bytes: int = 50_000_000,
-                      backups: int = 5) -> Any:
-    """JSON lines to stderr, or to `file` rotated by size. Secrets are redacted. Returns the stream."""
-    stream: Any = RotatingWriter(file, max_bytes, backups) if file else sys.stderr
+                      backups: int = 5, fallback_stderr: bool = True) -> Any:
+    """JSON lines to stderr, or to `file` rotated by size. Secrets are redacted. Returns the stream.
+
+    Neither sink ever raises (flashmm.telemetry.failsafe): a line the file cannot take goes to stderr
+    (`fallback_stderr`; the console passes False, the terminal is its screen) and is counted."""
+    stream: Any = (RotatingWriter(file, max_bytes, backups, fallback=STDERR if fallback_stderr else None) if file
+                   else StreamSink(None, name="log"))
     register_environment_secrets()
     structlog.configure(
         processors=[
@@ -159,31 +136,65 @@ class AuditLog:
     newline before the next entry and stays in the chain, where verification reports it as unreadable.
     Limit: dropping lines from the END leaves a valid shorter chain; `head` (the hash of the last line this
     object wrote) is what a caller would record elsewhere to anchor it.
+
+    `write` never raises: the control it records has already happened and must not be undone or stopped by
+    a full disk. An entry the file cannot take is kept (`pending`, written first, in order, by the next
+    write or `retry()`), copied to `fallback` (stderr for the daemon) and counted in the `audit` sink's health.
     """
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, fallback: StreamSink | None = STDERR) -> None:
         self.path = Path(path) if path else None
         self.entries: list[dict[str, Any]] = []  # this run's entries (the console shows them)
+        self.pending: list[dict[str, Any]] = []  # entries not yet in the file (it failed), oldest first
         self.head: str | None = None
+        self.fallback = fallback
+        self.state = SINKS.sink("audit", str(self.path)) if self.path else None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # checked at start (ops/preflight); here it only counts
+                SINKS.failed(self.state, exc)
 
     def write(self, action: str, who: str, why: str, result: str, venue_ts_ns: int) -> dict[str, Any]:
         entry = {"ts": time.time(), "venue_ts_ns": venue_ts_ns, "action": action, "who": who, "why": why, "result": result}
         self.entries.append(entry)
         if self.path:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time reads the tail and appends
-                last, ends_with_newline = _tail(fd)
-                entry["prev"] = AUDIT_GENESIS if last is None else audit_line_hash(last)
-                line = orjson.dumps(entry)
-                os.write(fd, (b"" if ends_with_newline else b"\n") + line + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)  # releases the lock
-            self.head = audit_line_hash(line)
+            self.pending.append(entry)
+            self.retry()
+            if any(e is entry for e in self.pending) and self.fallback is not None:
+                self.fallback.write(orjson.dumps({"event": "audit_not_written", "path": str(self.path),
+                                                  "error": self.state.last_error, "entry": entry}).decode() + "\n")
+                self.state.redirected += 1
         return entry
+
+    def retry(self) -> bool:
+        """Write the pending entries, oldest first; True when none is left."""
+        while self.pending:
+            try:
+                self._append(self.pending[0])
+            except OSError as exc:
+                SINKS.failed(self.state, exc)
+                return False
+            self.pending.pop(0)
+        if self.state is not None and not self.state.ok:
+            SINKS.recovered(self.state)
+        return True
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time reads the tail and appends
+            last, ends_with_newline = _tail(fd)
+            entry["prev"] = AUDIT_GENESIS if last is None else audit_line_hash(last)
+            line = orjson.dumps(entry)
+            data = (b"" if ends_with_newline else b"\n") + line + b"\n"
+            n = os.write(fd, data)
+            if n < len(data):  # a short write (size limit): the tail is torn, the next entry closes it
+                raise OSError(errno.EFBIG, "short write to the audit log")
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+        self.head = audit_line_hash(line)
 
 
 def verify_audit_log(path: str | os.PathLike[str]) -> list[str]:

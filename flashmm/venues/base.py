@@ -22,6 +22,11 @@ class VenueStartError(RuntimeError):
     """The venue cannot start: no endpoint answers, the wrong chain, no signing key. One clear line."""
 
 
+class VenueUnavailableError(ConnectionError):
+    """The venue did not answer a query (a stalled or restarting node, an error answer): the engine pauses
+    quoting and retries; it is never an engine fault."""
+
+
 class Venue(ABC):
     name: str
     instrument: Instrument
@@ -30,6 +35,12 @@ class Venue(ABC):
     # Live feeds can go quiet: the engine then waits for a batch at most [risk].feed_stale_s of wall time.
     # Venues that own their clock (sim, replay) never go quiet, and skip that timer on every batch.
     wall_clock_feed: bool = True
+    # The account this venue trades, when it outlives the process (a chain address): one process at a time may
+    # hold it (flashmm/ops/lease.py). None: the account lives and dies with this process (sim, replay).
+    account_id: str | None = None
+    # The venue saw something about the account the engine should check now, not at the next reconciliation
+    # (an order or transaction of the account that this process did not send); account_state() clears it.
+    reconcile_soon: bool = False
 
     @abstractmethod
     async def start(self) -> None:
@@ -91,6 +102,8 @@ class Pacer:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            else:  # behind schedule (a busy machine): still let signals, the console and the state writer run
+                await asyncio.sleep(0)
             self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
         elif self._steps % self.yield_every == 0:
             await asyncio.sleep(0)  # let other tasks (console, progress, signals) run

@@ -111,19 +111,23 @@ def parse_private_key_hex(private_key_hex: str) -> bytes:
 def load_private_key(source: KeySource = SEI_KEYS, passphrase_prompt: Callable[[], str] | None = None) -> str:
     """The signing key as 64 hex characters.
 
-    Order: env `source.private_key` (hex) first; else the keystore at env `source.keystore`, opened with env
+    From env `source.private_key` (hex), or from the keystore at env `source.keystore`, opened with env
     `source.passphrase` or, when that is unset or empty, `passphrase_prompt()` (the console and the daemon
-    pass one that reads a hidden line). Raises RuntimeError naming both variables when neither is set,
-    KeystoreError (a RuntimeError) when the keystore cannot be opened, ValueError for a malformed hex key;
-    no message ever holds the key or the passphrase.
+    pass one that reads a hidden line). Raises RuntimeError naming both variables when neither is set or
+    when both are (which key signs is the operator's explicit choice, not a precedence rule), KeystoreError
+    (a RuntimeError) when the keystore cannot be opened, ValueError for a malformed hex key; no message ever
+    holds the key or the passphrase.
     """
     raw = os.environ.get(source.private_key, "").strip()
+    path = os.environ.get(source.keystore, "").strip()
+    if raw and path:  # which key signs real orders is never left to a precedence rule nobody remembers
+        raise RuntimeError(f"two key sources are set, {source.private_key} and {source.keystore}={path}: "
+                           f"unset the one that should not sign")
     if raw:
         register_secret(raw)
         key = parse_private_key_hex(raw).hex()
         register_secret(key)
         return key
-    path = os.environ.get(source.keystore, "").strip()
     if not path:
         raise RuntimeError(f"no {source.label} signing key: set {source.private_key} (hex secp256k1 private key) or "
                            f"{source.keystore} (an encrypted keystore file, see `flashmm keystore create`)")

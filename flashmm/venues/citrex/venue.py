@@ -485,6 +485,8 @@ class CitrexVenue(_PolledVenue):
     def __init__(self, cfg: Config, signer: CitrexSigner, product: api.Product) -> None:
         super().__init__(cfg, product, signer.address, "citrex")
         self.signer = signer
+        # one process per account and sub-account (flashmm/ops/lease.py: the instance lock)
+        self.account_id = f"citrex:{cfg.citrex.chain_id}:{signer.address.lower()}:{signer.sub_account_id}"
         self.live = LiveStats()
         self._orders: dict[int, _Order] = {}  # client id -> our order, until it is done
         self._by_id: dict[str, int] = {}  # venue order id -> client id

@@ -20,8 +20,18 @@ One block is one batch for the engine, as on the embedded simulator:
   x/dex's per-order charge). Account number and sequence are cached; on code 32 the expected sequence
   is taken from the node's message and the tx re-signed. Every other rejection is a typed
   :class:`SeiTxError`, counted per reason and logged, and becomes ``OrderReject``/``CancelReject``.
-  Our client id travels in the order's ``data`` field ("flashmm:<id>"), so the venue's record of open
-  orders maps back to client ids after a restart.
+  Our client id travels in the order's ``data`` field ("flashmm:<id>:<run tag>"), so the venue's record
+  of open orders maps back to client ids after a restart, and an order of this account that another
+  process placed (another instance on the key, a wallet) is never taken for one of ours: orders open at
+  start, and FlashMM orders and transactions landing in the first ``tx_timeout_blocks`` blocks after it (a
+  killed run's, still in a mempool), are a previous run's and are known again (cancellable); any later
+  order or transaction of the account unsent by this process is reported in ``AccountState.foreign`` /
+  ``foreign_activity`` (the engine pauses and alerts; it never cancels those orders).
+* **Stalls**: a node that stops answering (transport errors, timeouts) or answers an account query with an
+  error raises ``VenueUnavailableError`` from ``account_state`` (the engine pauses, never faults); a node
+  whose height went backwards (restarted on a fresh chain, or rolled back) is detected at the reconnect:
+  the connector says so (``VenueStatus``), rejects the transactions that can no longer land, forgets the
+  old chain's orders, reloads the account's sequence and re-snapshots at the new height.
 * **Account**: open orders from ``GetOrders``; the position from the pair contract's own state
   (``SmartContractState {"get_position": {"account": ..}}``: x/dex pairs were served by CosmWasm
   contracts that held positions; the query shape is the node double's, documented in devnode.py).
@@ -34,9 +44,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import random
 import re
+import uuid
 from collections.abc import Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -68,7 +81,7 @@ from flashmm.core.domain import (
     VenueStatus,
 )
 from flashmm.telemetry.logging import get_logger
-from flashmm.venues.base import Venue, VenueStartError
+from flashmm.venues.base import Venue, VenueStartError, VenueUnavailableError
 from flashmm.venues.sei import schema as S
 from flashmm.venues.sei.rpc_client import (
     ABCIError,
@@ -197,6 +210,9 @@ class SeiStats:
     sequence_recoveries: int = 0
     fills: int = 0
     local_rejects: int = 0
+    foreign_orders: int = 0  # orders of this account another client placed while we run
+    foreign_txs: int = 0  # transactions signed with our key that this process did not send
+    height_resets: int = 0  # the node's height went backwards (fresh chain, rollback)
     unpriced_gas_usei: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
 
@@ -225,6 +241,7 @@ class SeiVenue(Venue):
         self.cfg = cfg
         self.sc: SeiConfig = cfg.sei
         self.signer = signer
+        self.account_id = f"sei:{self.sc.chain_id}:{signer.address}"  # one process per account (ops/lease)
         self.instrument = instrument or cfg.instrument.instrument()
         self.clock = WallClock()
         self.maker_fee_bps = 0.0  # x/dex charges gas per order, not a fee on notional
@@ -242,6 +259,12 @@ class SeiVenue(Venue):
         self._live: dict[int, _Live] = {}  # client id -> order
         self._by_oid: dict[int, int] = {}  # venue order id -> client id
         self._foreign: dict[int, tuple[Side, int]] = {}  # venue orders of ours without a client id: oid -> (side, price)
+        self.run_tag = uuid.uuid4().hex[:8]  # in each order's data: what this process sent
+        self._appeared: set[int] = set()  # client ids (-order id) of orders another client placed while we run
+        self._sent_hashes: set[str] = set()  # every tx this process signed and tried to broadcast (bounded)
+        self._sent_order: deque[str] = deque()
+        self._foreign_txs: list[str] = []  # txs of our account we never sent, since the last account read
+        self._start_height = 0
         self._pending: list[OrderAction] = []
         self._inflight: dict[str, _InFlight] = {}
         self._delivered: dict[int, list[_InFlight]] = {}  # height -> our txs delivered in it (cancels to settle)
@@ -270,6 +293,8 @@ class SeiVenue(Venue):
         await self._load_account()
         latest = int(status["sync_info"]["latest_block_height"])
         await self._catch_up(latest, initial=True)
+        self._start_height = latest
+        await self._known_at_start(latest)
         self._feed_task = asyncio.create_task(self._feed_loop(), name="sei-feed")
         self.log.info("started", address=self.signer.address, chain_id=self.sc.chain_id, height=latest,
                       account_number=self.account_number, sequence=self.sequence)
@@ -297,25 +322,82 @@ class SeiVenue(Venue):
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     async def account_state(self) -> AccountState:
-        req = S.QueryGetOrdersRequest(contractAddr=self.sc.contract_addr, account=self.signer.address)
-        at = self.engine_height or self.height
-        resp = S.QueryGetOrdersResponse.FromString(await self.rpc.abci_query(S.query_path("GetOrders"), req, at))
+        """The account at the height the engine has seen. A node that does not answer, or answers with an
+        error (a height it no longer or not yet has), raises VenueUnavailableError: the engine pauses."""
+        at = min(self.engine_height or self.height, self.height)
+        self.reconcile_soon = False
+        try:
+            resp = await self._open_orders(at)
+            position, _balance = await self.position(at)
+        except (TransportError, ABCIError, RPCCallError, TimeoutError) as exc:
+            raise VenueUnavailableError(f"account query at height {at}: {exc}") from None
         orders: dict[int, VenueOrder] = {}
         for o in resp.orders:
-            side = Side.BUY if o.positionDirection == S.PositionDirection.LONG else Side.SELL
-            price = self.instrument.price_to_ticks_floor(S.dec_from_wire(o.price))
-            remaining = self.instrument.qty_to_lots(S.dec_from_wire(o.quantity))
-            oid = int(o.id)
-            cid = self._cid_of(o.data)
-            if cid is None:
-                cid = -oid  # an order of this account that FlashMM did not place: cancellable as -id
-                self._foreign[oid] = (side, price)
-            elif cid not in self._live:  # placed before a restart: known again, cancellable
-                self._live[cid] = _Live(cid, side, OrderType.LIMIT, price, remaining, remaining, oid, True)
-            self._by_oid.setdefault(oid, cid)
+            side, price, remaining = self._order_fields(o)
+            cid = self._client_id(o, side, price, remaining, at_start=False)
             orders[cid] = VenueOrder(cid, side, price, remaining)
-        position, _balance = await self.position(at)
-        return AccountState(self.instrument.qty_to_lots(position), orders)
+        foreign = frozenset(c for c in orders if c in self._appeared)
+        activity = ""
+        if self._foreign_txs:
+            n, shown = len(self._foreign_txs), ", ".join(h[:12] for h in self._foreign_txs[:3])
+            activity = f"{n} transaction(s) signed with this account's key that this process did not send ({shown})"
+            self._foreign_txs = []
+        return AccountState(self.instrument.qty_to_lots(position), orders, foreign, activity)
+
+    async def _open_orders(self, height: int) -> Any:
+        req = S.QueryGetOrdersRequest(contractAddr=self.sc.contract_addr, account=self.signer.address)
+        return S.QueryGetOrdersResponse.FromString(await self.rpc.abci_query(S.query_path("GetOrders"), req, height))
+
+    def _order_fields(self, o: Any) -> tuple[Side, int, int]:
+        side = Side.BUY if o.positionDirection == S.PositionDirection.LONG else Side.SELL
+        return (side, self.instrument.price_to_ticks_floor(S.dec_from_wire(o.price)),
+                self.instrument.qty_to_lots(S.dec_from_wire(o.quantity)))
+
+    async def _known_at_start(self, height: int) -> None:
+        """Orders of this account open when we start are a previous run's: known again (cancellable, their
+        fills counted), never reported as another client's."""
+        resp = await self._open_orders(height)
+        for o in resp.orders:
+            side, price, remaining = self._order_fields(o)
+            self._client_id(o, side, price, remaining, at_start=True)
+        if resp.orders:
+            self.log.info("orders_open_at_start", count=len(resp.orders))
+
+    def _client_id(self, o: Any, side: Side, price: int, remaining: int, at_start: bool) -> int:
+        """The engine's id of a venue order: ours (sent by this process, or open at start with our prefix)
+        by its client id; anything else as -order id, and, when it appeared while we run, reported foreign."""
+        oid = int(o.id)
+        cid = self._by_oid.get(oid)
+        if cid is not None:
+            return cid
+        parsed, tag = self._parse_data(o.data)
+        if parsed is not None and tag == self.run_tag:
+            cid = parsed  # ours: its tx result not seen yet (or given up as lost and included after all)
+        elif (at_start or self._settling()) and parsed is not None and parsed not in self._live:
+            cid = parsed  # a previous run's, open at start (or landing just after): known again, cancellable
+            self._live[cid] = _Live(cid, side, OrderType.LIMIT, price, remaining, remaining, oid, True)
+        else:
+            cid = -oid  # not placed by FlashMM, or by another process: cancellable as -id, never taken for ours
+            self._foreign[oid] = (side, price)
+            if not at_start and not (parsed is not None and self._settling()):
+                self._note_foreign(oid, o.data)
+        self._by_oid[oid] = cid
+        return cid
+
+    def _settling(self) -> bool:
+        """The first [sei].tx_timeout_blocks blocks after start: a previous run's transactions (still in a
+        mempool when it died) may land, so FlashMM orders of another run and transactions we did not send are
+        taken for that run's, not for another client's."""
+        return self.height - self._start_height <= self.sc.tx_timeout_blocks
+
+    def _note_foreign(self, oid: int, data: str) -> None:
+        if -oid in self._appeared:
+            return
+        self._appeared.add(-oid)
+        self.reconcile_soon = True
+        self.stats.foreign_orders += 1
+        self.log.error("foreign_order", order_id=oid, data=str(data)[:64],
+                       reason="an order of this account that this process did not send")
 
     async def position(self, height: int = 0) -> tuple[Decimal, Decimal]:
         """(position in the asset, balance in the price denom) as the pair's contract records them."""
@@ -401,7 +483,9 @@ class SeiVenue(Venue):
 
     async def _run_socket(self, ep: Any) -> None:
         self._had_blocks = False
+        # close_timeout: a stalled node never answers the closing handshake; exit must not wait 10 s for it
         async with websockets.connect(ep.ws_url, open_timeout=self.sc.request_timeout_s, ping_interval=None,
+                                      close_timeout=min(1.0, self.sc.request_timeout_s),
                                       max_size=64 * 1024 * 1024) as ws:
             self._ws = ws
             self.ws_endpoint = _redact_url(ep.url)
@@ -421,10 +505,44 @@ class SeiVenue(Venue):
             self.log.info("feed_connected", endpoint=_redact_url(ep.url), subscriptions=len(queries))
             # whatever happened while we were away: fetch every missed block, re-snapshot the book
             status = await self.rpc.call("status")
-            await self._catch_up(int(status["sync_info"]["latest_block_height"]), initial=False)
+            latest = int(status["sync_info"]["latest_block_height"])
+            if latest < self.height:
+                await self._height_went_back(latest)
+            await self._catch_up(latest, initial=False)
             while not self._stopped:
                 raw = await asyncio.wait_for(ws.recv(), self.sc.feed_silence_s)
                 await self._on_ws_message(raw)
+
+    async def _height_went_back(self, latest: int) -> None:
+        """The node is behind the height we saw: a fresh chain (a restarted node double, a reset testnet) or a
+        rollback. Nothing we saw above `latest` exists there: the account's sequence is reloaded (raises until
+        the account is known there; the feed loop retries with backoff), transactions in flight can no longer
+        land (their orders rejected, their cancels refused), the old chain's orders are forgotten (the engine's
+        reconciliation closes them: the venue no longer has them) and the book is re-snapshotted at `latest`."""
+        was = self.height
+        self.log.error("node_height_backwards", was=was, now=latest, endpoint=self.ws_endpoint,
+                       action="feed paused; account reloaded; orders of the old chain forgotten; resnapshot")
+        await self._load_account()
+        self.stats.height_resets += 1
+        now = self.clock.now_ns()
+        reason = f"node height went back from {was} to {latest}: chain reset or rollback"
+        out: list[Event] = [VenueStatus(False, latest, reason, now)]
+        for inflight in self._inflight.values():
+            for p in inflight.places:
+                if p.client_id in self._live and not self._live[p.client_id].acked:
+                    self._count_reject("chain_reset")
+                    out.append(OrderReject(p.client_id, f"{reason}: transaction never included", now))
+            out.extend(CancelReject(cid, f"{reason}: transaction never included", now) for cid, _ in inflight.cancels)
+        self._inflight.clear()
+        self._delivered.clear()
+        self._live.clear()
+        self._by_oid.clear()
+        self._foreign.clear()
+        self._appeared.clear()
+        self.height = self.engine_height = latest
+        self._sent_height = -1
+        self._need_snapshot = True
+        self._queue.put_nowait(out)
 
     async def _on_ws_message(self, raw: str | bytes) -> None:
         try:
@@ -525,13 +643,15 @@ class SeiVenue(Venue):
         for o in result.orders:
             if o.account != me:
                 continue
-            cid = self._cid_of(o.data)
-            live = self._live.get(cid) if cid is not None else None
+            cid, tag = self._parse_data(o.data)
+            mine = cid is not None and tag == self.run_tag
+            live = self._live.get(cid) if mine else None
             if live is None:
-                # ours, but not sent by this process: a tx of a previous run that was still in a mempool, or
-                # another client of this key. Known from now on, so its fills count and it can be cancelled.
-                if o.status != S.OrderStatus.FAILED_TO_PLACE:
-                    self._adopt(o, cid)
+                # not sent by this process (a previous run's tx still in a mempool, another client of this
+                # key), or ours given up as lost: known from now on, so its fills count and it can be cancelled
+                if o.status != S.OrderStatus.FAILED_TO_PLACE and int(o.id) not in self._by_oid:
+                    leftover = cid is not None and not mine and self._settling()  # a previous run's, landing now
+                    self._adopt(o, cid if mine or (leftover and cid not in self._live) else None, leftover)
                 continue
             if o.status == S.OrderStatus.FAILED_TO_PLACE:
                 self._reject_place(live.cid, f"failed to place: {o.statusDescription}", "failed_to_place", now)
@@ -620,9 +740,18 @@ class SeiVenue(Venue):
         height = int(tx_result.get("height") or (events.get("tx.height") or ["0"])[0])
         code = int(res.get("code") or 0)
         ids = [str(int(x)) for x in events.get("place_order.order_id") or []]
-        inflight = self._inflight.pop(hashes[0].upper(), None)
+        tx_hash = hashes[0].upper()
+        inflight = self._inflight.pop(tx_hash, None)
         if inflight is None:
-            return  # not ours, or already settled by a lookup
+            if tx_hash not in self._sent_hashes and self._settling():  # a previous run's, landing late
+                self.log.info("previous_run_transaction", hash=tx_hash, height=height)
+            elif tx_hash not in self._sent_hashes:  # signed with our key, never sent by us: another client
+                self.stats.foreign_txs += 1
+                self.reconcile_soon = True
+                if len(self._foreign_txs) < 100:
+                    self._foreign_txs.append(tx_hash)
+                self.log.error("foreign_transaction", hash=tx_hash, height=height, code=code)
+            return  # or already settled by a lookup
         self._delivered_tx(inflight, height, code, str(res.get("codespace") or ""), str(res.get("log") or ""), ids)
 
     def _delivered_tx(self, inflight: _InFlight, height: int, code: int, codespace: str, log: str,
@@ -774,7 +903,7 @@ class SeiVenue(Venue):
                             price=self.instrument.ticks_to_price(p.price_ticks), quantity=self.instrument.lots_to_qty(p.lots),
                             price_denom=self.sc.price_denom, asset_denom=self.sc.asset_denom, direction=_direction(p.side),
                             order_type=S.OrderType.MARKET if p.order_type is OrderType.MARKET else S.OrderType.LIMIT,
-                            data=f"{CLIENT_ID_PREFIX}{p.client_id}")
+                            data=f"{CLIENT_ID_PREFIX}{p.client_id}:{self.run_tag}")
                 for p in places]))
         gas_limit, fee = fee_for(len(places), len(cancels), self.sc.gas_price_usei)
         self._sent_height = self.height
@@ -797,6 +926,7 @@ class SeiVenue(Venue):
         rejected the tx, or None when the node accepted it into its mempool."""
         for _attempt in range(3):
             tx_bytes = build_tx(self.signer, msgs, self.account_number, self.sequence, gas_limit, fee)
+            self._remember_sent(hashlib.sha256(tx_bytes).hexdigest().upper())  # even if the answer never comes
             try:
                 res = await self.rpc.call("broadcast_tx_sync", {"tx": base64.b64encode(tx_bytes).decode()})
             except (TransportError, RPCCallError) as exc:
@@ -824,6 +954,12 @@ class SeiVenue(Venue):
             return err
         return SeiTxError(32, "sdk", "sequence still mismatched after recovery")
 
+    def _remember_sent(self, tx_hash: str) -> None:
+        self._sent_hashes.add(tx_hash)
+        self._sent_order.append(tx_hash)
+        if len(self._sent_order) > 20_000:
+            self._sent_hashes.discard(self._sent_order.popleft())
+
     def _check_place(self, p: PlaceOrder) -> str | None:
         if p.lots <= 0:
             return S.QUANTITY_TICK_ERROR
@@ -836,8 +972,9 @@ class SeiVenue(Venue):
         return S.check_order(self.instrument.ticks_to_price(p.price_ticks), self.instrument.lots_to_qty(p.lots),
                              self._p_tick, self._q_tick)
 
-    def _adopt(self, o: Any, cid: int | None) -> None:
-        """Track an order of our account that this process did not place (client id from its data, else -id)."""
+    def _adopt(self, o: Any, cid: int | None, leftover: bool = False) -> None:
+        """Track an order of our account that this process did not place (client id from its data, else -id);
+        reported as another client's unless it is a previous run's landing just after start (`leftover`)."""
         oid = int(o.id)
         side = Side.BUY if o.positionDirection == S.PositionDirection.LONG else Side.SELL
         price = self.instrument.price_to_ticks_floor(S.dec_from_wire(o.price))
@@ -846,17 +983,24 @@ class SeiVenue(Venue):
         if cid is None:
             cid = -oid
             self._foreign[oid] = (side, price)
+            if not leftover:
+                self._note_foreign(oid, o.data)
         else:
             self._live[cid] = _Live(cid, side, order_type, price, lots, lots, oid, True)
+            self.log.warning("order_adopted", order_id=oid, client_id=cid)
         self._by_oid[oid] = cid
-        self.log.warning("order_adopted", order_id=oid, client_id=cid)
 
     @staticmethod
-    def _cid_of(data: str) -> int | None:
-        if data.startswith(CLIENT_ID_PREFIX):
-            with contextlib.suppress(ValueError):
-                return int(data[len(CLIENT_ID_PREFIX):])
-        return None
+    def _parse_data(data: str) -> tuple[int | None, str | None]:
+        """(client id, run tag) of an order's data: "flashmm:<id>:<tag>", or "flashmm:<id>" (no tag: a
+        build before run tags); (None, None) for anything else."""
+        if not data.startswith(CLIENT_ID_PREFIX):
+            return None, None
+        cid, _, tag = data[len(CLIENT_ID_PREFIX):].partition(":")
+        try:
+            return int(cid), (tag or None)
+        except ValueError:
+            return None, None
 
 
 def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
