@@ -297,6 +297,26 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Parameters changed while trading (validated by flashmm/control/params.py against the same models
+        as config.toml). Commands run between batches on the engine's loop, so the next quote cycle is the
+        first to use them; breaker states, the book and the position are kept."""
+        self.cfg = cfg
+        sc, rc = cfg.strategy, cfg.risk
+        self.quoter = Quoter(sc, rc, self.instrument, self.venue.maker_fee_bps)
+        self._quote_interval_ns = int(sc.quote_interval_ms * 1_000_000)
+        self.risk.cfg = rc
+        for breaker in self.risk.breakers.values():
+            breaker.cooldown_ns = int(rc.breaker_cooldown_s * NS_PER_S)
+        oms = self.oms
+        oms.tol_bps = sc.refresh_tolerance_bps
+        oms.tol_size = sc.refresh_tolerance_size_pct / 100.0
+        oms.refresh_ns = int(sc.order_refresh_time_s * NS_PER_S)
+        oms.bucket.rate_per_ns = rc.max_orders_per_s / NS_PER_S
+        oms.bucket.burst = float(rc.order_burst)
+        self.widen = min(self.widen, cfg.controls.widen_max)
+        self.version += 1
+
     async def shutdown(self, timeout_s: float | None = None) -> bool:
         """Cancel every order and wait until the venue confirms (or the timeout). Returns True when
         no order is left open."""
