@@ -882,15 +882,22 @@ class Engine:
     def toggle_pause(self, who: str = "operator", why: str = "") -> str:
         return self.resume(who, why) if self.paused else self.pause(who, why)
 
-    def widen_spread(self, who: str = "operator", why: str = "") -> str:
+    def _widen_ladder(self) -> list[float]:
+        """1, step, step^2, ... below the cap, then the cap: widen and tighten walk the same rungs."""
         c = self.cfg.controls
-        self.widen = min(self.widen * c.widen_step, c.widen_max)
+        rungs = [1.0]
+        while rungs[-1] * c.widen_step < c.widen_max - 1e-9:
+            rungs.append(rungs[-1] * c.widen_step)
+        return rungs + [c.widen_max] if c.widen_max > 1.0 else rungs
+
+    def widen_spread(self, who: str = "operator", why: str = "") -> str:
+        up = [x for x in self._widen_ladder() if x > self.widen + 1e-9]
+        self.widen = up[0] if up else self.cfg.controls.widen_max
         return self._control("widen", who, why, f"spread x{self.widen:.2f}")
 
     def tighten(self, who: str = "operator", why: str = "") -> str:
-        self.widen = max(1.0, self.widen / self.cfg.controls.widen_step)
-        if self.widen < 1.0001:
-            self.widen = 1.0
+        down = [x for x in self._widen_ladder() if x < self.widen - 1e-9]
+        self.widen = down[-1] if down else 1.0
         return self._control("tighten", who, why, f"spread x{self.widen:.2f}")
 
     def flatten(self, who: str = "operator", why: str = "") -> str:
