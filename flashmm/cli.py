@@ -76,6 +76,10 @@ def tui_main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=_positive(float), help="stop after S seconds of venue time")
     p.add_argument("--summary", help="write a JSON summary of the run to PATH")
     _add_data_options(p)
+    p.add_argument("--attach", nargs="?", const="", metavar="SOCKET",
+                   help="attach this console to a running daemon (default socket: [control].socket)")
+    p.add_argument("--log-format", choices=["auto", "console", "json"],
+                   help="daemon log lines: auto (human-readable on a terminal, JSON otherwise), console, json")
     args = p.parse_args(argv)
     try:
         cfg = _with_data_options(_load(args.config, venue=args.venue, seed=args.seed, speed=args.speed,
@@ -83,6 +87,14 @@ def tui_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
+    if args.attach is not None:
+        if args.no_ui or args.duration or args.summary or args.data:
+            print("flashmm-tui: --attach takes no --no-ui/--duration/--summary/--data (the daemon owns those)",
+                  file=sys.stderr)
+            return 2
+        from tui.attach import run_attached  # imports the console package only here
+
+        return run_attached(args.attach or cfg.control.socket, cfg.console)
     if cfg.run.venue == "replay" and not args.data:
         print("flashmm-tui: --venue replay needs --data PATH", file=sys.stderr)
         return 2
@@ -90,7 +102,8 @@ def tui_main(argv: list[str] | None = None) -> int:
         if args.no_ui:
             from flashmm.ops.daemon import run_daemon
 
-            return asyncio.run(run_daemon(cfg, args.duration, args.summary, None, args.data))
+            return asyncio.run(run_daemon(cfg, args.duration, args.summary, None, args.data,
+                                          log_format=args.log_format))
         from flashmm.ops.daemon import run_console  # imports the console package only here
 
         return run_console(cfg, args.duration, args.summary, args.data)
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--config", help="config.toml path")
     _add_data_options(bp)
     from flashmm.research import sweep
+    from flashmm.control import ctl
     from flashmm.venues import keystore
     from flashmm.venues.citrex import devnode as citrex_devnode
     from flashmm.venues.sei import devnode
@@ -199,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     keystore.add_cli(sub)
     devnode.add_cli(sub)
     citrex_devnode.add_cli(sub)
+    ctl.add_cli(sub)
     args = p.parse_args(argv)
+    if args.command == "ctl":
+        return ctl.run_cli(args)
     if args.command == "keystore":
         return keystore.run_cli(args)
     if args.command == "sei-devnode":

@@ -42,14 +42,14 @@ SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 class ExitCode(enum.IntEnum):
     OK = 0  # stopped as asked; every order cancelled and confirmed
     FAULT = 1  # the engine faulted; every order cancelled and confirmed
-    START = 2  # did not start (configuration, venue, key, control socket): nothing was traded
+    START = 2  # did not start (configuration, venue, key, control socket), or a replay processed nothing
     ORDERS_LEFT = 3  # orders could not be confirmed cancelled: look at the venue now
 
 
 EXIT_MEANING = {
     ExitCode.OK: "stopped as asked; every order cancelled and confirmed",
     ExitCode.FAULT: "the engine faulted; every order cancelled and confirmed",
-    ExitCode.START: "did not start; nothing was traded",
+    ExitCode.START: "did not start, or processed nothing",
     ExitCode.ORDERS_LEFT: "orders NOT confirmed cancelled: check the venue",
 }
 
@@ -134,7 +134,8 @@ class Session:
     def __init__(self, cfg: Config, engine: Engine, *, via: str, run_id: str = "", duration_s: float | None = None,
                  summary_path: str | None = None,
                  background: tuple[Callable[[], Awaitable[Any]], ...] = (),
-                 cleanups: tuple[Callable[[], Awaitable[Any]], ...] = ()) -> None:
+                 cleanups: tuple[Callable[[], Awaitable[Any]], ...] = (),
+                 check_end: Callable[[Engine], str | None] | None = None) -> None:
         self.cfg = cfg
         self.engine = engine
         self.via = via
@@ -155,6 +156,8 @@ class Session:
         self.signal: str | None = None
         self.signals_seen: list[str] = []
         self.start_error = ""
+        self.check_end = check_end  # a run that ended by itself and processed nothing: one line (exit 2)
+        self.end_error = ""
         self.report: StopReport | None = None
         self._finish_lock = asyncio.Lock()
         self._signals_installed: list[int] = []
@@ -287,11 +290,17 @@ class Session:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.check_end is not None and not self.signal and self.who == "engine" and not e.fault \
+                    and not self.start_error:
+                try:
+                    self.end_error = self.check_end(e) or ""
+                except Exception as exc:
+                    errors.append(f"checking what the run processed: {type(exc).__name__}: {exc}")
             if not clean and e.oms.orders:
                 code = ExitCode.ORDERS_LEFT
             elif not clean and errors:
                 code = ExitCode.ORDERS_LEFT
-            elif self.start_error:
+            elif self.start_error or self.end_error:
                 code = ExitCode.START
             elif e.fault:
                 code = ExitCode.FAULT
@@ -344,7 +353,8 @@ class Session:
         summary["control"] = self.server.stats() if self.server is not None else {}
         summary["control"]["parameters_changed"] = {
             r.key: r.value for r in params.rows(e.cfg, self.control.start_cfg, e.widen) if r.modified}
-        summary["exit"] = {"cause": self.cause, "who": self.who, "signal": self.signal, "via": self.via,
+        summary["exit"] = {"cause": self.cause + (f"; {self.end_error}" if self.end_error else ""), "who": self.who,
+                           "signal": self.signal, "via": self.via,
                            "signals_seen": self.signals_seen, "wall_s": round(time.monotonic() - self.t0, 3),
                            "errors": errors}
         return summary
