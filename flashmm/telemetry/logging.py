@@ -59,6 +59,32 @@ def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
     return {k: _scrub(v, k) for k, v in event.items()}
 
 
+class TerminalStream:
+    """stderr for log lines, where a lost terminal (SIGHUP: writes fail with EIO) or a closed pipe must not
+    turn a log call into an exception inside the shutdown path that is about to cancel the orders. Lines that
+    cannot be written are counted (`dropped`), and the rest of the run goes on."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.dropped = 0
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):
+            self.dropped += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return _isatty(self.stream)
+
+
 class RotatingWriter:
     """A line-buffered log file rotated by size: file -> file.1 -> ... -> file.N (oldest dropped)."""
 
@@ -96,7 +122,7 @@ def configure_logging(level: str = "info", file: str = "", run_id: str = "", max
     """Log lines to stderr, or to `file` rotated by size; secrets are redacted. `fmt`: json (one object a
     line), console (structlog's human-readable renderer), or auto (console when the stream is a terminal,
     JSON otherwise: files, pipes, journald, docker). Returns the stream."""
-    stream: Any = RotatingWriter(file, max_bytes, backups) if file else sys.stderr
+    stream: Any = RotatingWriter(file, max_bytes, backups) if file else TerminalStream(sys.stderr)
     register_environment_secrets()
     if fmt == "auto":
         fmt = "console" if not file and _isatty(stream) else "json"
