@@ -154,6 +154,8 @@ def _nan(v: float) -> bool:
 # ---- header ---------------------------------------------------------------------------------------------
 def mode_label(snap: EngineSnapshot, quitting: bool = False) -> str:
     o = op(snap)
+    if snap.mode == "FAULTED":
+        return "FAULTED"
     if o is not None and o.stopping:
         return "STOPPED" if o.stop_report else "STOPPING"
     if quitting:
@@ -164,36 +166,38 @@ def mode_label(snap: EngineSnapshot, quitting: bool = False) -> str:
 
 
 def header(snap: EngineSnapshot, width: int, quitting: bool = False, link: tuple[bool, str] = (True, "")) -> list[Text]:
-    """One line; the least important parts go first when the terminal is narrow."""
+    """One line. The least important parts go first when the terminal is narrow; the mode, an attached
+    console's link to its daemon and a fault always stay (cut at the end if they must be)."""
     mode = mode_label(snap, quitting)
     attached_ok, attached = link
-    parts: list[tuple[str, str, int]] = [  # (text, style, keep)
-        (" FlashMM ", "bold white on dark_blue", 9),
-        (f" {snap.venue} {snap.symbol} ", "bold", 8),
+    parts: list[tuple[str, str, int]] = [  # (text, style, keep: 10 = never dropped)
+        (" FlashMM ", "bold white on dark_blue", 10),
+        (f" {snap.venue} {snap.symbol} ", "bold", 10),
         (f" {mode} ", MODE_STYLE.get(mode.split()[0], "bold"), 10),
     ]
+    if attached:
+        parts.append((f" {attached} ", "bold black on bright_cyan" if attached_ok else "bold white on red", 10))
     if snap.widen > 1.0 and snap.mode != "WIDENED":
         parts.append((f" ×{snap.widen:.2f} ", "cyan", 6))
-    if attached:
-        parts.append((f" {attached} ", "bold white on red" if not attached_ok else "bold black on bright_cyan", 9))
     connected, venue_link = snap.venue_link
     if venue_link:
-        parts.append((f" {venue_link} ", "green" if connected else "bold white on red", 7 if connected else 9))
+        parts.append((f" {venue_link} ", "green" if connected else "bold white on red", 7 if connected else 10))
+    if snap.fault:
+        parts.append((f" {snap.fault} ", "bold red", 10))
     parts.append((f" {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(snap.ts_ns / 1e9))} UTC ", "", 3))
     parts.append((f" up {duration(snap.uptime_s)} ", "", 4))
     parts.append((f" model: {snap.predictor} ", "yellow" if snap.prediction is None else "green", 5))
     o = op(snap)
     if o is not None and o.clients:
         parts.append((f" {o.clients} attached ", "dim", 2))
-    if snap.fault:
-        parts.append((f" {snap.fault} ", "bold red", 10))
-    while sum(len(t) + 1 for t, _, _ in parts) > width and len(parts) > 3:
-        parts.remove(min(parts[3:], key=lambda p: p[2]))
+    while sum(len(t) + 1 for t, _, _ in parts) > width and any(k < 10 for _, _, k in parts):
+        parts.remove(min((p for p in parts if p[2] < 10), key=lambda p: p[2]))
     t = Text()
     for i, (text, style, _) in enumerate(parts):
         if i:
             t.append("│", "dim")
         t.append(text, style)
+    t.truncate(width)
     return [t]
 
 

@@ -134,8 +134,8 @@ class RemoteSource:
                 await client.close()
                 self.attempts += 1
                 self.connected = False
-                last = "the daemon stopped" if self.stopped else str(exc)
-                self.link = (False, f"DISCONNECTED ({last}); retrying in {delay:.0f}s")
+                last = _stopped(self.stopped) if self.stopped else str(exc)
+                self.link = (False, f"DISCONNECTED: {last}; retrying in {delay:.0f}s")
                 self.version += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -145,7 +145,7 @@ class RemoteSource:
             self.connected = True
             self.stopped = None
             self.daemon_pid = int(hello.get("pid", 0))
-            self.link = (True, f"ATTACHED {self.path} (pid {self.daemon_pid})")
+            self.link = (True, f"ATTACHED pid {self.daemon_pid}")
             self.version += 1
             await client.closed.wait()
             self.connected = False
@@ -154,9 +154,7 @@ class RemoteSource:
             self.client = None
             if self.detached:
                 break
-            why = (f"the daemon stopped: exit {self.stopped.get('code')} ({self.stopped.get('cause')})"
-                   if self.stopped else "connection lost")
-            self.link = (False, f"DISCONNECTED: {why}; retrying")
+            self.link = (False, f"DISCONNECTED: {_stopped(self.stopped) if self.stopped else 'connection lost'}; retrying")
             self.version += 1
 
     def _on_frame(self) -> None:
@@ -240,6 +238,10 @@ class RemoteSource:
 
     def stop(self, cause: str) -> bool:
         return False  # an attached console never stops the daemon by itself going away
+
+
+def _stopped(report: dict[str, Any]) -> str:
+    return f"daemon stopped, exit {report.get('code')} ({report.get('cause')})"
 
 
 def _merge_seq(dst: deque[Any], tail: tuple[Any, ...], replace: bool = False) -> bool:
