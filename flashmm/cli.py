@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--rounds", type=int, default=2, help="headless/console pairs (default 2)")
     ui.add_argument("--seed", type=int, default=7)
     ui.add_argument("--config", help="config.toml path")
+    ui.add_argument("--modes", default="headless,console,attached",
+                    help="comma-separated: headless, console (in-process), attached (a console on the control socket)")
     bi = bench_sub.add_parser("inference", help="single-sample model latency (eager vs exported), size, RSS")
     bi.add_argument("--model", help="model file (default: the shipped models/flashmm.pt2)")
     bi.add_argument("--json", required=True, help="write results to PATH")
@@ -331,9 +333,15 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "bench" and args.bench == "ui-overhead":
         from flashmm.ops.bench import bench_ui_overhead
 
-        r = bench_ui_overhead(cfg, args.seconds, args.speed, args.rounds, args.json)
-        print(f"tick-to-quote p50 {r['headless_p50_us']} -> {r['console_p50_us']} us, p99 {r['headless_p99_us']} -> "
-              f"{r['console_p99_us']} us (console adds {r['p99_difference_us']} us to p99) -> {args.json}")
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        unknown = set(modes) - {"headless", "console", "attached"}
+        if unknown or not modes:
+            print(f"flashmm: --modes: unknown {sorted(unknown)}", file=sys.stderr)
+            return 2
+        r = bench_ui_overhead(cfg, args.seconds, args.speed, args.rounds, args.json, modes)
+        parts = [f"{m} p99 {r[f'{m}_p99_us']} us" + (f" ({r[f'{m}_p99_difference_us']:+} us)" if f"{m}_p99_difference_us" in r
+                 else "") for m in modes]
+        print(f"tick-to-quote: {', '.join(parts)} -> {args.json}")
         return 0
     return 2
 

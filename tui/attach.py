@@ -20,10 +20,14 @@ def run_attached(socket_path: str, console: ConsoleConfig | None = None) -> int:
     return asyncio.run(_attached(socket_path, console or ConsoleConfig()))
 
 
-async def _attached(socket_path: str, console: ConsoleConfig) -> int:
+async def _attached(socket_path: str, console: ConsoleConfig, headless: bool = False,
+                    size: tuple[int, int] | None = None, leave_when_stopped: bool = False,
+                    stats: dict | None = None) -> int:
     source = RemoteSource(socket_path, hz=console.refresh_hz, depth=console.book_levels)
     source.start()
     app = FlashMMApp(source, console=console)
+    if leave_when_stopped:  # the benchmark's console: gone with the daemon
+        app.quitting = True
     loop = asyncio.get_running_loop()
     signals_seen: list[str] = []
 
@@ -35,14 +39,27 @@ async def _attached(socket_path: str, console: ConsoleConfig) -> int:
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        await app.run_async()
+        await app.run_async(headless=headless, size=size)
     finally:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await source.detach()
+    if stats is not None:
+        stats.update({"pulls": app.pulls, "frames": source.frames, "gaps": source.gaps})
     note = app.exit_note or f"detached from {socket_path}; the daemon keeps trading"
     try:
         print(f"flashmm-tui: {note}", flush=True)
     except (OSError, ValueError):
         pass
     return app.return_code or 0
+
+
+if __name__ == "__main__":  # `python -m tui.attach SOCKET`: a headless attached console (flashmm bench ui-overhead)
+    import json
+    import sys
+
+    figures: dict = {}
+    rc = asyncio.run(_attached(sys.argv[1], ConsoleConfig(), headless=True, size=(160, 45), leave_when_stopped=True,
+                               stats=figures))
+    print(json.dumps(figures), flush=True)
+    sys.exit(rc)

@@ -118,6 +118,7 @@ class RemoteSource:
         self._log: deque[tuple[int, Any]] = deque(maxlen=500)
         self._params: tuple[Any, ...] = ()
         self.gaps = 0  # frames that could not be merged (a whole one was asked for)
+        self.frames = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_connected(), name="attach")
@@ -127,6 +128,7 @@ class RemoteSource:
         while not self.detached:
             client = ControlClient(self.path, role="console")
             client.on_frame = self._on_frame
+            client.on_close = self._on_close
             try:
                 hello = await client.connect()
                 await client.subscribe(self.hz, self.depth)
@@ -158,6 +160,10 @@ class RemoteSource:
             self.version += 1
 
     def _on_frame(self) -> None:
+        self.version += 1
+        self.frames += 1
+
+    def _on_close(self) -> None:
         self.version += 1
 
     async def detach(self) -> None:

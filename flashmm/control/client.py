@@ -39,7 +39,8 @@ class ControlClient:
         self.received = 0
         self.stopped: dict[str, Any] | None = None  # the server's final report, when it said it stopped
         self.closed = asyncio.Event()
-        self.on_frame: Callable[[], None] | None = None
+        self.on_frame: Callable[[], None] | None = None  # a snapshot arrived
+        self.on_close: Callable[[], None] | None = None
         self.hello: dict[str, Any] = {}
 
     async def connect(self, timeout: float = 3.0) -> dict[str, Any]:
@@ -92,8 +93,8 @@ class ControlClient:
                     fut.set_exception(ControlError("the daemon closed the connection"))
             self._pending.clear()
             self.closed.set()
-            if self.on_frame is not None:
-                self.on_frame()
+            if self.on_close is not None:
+                self.on_close()
 
     async def request(self, cmd: str, args: dict[str, Any] | None = None, why: str = "",
                       timeout: float = 10.0) -> dict[str, Any]:
