@@ -115,6 +115,9 @@ class FlashMMApp(App[int]):
         self.exit_note = ""  # printed after the terminal is restored (attached consoles)
         self._last_version = -1
         self.pulls = 0
+        self._panels: list[LinesPanel] = []
+        self._slow_panels: list[LinesPanel] = []
+        self._blotters: list[Blotter] = []
         self.tab = "orders"
         self._dropped_seen = 0
         self.first_frame = asyncio.Event()  # trading starts once the first frame is on screen
@@ -132,10 +135,11 @@ class FlashMMApp(App[int]):
             with Vertical(id="right"):
                 yield LinesPanel(panels.breakers, "Circuit breakers · limits", id="breakers")
         with Horizontal(id="charts"):
-            yield LinesPanel(panels.pnl, "PnL", id="pnl")
-            yield LinesPanel(panels.charts, "Spread and order rate over time", id="trends")
-            yield LinesPanel(panels.latency, "Latency µs  p50 / p99", id="latency")
-            yield LinesPanel(panels.model, "Model", id="model")
+            # figures that need not move at 10 Hz repaint twice a second
+            yield LinesPanel(panels.pnl, "PnL", id="pnl", every_s=0.5)
+            yield LinesPanel(panels.charts, "Spread and order rate over time", id="trends", every_s=0.5)
+            yield LinesPanel(panels.latency, "Latency µs  p50 / p99", id="latency", every_s=0.5)
+            yield LinesPanel(panels.model, "Model", id="model", every_s=0.5)
         with Vertical(id="blotters", classes="-show-orders"):
             yield LinesPanel(self._tabs, "", id="tabs")
             with Horizontal(id="blotter-row"):
@@ -159,6 +163,9 @@ class FlashMMApp(App[int]):
         return [t]
 
     def on_mount(self) -> None:
+        self._panels = list(self.query(LinesPanel))
+        self._slow_panels = [p for p in self._panels if p.every_s]
+        self._blotters = list(self.query(Blotter))
         self.set_keymap(self.console_cfg.keymap())
         self.pull(force=True)
         if self.live:
@@ -186,7 +193,11 @@ class FlashMMApp(App[int]):
             self._dropped_seen = _terminal.dropped
             self.refresh(repaint=True, layout=True)  # frames were lost: draw everything again
             self.screen.refresh()
+        now = time.monotonic()
         if not force and self.source.version == self._last_version:
+            for panel in self._slow_panels:  # a slow panel still owes the last snapshot
+                if panel.pending is not None:
+                    panel.show(panel.pending, now)
             return
         self._last_version = self.source.version
         snap = self.source.snapshot(depth=self.console_cfg.book_levels)
@@ -197,16 +208,18 @@ class FlashMMApp(App[int]):
             return
         waiting = self.query_one("#waiting", Static)
         if snap is None:
-            waiting.display = True
+            if not waiting.display:
+                waiting.display = True
             waiting.update(f"{self.source.link[1]}\n\nq leaves.")
             return
-        waiting.display = False
+        if waiting.display:  # (setting it unchanged would still lay the screen out again)
+            waiting.display = False
         self.snap = snap
         self.pulls += 1
         with self.batch_update():
-            for panel in self.query(LinesPanel):
-                panel.show(snap)
-            for blotter in self.query(Blotter):
+            for panel in self._panels:
+                panel.show(snap, None if force else now)
+            for blotter in self._blotters:
                 blotter.show(snap)
         stopped = getattr(self.source, "stopped", None)
         if self.source.attached and self.quitting and stopped is not None:  # we asked the daemon to stop: it did
@@ -334,7 +347,7 @@ class FlashMMApp(App[int]):
     async def action_quit(self) -> None:
         """q, ctrl+q, ctrl+c and the palette's quit: never an exit without the shutdown path."""
         if self.report is not None:  # the session already ended (a fault kept the console up)
-            self.exit(self.report.code)
+            self.exit(self.report.code, return_code=self.report.code)
             return
         if self.quitting:
             return
@@ -396,7 +409,7 @@ class FlashMMApp(App[int]):
             self.notify(f"{report.cause}. Every order was cancelled ({'confirmed' if report.clean else 'NOT confirmed'});"
                         f" summary written. q exits ({report.code}).", severity="error", timeout=30)
             return
-        self.exit(report.code)
+        self.exit(report.code, return_code=report.code)
 
 
 _DESCRIPTIONS = {

@@ -17,6 +17,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from flashmm.control.view import BLOTTER_FILLS, BLOTTER_ORDERS
 from flashmm.core.engine import EngineSnapshot
 from tui import panels
 
@@ -28,18 +29,28 @@ class LinesPanel(Widget):
     LinesPanel { height: 1fr; border: round $primary-darken-2; border-title-color: $text-accent; }
     """
 
-    def __init__(self, formatter: Formatter, title: str = "", *, id: str | None = None) -> None:
+    def __init__(self, formatter: Formatter, title: str = "", *, id: str | None = None, every_s: float = 0.0) -> None:
         super().__init__(id=id)
         self.formatter = formatter
+        self.every_s = every_s  # repaint at most this often (figures that need not move at 10 Hz)
+        self._shown_at = 0.0
+        self.pending: EngineSnapshot | None = None
         self.border_title = title
         self.snap: EngineSnapshot | None = None
         self._strips: list[Strip] | None = None
         self._texts: list[Text] | None = None
         self._built_for = (0, 0)
+        self._style: Any = None
         self.dropped: tuple[str, ...] = ()  # columns the formatter left out to fit (shown in tests)
 
-    def show(self, snap: EngineSnapshot) -> None:
+    def show(self, snap: EngineSnapshot, now: float | None = None) -> None:
         """Take a new snapshot; repaint only the lines whose text or style changed."""
+        if self.every_s and now is not None:
+            if now - self._shown_at < self.every_s:
+                self.pending = snap  # shown by a later pull (App.pull flushes what is due)
+                return
+            self._shown_at = now
+        self.pending = None
         self.snap = snap
         if not self.display:
             self._strips = None  # hidden (narrow terminal): nothing to format until it shows again
@@ -94,9 +105,14 @@ class LinesPanel(Widget):
         if self._strips is None or self._built_for != (width, height):
             self._strips = self._build(width, height)
             self._built_for = (width, height)
+            self._style = self.rich_style  # (walks the DOM: once a build, not once a line)
         if y < len(self._strips):
-            return self._strips[y].crop_extend(0, width, self.rich_style)
-        return Strip.blank(width, self.rich_style)
+            return self._strips[y].crop_extend(0, width, self._style)
+        return Strip.blank(width, self._style)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._style = self.rich_style
 
 
 class HeaderBar(LinesPanel):
@@ -127,6 +143,7 @@ class Blotter(ScrollView, can_focus=True):
         self._cols: list[panels.Col] = []
         self._cache: dict[int, Strip] = {}
         self._cache_width = -1
+        self._style: Any = None
         self._key: tuple[Any, ...] = ()
 
     def _series(self, snap: EngineSnapshot) -> tuple[list[Any], int, int]:
@@ -150,12 +167,33 @@ class Blotter(ScrollView, can_focus=True):
         key = (len(items), live, top, snap.ts_ns if live else 0)
         if key == self._key:
             return
-        if self.scroll_y > 0 and top > self.top_seq and self.top_seq:
-            self.scroll_to(y=self.scroll_y + (top - self.top_seq) + (live - self.live), animate=False)
+        if key[:3] == self._key[:3] and live and int(self.scroll_y) == 0:  # only the live rows' ages moved
+            self._key = key
+            self.items = items
+            self.refresh(Region(0, 1, self.size.width, live))
+            return
+        shift = (top - self.top_seq) + (live - self.live) if self.scroll_y > 0 and top > self.top_seq and self.top_seq else 0
         self._key = key
         self.items, self.live, self.top_seq = items, live, top
-        self.virtual_size = Size(self.size.width, len(items) + 1)
+        if self.virtual_size.height != self.capacity + 1:
+            # fixed at the scrollback's capacity: a virtual size that followed the rows would re-lay out the
+            # whole screen on every new row (Textual's virtual_size is a layout reactive; measured ~70 ms each)
+            self.virtual_size = Size(0, self.capacity + 1)
+        if shift:
+            self.scroll_to(y=self.scroll_y + shift, animate=False)
         self.refresh()
+
+    @property
+    def capacity(self) -> int:
+        return {"events": 500, "fills": BLOTTER_FILLS}.get(self.kind, BLOTTER_ORDERS + 100)
+
+    def validate_scroll_y(self, value: float) -> float:
+        """Never past the last row there is (the virtual size is the capacity, not the rows)."""
+        most = max(0, len(self.items) + 1 - self.scrollable_content_region.height)
+        return max(0.0, min(float(value), float(most)))
+
+    def validate_scroll_target_y(self, value: float) -> float:
+        return self.validate_scroll_y(value)
 
     def on_show(self) -> None:
         if self.snap is not None:  # it was hidden (another tab, a narrow terminal) while snapshots came
@@ -174,6 +212,8 @@ class Blotter(ScrollView, can_focus=True):
             self._cache.clear()
             self._cache_width = width
             self._cols = self._columns(width)
+            self._style = self.rich_style
+        style = self._style
         console = self.app.console
         if y == 0:  # the heading stays put
             if self.kind == "events":
@@ -185,13 +225,13 @@ class Blotter(ScrollView, can_focus=True):
                 if note and len(text.plain.rstrip()) + len(note) <= width:
                     text = Text(text.plain.rstrip(), "bold dim")
                     text.append(note, "dim")
-            return Strip(list(text.render(console, end=""))).crop_extend(0, width, self.rich_style)
+            return Strip(list(text.render(console, end=""))).crop_extend(0, width, style)
         i = int(self.scroll_y) + y - 1
         if i >= len(self.items) or self.snap is None:
             if not self.items and y == 1:
                 t = Text(f"no {self.kind} yet", "dim")
-                return Strip(list(t.render(console, end=""))).crop_extend(0, width, self.rich_style)
-            return Strip.blank(width, self.rich_style)
+                return Strip(list(t.render(console, end=""))).crop_extend(0, width, style)
+            return Strip.blank(width, style)
         item = self.items[i]
         seq = -1 if i < self.live else (self.top_seq - (i - self.live))
         strip = self._cache.get(seq) if seq >= 0 else None
@@ -207,4 +247,4 @@ class Blotter(ScrollView, can_focus=True):
                 self._cache[seq] = strip
                 if len(self._cache) > 2000:
                     self._cache.clear()
-        return strip.crop_extend(0, width, self.rich_style)
+        return strip.crop_extend(0, width, style)

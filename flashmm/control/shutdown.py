@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import math
 import os
 import signal
@@ -173,6 +174,11 @@ class Session:
         """Start trading, and the tasks beside it."""
         if self.cause:  # asked to stop before trading started (a signal during start-up)
             return
+        # Everything allocated so far (imports, the model, the venue, the console's widgets) lives for the
+        # whole run: moved out of the collector's generations, a full collection no longer walks it. Measured
+        # in the console at 20x: full collections took 110-123 ms each and set the p99 of block lateness.
+        gc.collect()
+        gc.freeze()
         self._engine_task = asyncio.create_task(self._run_engine(), name="engine")
         self._tasks.append(asyncio.create_task(self._sample(), name="control-sampler"))
         for make in self._background:
@@ -309,19 +315,22 @@ class Session:
             summary = self._summary(errors)
             files: list[str] = []
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            targets = [self.summary_path] if self.summary_path else []
+            targets = []
             if self.cfg.control.summary_dir:
                 targets.append(str(Path(self.cfg.control.summary_dir) / f"{stamp}-{self.run_id or os.getpid()}.json"))
+            if self.summary_path:  # written last, so it records a failure to write the other
+                targets.append(self.summary_path)
             summary["exit"].update({"code": int(code), "orders_cancelled_cleanly": clean, "summary_files": targets})
             for target in targets:
                 try:
                     files.append(str(write_summary(target, summary)))
                 except OSError as exc:
                     errors.append(f"summary {target}: {exc.strerror or exc}")
+                    summary["exit"]["errors"] = errors
             if files != targets:
                 summary["exit"]["summary_files"] = files
             result = (f"exit {int(code)}: " + ("all orders cancelled" if clean else f"{len(e.oms.orders)} orders "
-                      "NOT confirmed cancelled") + (f"; summary {files[0]}" if files else ""))
+                      "NOT confirmed cancelled") + (f"; summary {files[-1]}" if files else ""))
             try:
                 e.audit.write("shutdown", self.who, self.cause, result, e.clock.now_ns())
             except Exception as exc:

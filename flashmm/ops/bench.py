@@ -77,7 +77,7 @@ def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[st
 def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, json_path: str | Path,
                       modes: tuple[str, ...] = ("headless", "console", "attached")) -> dict[str, Any]:
     """The same seeded run paced at `speed`, alternated `rounds` times in each mode:
-    - headless: the engine alone;
+    - headless: the daemon's path without a console (a Session with no control socket);
     - console: the console mounted in this process (Textual's headless driver, 160x45, pulling at
       [console].refresh_hz) on the engine's loop;
     - attached: the daemon's way, the engine in a Session with its control socket, and a console attached
@@ -97,9 +97,12 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
         return Engine(cfg, SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=speed),
                       predictor=predictor_for(cfg))
 
-    async def headless(engine: Engine) -> None:
-        await engine.run(seconds)
-        await engine.shutdown()
+    async def daemon_alone(engine: Engine) -> None:
+        """The daemon's own path (a Session, no control socket): the baseline the other modes add to."""
+        session = Session(cfg.model_copy(update={"control": cfg.control.model_copy(
+            update={"socket": "", "summary_dir": ""})}), engine, via="bench", duration_s=seconds)
+        session.start_engine()
+        await session.wait()
 
     async def attached(engine: Engine, sock: Path) -> dict[str, Any]:
         acfg = cfg.model_copy(update={"control": cfg.control.model_copy(update={"socket": str(sock),
@@ -135,7 +138,7 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
             pulls = 0
             extra: dict[str, Any] = {}
             if mode == "headless":
-                asyncio.run(headless(engine))
+                asyncio.run(daemon_alone(engine))
             elif mode == "console":
                 from tui.app import FlashMMApp  # only these modes need the console
                 from tui.source import LocalSource
