@@ -555,3 +555,46 @@ def test_ctl_without_a_daemon_says_so_in_one_line():
     d = short_dir()
     r = ctl(d, "status")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no control socket" in r.stderr
+
+
+def test_an_attached_console_rebuilds_the_daemons_whole_series_from_frames_of_news():
+    """After the first frame, frames carry only what is new; merged by number they must give exactly the
+    daemon's own blotters, event log and histories, also across a dropped connection."""
+    from tui.source import RemoteSource
+
+    d = short_dir()
+
+    async def go():
+        session, _ = _session(d)  # the simulated market at 50x
+        await session.open_control()
+        session.start_engine()
+        remote = RemoteSource(d / "c.sock", hz=10)
+        remote.start()
+        snaps = 0
+        for i in range(60):  # 6 s wall: ~2 minutes of venue time
+            await asyncio.sleep(0.1)
+            if remote.snapshot() is not None:
+                snaps += 1
+            if i == 30 and remote.client is not None:  # the connection drops once
+                remote.client.writer.transport.abort()
+        while remote.client is None or remote.client.pending:
+            await asyncio.sleep(0.05)
+        session.request_stop("test over")  # the engine stops trading; frames of the final state go out
+        while not session.engine._stop.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        theirs = remote.snapshot()
+        ours = session.control.snapshot()
+        await remote.detach()
+        await session.wait()
+        return theirs, ours, snaps, remote
+
+    theirs, ours, snaps, remote = asyncio.run(go())
+    assert snaps > 20 and remote.frames > 20
+    o, t = ours.extra["operator"], theirs.extra["operator"]
+    assert len(o.fills) > 20 and len(ours.log) > 50
+    assert [f.seq for f in t.fills] == [f.seq for f in o.fills]
+    diff = [(a, b) for a, b in zip(t.fills, o.fills, strict=True) if not _same(a, b)]
+    assert not diff, [(a.seq, a.client_id, a.lots, a.markout_bps, b.client_id, b.lots, b.markout_bps) for a, b in diff]
+    assert _same(t.orders_done, o.orders_done) and _same(t.history, o.history)
+    assert _same(theirs.log, ours.log)

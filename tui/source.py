@@ -2,7 +2,7 @@
 
 - `LocalSource`: the engine in this process, through its `LocalControl` (flashmm/control/commands.py);
 - `RemoteSource`: a daemon's control socket (`flashmm-tui --attach`): the same snapshots, decoded, with
-  the blotters' series merged frame by frame, and the same commands; it reconnects when the daemon goes
+  the blotters' series merged frame by frame (each frame after the first carries only what is new), and the same commands; it reconnects when the daemon goes
   away and says so, without touching trading;
 - `FixedSource`: one fixed snapshot (tests, demos).
 
@@ -93,7 +93,7 @@ class FixedSource:
 
 class RemoteSource:
     """A daemon's snapshots and commands over its control socket. Never blocks the console: frames are
-    kept as they arrive and decoded at the console's pull; commands wait for their answer."""
+    kept as they arrive and decoded and merged at the console's pull; commands wait for their answer."""
 
     attached = True
 
@@ -111,7 +111,6 @@ class RemoteSource:
         self.detached = False
         self._task: asyncio.Task | None = None
         self._snap: EngineSnapshot | None = None
-        self._raw_seen = -1
         self._fills: deque[Any] = deque(maxlen=BLOTTER_FILLS)
         self._done: deque[Any] = deque(maxlen=BLOTTER_ORDERS)
         self._history: deque[Any] = deque(maxlen=HISTORY)
@@ -178,12 +177,17 @@ class RemoteSource:
     # ---- snapshots -----------------------------------------------------------------------------------------
     def snapshot(self, depth: int = 10) -> EngineSnapshot | None:
         c = self.client
-        if c is not None and c.latest is not None and c.received != self._raw_seen:
-            self._raw_seen = c.received
-            try:
-                self._merge(decode_snapshot(c.latest))
-            except (ValueError, TypeError, KeyError) as exc:  # a frame this console cannot read: said, skipped
-                self.link = (False, f"unreadable frame from the daemon: {type(exc).__name__}: {exc}")
+        if c is not None and c.pending:
+            frames, c.pending = c.pending, []
+            if c.overflowed:  # frames were dropped before we took them: ask for a whole one
+                c.overflowed = 0
+                self.gaps += 1
+                asyncio.ensure_future(self._resubscribe())
+            for raw in frames:
+                try:
+                    self._merge(decode_snapshot(raw))
+                except (ValueError, TypeError, KeyError) as exc:  # a frame this console cannot read: said, skipped
+                    self.link = (False, f"unreadable frame from the daemon: {type(exc).__name__}: {exc}")
         if self._snap is None:
             return None
         o = self._snap.extra["operator"]
@@ -252,11 +256,12 @@ def _stopped(report: dict[str, Any]) -> str:
 
 def _merge_seq(dst: deque[Any], tail: tuple[Any, ...], replace: bool = False) -> bool:
     """Append the items of `tail` numbered after ours; with `replace`, items we have are updated (a fill's
-    markout arrives after the fill). False when the tail starts after a hole."""
+    markout arrives after the fill). False when the new items start after a hole."""
     if not tail:
         return True
     last = dst[-1].seq if dst else 0
-    if dst and tail[0].seq > last + 1:
+    newer = [x.seq for x in tail if x.seq > last]
+    if dst and newer and newer[0] != last + 1:
         return False
     if replace and dst:
         first = dst[0].seq

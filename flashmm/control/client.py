@@ -1,8 +1,8 @@
 """A client of the control socket, for `flashmm ctl` and `flashmm-tui --attach`.
 
 One connection carries requests (answered in order, matched by id) and, once subscribed, snapshot lines
-the server pushes. The latest snapshot is kept as received (decoded only when asked for), so a console
-that repaints slower than snapshots arrive never queues them.
+the server pushes. Frames are kept as received (decoded only when taken): after the first, a frame carries
+only what is new, so every frame is taken and merged in order (`pending`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import orjson
 from flashmm.control.codec import encode
 
 READ_LIMIT = 64 * 1024 * 1024  # a snapshot line (the book, blotters, histories) is far below this
+MAX_PENDING = 200  # frames kept for a reader that does not take them (then only the newest, and a gap)
 
 
 class ControlError(RuntimeError):
@@ -36,6 +37,8 @@ class ControlClient:
         self._pending: dict[int, asyncio.Future] = {}
         self._reader_task: asyncio.Task | None = None
         self.latest: dict[str, Any] | None = None  # the newest snapshot as received (a dict)
+        self.pending: list[dict[str, Any]] = []  # frames not taken yet (frames after the first carry only news)
+        self.overflowed = 0
         self.received = 0
         self.stopped: dict[str, Any] | None = None  # the server's final report, when it said it stopped
         self.closed = asyncio.Event()
@@ -75,6 +78,10 @@ class ControlClient:
                 if kind == "snapshot":
                     self.latest = msg.get("snapshot")
                     self.received += 1
+                    self.pending.append(self.latest)
+                    if len(self.pending) > MAX_PENDING:  # nobody is taking them: keep the newest only
+                        del self.pending[:-1]
+                        self.overflowed += 1
                     if self.on_frame is not None:
                         self.on_frame()
                 elif kind == "stopped":

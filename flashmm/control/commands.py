@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from flashmm.control import params
 from flashmm.control.view import (
-    BLOTTER_FILLS,
-    MARKOUT_S,
     T2Q_TARGET_US,
     OperatorView,
     Recorder,
@@ -81,7 +79,7 @@ class LocalControl:
     # ---- snapshots ------------------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return self.engine.version + self._version
+        return self.engine.version + self._version + self.recorder.changes
 
     def changed(self) -> None:
         """Something outside the engine changed (clients, stopping): the next pull repaints."""
@@ -126,9 +124,16 @@ class LocalControl:
             self._params_key, self._params = key, params.rows(e.cfg, self.start_cfg, e.widen)
         return self._params
 
-    def snapshot(self, depth: int = 10, tail: int | None = None) -> EngineSnapshot:
-        """The engine's snapshot with the operator's view in extra["operator"]. `tail`: only the latest
-        `tail` items of each series (and of the event log), numbered for merging (the socket's frames)."""
+    def seqs(self) -> dict[str, int]:
+        """The number of the newest item of each series (what a frame built now brings a console up to)."""
+        rec = self.recorder
+        return {"fills": rec.fill_seq, "events": rec.event_seq, "done": rec.done_seq, "samples": rec.sample_seq,
+                "markouts": rec.markout_seq}
+
+    def snapshot(self, depth: int = 10, since: dict[str, int] | None = None) -> EngineSnapshot:
+        """The engine's snapshot with the operator's view in extra["operator"]. With `since` (the socket's
+        frames) each series carries only its items numbered after since[series] (and the fills whose markout
+        was filled in after since["markouts"]), for a console that has the rest and merges by number."""
         e = self.engine
         rec = self.recorder
         rec.tick()
@@ -138,32 +143,39 @@ class LocalControl:
         mid = e.book.mid_ticks() if e.book.two_sided() else 0.0
         realised, unrealised = e.portfolio.realised_unrealised(mid) if mid else (-e.portfolio.fees_paid, 0.0)
 
-        def last(items: Any, n: int | None = tail) -> tuple[Any, ...]:
-            if n is None:
+        def after(items: Any, seq_of: Any, key: str) -> tuple[Any, ...]:
+            if since is None:
                 return tuple(items)
-            return tuple(islice(items, max(0, len(items) - n), None))
+            n = 0
+            for x in reversed(items):  # newest last: count back to the first one the console lacks
+                if seq_of(x) <= since.get(key, 0):
+                    break
+                n += 1
+            return tuple(islice(items, len(items) - n, None))
 
-        fills_tail = tail
-        if tail is not None:  # and every fill whose markout may have just been filled in
-            recent = e.clock.now_ns() - int((MARKOUT_S + 2.0) * 1e9)
-            fills_tail = max(tail, sum(1 for f in islice(reversed(rec.fills), BLOTTER_FILLS) if f.ts_ns >= recent))
+        fills = after(rec.fills, lambda f: f.seq, "fills")
+        if since is not None:  # and every fill whose markout was filled in since
+            updated = {fs for ms, fs in reversed(rec.resolved) if ms > since.get("markouts", 0)}
+            if updated:
+                first = min(updated)
+                fills = tuple(f for f in rec.fills if f.seq >= first and (f.seq in updated or f.seq > since.get("fills", 0)))
         params_now = self.params()
-        if tail is not None and params_now is self._params_framed:
+        if since is not None and params_now is self._params_framed:
             params_now = ()  # unchanged since the last frame: the console keeps what it has
-        elif tail is not None:
+        elif since is not None:
             self._params_framed = params_now
         view = OperatorView(
-            full=tail is None, log_seq=rec.event_seq, units=units_of(e), orders=order_rows(e),
-            orders_done=last(rec.done), fills=last(rec.fills, fills_tail), limits=breaker_limits(e, age),
+            full=since is None, log_seq=rec.event_seq, units=units_of(e), orders=order_rows(e),
+            orders_done=after(rec.done, lambda o: o.seq, "done"), fills=fills, limits=breaker_limits(e, age),
             rate=rate_view(e, rec), flatten=flatten_preview(e), params=params_now,
-            history=last(rec.samples, None if tail is None else max(4, tail // 4)),
+            history=after(rec.samples, lambda x: x.seq, "samples"),
             realised=realised, unrealised=unrealised, market_spread_bps=market, our_spread_bps=ours,
             market_spread_avg_bps=e.spreads.market_bps, our_spread_avg_bps=e.spreads.ours_bps,
             last_data_age_s=age, t2q_target_us=T2Q_TARGET_US, clients=self.clients, control=self.where,
             stopping=self.stopping, stop_report=self.stop_report, refused=tuple(sorted(self.refusals().items())))
-        log = tuple(line for _, line in last(rec.events))
+        log = tuple(line for _, line in after(rec.events, lambda x: x[0], "events"))
         extra = {**snap.extra, "operator": view}
-        if tail is None:
+        if since is None:
             return dataclasses.replace(snap, version=self.version, log=log, extra=extra)
         # frames for the socket carry only what the screen draws from the engine's own histories
         return dataclasses.replace(snap, version=self.version, log=log, pnl_history=(),

@@ -11,7 +11,9 @@ with SO_PEERCRED and must be ours (or listed in [control].allowed_uids); lines a
 an error line and a counted rejection, never an exception out of the server. The engine never waits for a
 client: snapshots are built and serialised once per publish tick (between batches, not in the hot path)
 and written without awaiting; a client whose unsent bytes pass [control].client_buffer_bytes misses
-snapshots (counted), and one that keeps sending without reading is disconnected.
+snapshots (counted), and one that keeps sending without reading is disconnected. A console's first frame
+carries whole series (blotters, event log, histories); after that each frame carries only the items it
+has not been sent (numbered, merged by the console), so a frame stays small whatever the scrollback.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from flashmm.config import ControlConfig
     from flashmm.control.commands import LocalControl
 
-FRAME_TAIL = 32  # items of each series in a frame; a console that missed a frame gets a whole one next
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes with its terminating NUL
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -90,7 +91,8 @@ def prepare_socket_path(path: str | os.PathLike[str]) -> Path:
 
 
 class _Client:
-    __slots__ = ("reader", "writer", "pid", "uid", "role", "hz", "depth", "last_sent", "dropped", "since", "needs_full")
+    __slots__ = ("reader", "writer", "pid", "uid", "role", "hz", "depth", "last_sent", "dropped", "since", "needs_full",
+                 "sent")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
         self.reader = reader
@@ -104,6 +106,7 @@ class _Client:
         self.dropped = 0
         self.since = time.monotonic()
         self.needs_full = True  # the first frame (and the one after a skipped frame) carries whole series
+        self.sent: dict[str, int] = {}  # the newest item of each series this client has been sent
 
     @property
     def who(self) -> str:
@@ -328,10 +331,14 @@ class ControlServer:
                 continue
             t0 = time.perf_counter_ns()
             depth = max(c.depth for c in due)
+            seqs = self.control.seqs()
             frames: dict[bool, bytes] = {}
-            for full in {c.needs_full for c in due}:
-                snap = self.control.snapshot(depth, tail=None if full else FRAME_TAIL)
-                frames[full] = encode({"type": "snapshot", "snapshot": snap})
+            if any(c.needs_full for c in due):
+                frames[True] = encode({"type": "snapshot", "snapshot": self.control.snapshot(depth)})
+            behind = [c for c in due if not c.needs_full]
+            if behind:  # what the furthest-behind of them lacks: nothing more
+                since = {k: min(c.sent.get(k, 0) for c in behind) for k in seqs}
+                frames[False] = encode({"type": "snapshot", "snapshot": self.control.snapshot(depth, since=since)})
             self.serialise_ns += time.perf_counter_ns() - t0
             self.frames_built += len(frames)
             self._last_version = version
@@ -346,6 +353,7 @@ class ControlServer:
                     continue
                 c.writer.write(frames[c.needs_full])
                 c.needs_full = False
+                c.sent = seqs
                 c.last_sent = now
                 self.snapshots_sent += 1
 

@@ -249,6 +249,9 @@ class Recorder:
         self._batches = -1
         self._last_batch_wall = time.monotonic()
         self._pending_markouts = 0  # fills at the end of self.fills whose markout is not known yet
+        self.changes = 0  # counts every change here, so a console repaints (e.g. a markout filled in later)
+        self.markout_seq = 0  # counts markouts filled in; `resolved` says which fill each one was
+        self.resolved: deque[tuple[int, int]] = deque(maxlen=BLOTTER_FILLS)  # (markout number, fill number)
 
     def last_data_age_s(self) -> float:
         n = self.engine.counters.get("batches", 0)
@@ -297,6 +300,8 @@ class Recorder:
             self.done.append(_order_row(o, self.done_seq))
         if new_done:
             self._last_done = new_done[-1]
+        if new_fills or new_events or new_done:
+            self.changes += 1
         self._markouts()
 
     def _markouts(self) -> None:
@@ -315,7 +320,11 @@ class Recorder:
             mo = f.side * 1e4 * (later - f.price_ticks) / f.price_ticks if f.price_ticks > 0 else math.nan
             fills[i] = FillRow(f.seq, f.ts_ns, f.client_id, f.side, f.price_ticks, f.lots, f.fee_quote, f.is_maker,
                                f.mid_ticks, mo)
+            self.markout_seq += 1
+            self.resolved.append((self.markout_seq, f.seq))
             n -= 1
+        if n != self._pending_markouts:
+            self.changes += 1
         self._pending_markouts = n
 
     def tick(self) -> None:
@@ -333,6 +342,7 @@ class Recorder:
         realised, unrealised = e.portfolio.realised_unrealised(mid)
         market, ours = e.spread_history[-1] if e.spread_history else (math.nan, math.nan)
         self.sample_seq += 1
+        self.changes += 1
         self.samples.append(Sample(self.sample_seq, now, total, realised, unrealised, market, ours,
                                    self.placed_per_s()))
 
