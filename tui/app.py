@@ -199,8 +199,8 @@ class FlashMMApp(App[int]):
                 if panel.pending is not None:
                     panel.show(panel.pending, now)
             return
-        self._last_version = self.source.version
         snap = self.source.snapshot(depth=self.console_cfg.book_levels)
+        self._last_version = self.source.version  # after: taking the snapshot may have moved it
         stopped = getattr(self.source, "stopped", None)
         if self.source.attached and self.quitting and stopped is not None:
             self.exit_note = _stopped_note(stopped)
