@@ -86,6 +86,21 @@ def test_realised_and_unrealised_by_hand_through_a_flip():
     assert realised + unrealised == pytest.approx(pf.pnl(3990.0).total)
 
 
+def test_realised_and_unrealised_on_an_inverse_contract_add_up_in_its_base():
+    from decimal import Decimal
+
+    from flashmm.core.domain import Instrument
+
+    inst = Instrument("BTCUSD_PERP", "BTC", "USD", Decimal("0.1"), Decimal("1"), Decimal("100"), True)
+    pf = Portfolio(inst)
+    pf.on_fill(Fill(1, Side.BUY, 600_000.0, 10, 0.0, True, 0, False), 600_000.0)  # 10 contracts at 60,000
+    pf.on_fill(Fill(2, Side.SELL, 620_000.0, 4, 0.0, True, 0, False), 620_000.0)  # 4 closed at 62,000
+    realised, unrealised = pf.realised_unrealised(610_000.0)
+    assert realised == pytest.approx(4 * 100 * (1 / 60_000 - 1 / 62_000), rel=1e-9)  # BTC, by hand
+    assert unrealised == pytest.approx(6 * 100 * (1 / 60_000 - 1 / 61_000), rel=1e-9)
+    assert realised + unrealised == pytest.approx(pf.pnl(610_000.0).total, rel=1e-12)
+
+
 def test_cost_basis_rebuilt_from_a_journal_after_restart_and_adopted_positions():
     pf = Portfolio(default_instrument())
     pf.on_fill(Fill(1, Side.BUY, 4000.0, 100, 0.0, True, 0, True), mid_ticks=4000.0)

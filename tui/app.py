@@ -137,7 +137,7 @@ class FlashMMApp(App[int]):
         with Horizontal(id="charts"):
             # figures that need not move at 10 Hz repaint twice a second
             yield LinesPanel(panels.pnl, "PnL", id="pnl", every_s=0.5)
-            yield LinesPanel(panels.charts, "Spread and order rate over time", id="trends", every_s=0.5)
+            yield LinesPanel(panels.charts, "Spread, order rate · fill quality", id="trends", every_s=0.5)
             yield LinesPanel(panels.latency, "Latency µs  p50 / p99", id="latency", every_s=0.5)
             yield LinesPanel(panels.model, "Model", id="model", every_s=0.5)
         with Vertical(id="blotters", classes="-show-orders"):

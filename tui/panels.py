@@ -436,7 +436,34 @@ def charts(snap: EngineSnapshot, width: int, height: int) -> Lines:
     out.append(Text(f"{'orders':<7}{r_now:>7.1f} /s  ", "red" if r_now > 0.8 * lim else "")
                + Text(spark(rate + [0.0, lim], w + 2)[:-2] if rate else "", "yellow"))
     out.append(time_axis(hist, w, 19))
+    out += quality_lines(o, width)[: max(0, height - len(out))]
     return out
+
+
+def _q(v: Any, fmt: str) -> str:
+    return "—" if v is None or _nan(v) else format(v, fmt)
+
+
+def quality_lines(o: OperatorView, width: int) -> list[Text]:
+    """The engine's fill-quality metrics (Engine.fill_metrics): improvement against the market's spread,
+    effective and realised spread, adverse selection, markouts, time at the touch, taker share."""
+    q = o.quality or {}
+    imp = q.get("spread_improvement_pct")
+    t = Text("improvement ")
+    if imp is None:
+        t.append(f"n/a ({q.get('spread_improvement_note') or 'not quoting both sides'})", "dim")
+    else:
+        t.append(f"{imp:+.1f} %", "green" if imp >= 40 else ("red" if imp < 0 else "yellow"))
+    t.append(f" · at touch {_q(q.get('time_at_touch_pct'), '.0f')} %")
+    rs = q.get("realised_spread_bps") or {}
+    mk = q.get("markout_bps") or {}
+    lines = [t,
+             Text(f"effective {_q(q.get('effective_spread_bps'), '.2f')} · realised 5s {_q(rs.get('5s'), '.2f')} · "
+                  f"adverse {_q(q.get('adverse_selection_bps'), '.2f')} bps"),
+             Text("markouts " + " ".join(f"{k} {_q(v, '+.2f')}" for k, v in mk.items()) + " bps"),
+             Text(f"taker share {_q(q.get('taker_share_pct'), '.1f')} % · orders/fill {_q(q.get('orders_per_fill'), '.1f')}"
+                  f" · post-only rejects {q.get('post_only_rejects', 0)}", "dim")]
+    return [x if len(x) <= width else Text(x.plain[: width - 1] + "…", "dim") for x in lines]
 
 
 # ---- risk -------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from flashmm.control.view import (
     breaker_limits,
     flatten_preview,
     order_rows,
+    pnl_split,
     rate_view,
     units_of,
 )
@@ -141,7 +142,7 @@ class LocalControl:
         age = rec.last_data_age_s()
         market, ours = e.spread_history[-1] if e.spread_history else (math.nan, math.nan)
         mid = e.book.mid_ticks() if e.book.two_sided() else 0.0
-        realised, unrealised = e.portfolio.realised_unrealised(mid) if mid else (-e.portfolio.fees_paid, 0.0)
+        _, realised, unrealised = pnl_split(e, mid)
 
         def after(items: Any, seq_of: Any, key: str) -> tuple[Any, ...]:
             if since is None:
@@ -169,7 +170,8 @@ class LocalControl:
             orders_done=after(rec.done, lambda o: o.seq, "done"), fills=fills, limits=breaker_limits(e, age),
             rate=rate_view(e, rec), flatten=flatten_preview(e), params=params_now,
             history=after(rec.samples, lambda x: x.seq, "samples"),
-            realised=realised, unrealised=unrealised, market_spread_bps=market, our_spread_bps=ours,
+            realised=realised, unrealised=unrealised, quality=e.fill_metrics(), market_spread_bps=market,
+            our_spread_bps=ours,
             market_spread_avg_bps=e.spreads.market_bps, our_spread_avg_bps=e.spreads.ours_bps,
             last_data_age_s=age, t2q_target_us=T2Q_TARGET_US, clients=self.clients, control=self.where,
             stopping=self.stopping, stop_report=self.stop_report, refused=tuple(sorted(self.refusals().items())))
@@ -186,8 +188,7 @@ class LocalControl:
         e = self.engine
         self.recorder.tick()
         mid = e.book.mid_ticks() if e.book.two_sided() else 0.0
-        pnl = e.portfolio.pnl(mid) if mid else None
-        realised, unrealised = e.portfolio.realised_unrealised(mid) if mid else (-e.portfolio.fees_paid, 0.0)
+        total, realised, unrealised = pnl_split(e, mid)
         inst = e.instrument
         t2q = e.tick_to_quote.summary_us()
         market, ours = e.spread_history[-1] if e.spread_history else (math.nan, math.nan)
@@ -197,8 +198,8 @@ class LocalControl:
             "stopping": self.stopping, "uptime_s": round((e.clock.now_ns() - e.start_ns) / 1e9, 1) if e.start_ns >= 0 else 0.0,
             "mid": e._px(mid) if mid else None, "position_base": str(inst.lots_to_qty(e.portfolio.position_lots)),
             "base": inst.base, "quote": inst.quote,
-            "position_quote": round(e.portfolio.position_value(mid), 4) if mid else 0.0,
-            "pnl": round(pnl.total, 4) if pnl else round(-e.portfolio.fees_paid, 4),
+            "position_quote": round(e.portfolio.exposure(mid), 4) if mid else 0.0,
+            "pnl": round(total, 4),
             "realised": round(realised, 4), "unrealised": round(unrealised, 4),
             "open_orders": len(e.oms.orders), "fills": e.counters.get("fills", 0),
             "orders_placed": e.oms.counts.get("orders_placed", 0),

@@ -30,6 +30,7 @@ import orjson
 from flashmm.control import params
 from flashmm.control.commands import LocalControl
 from flashmm.control.server import ControlServer
+from flashmm.control.view import pnl_split
 from flashmm.telemetry.logging import get_logger
 from flashmm.venues.base import VenueStartError
 
@@ -89,8 +90,8 @@ def _fmt_duration(seconds: float) -> str:
 def summary_table(s: dict[str, Any]) -> str:
     """The session summary in plain lines for a terminal (the JSON file has everything)."""
     ex = s.get("exit", {})
-    quote = s.get("quote_currency", "USDC")
-    base = s.get("base_currency", "")
+    quote = s.get("instrument", {}).get("quote", "USDC")
+    base = s.get("instrument", {}).get("base", "")
     b = s.get("pnl_breakdown", {})
     t = s.get("tick_to_quote_us", {})
     tripped = [f"{k} x{v['trips']}" for k, v in s.get("breakers", {}).items() if v.get("trips")]
@@ -113,7 +114,16 @@ def summary_table(s: dict[str, Any]) -> str:
         ("", f"spread capture {b.get('spread_capture', 0):+,.4f}, inventory {b.get('inventory', 0):+,.4f}, "
              f"fees {b.get('fees', 0):+,.4f}"),
         ("spread", f"ours {num(s.get('our_spread_bps'), '.2f')} bps vs the market's "
-                   f"{num(s.get('market_spread_bps'), '.2f')} bps (improvement {num(s.get('spread_improvement_pct'), '+.1f')} %)"),
+                   f"{num(s.get('market_spread_bps'), '.2f')} bps (improvement "
+                   + (f"{s['spread_improvement_pct']:+.1f} %" if s.get("spread_improvement_pct") is not None
+                      else f"n/a: {s.get('spread_improvement_note') or 'no two-sided quoting'}")
+                   + f"); at the touch {num(s.get('time_at_touch_pct'), '.1f')} % of the time"),
+        ("fill quality", f"effective spread {num(s.get('effective_spread_bps'), '.2f')} bps, realised (5 s) "
+                         f"{num((s.get('realised_spread_bps') or {}).get('5s'), '.2f')} bps, adverse selection "
+                         f"{num(s.get('adverse_selection_bps'), '.2f')} bps"),
+        ("", "markouts " + ", ".join(f"{k} {num(v, '+.2f')}" for k, v in (s.get("markout_bps") or {}).items())
+             + f" bps; taker share {num(s.get('taker_share_pct'), '.1f')} %, orders per fill "
+               f"{num(s.get('orders_per_fill'), '.1f')}"),
         ("tick-to-quote", f"p50 {num(t.get('p50'), ',.0f')} us, p99 {num(t.get('p99'), ',.0f')} us over "
                           f"{t.get('count', 0):,} cycles (target p99 <= 1,000 us)"),
         ("breakers tripped", ", ".join(tripped) or "none"),
@@ -354,11 +364,9 @@ class Session:
         e = self.engine
         summary = e.summary()
         mid = e.book.mid_ticks() if e.book.two_sided() else 0.0
-        realised, unrealised = e.portfolio.realised_unrealised(mid) if mid else (-e.portfolio.fees_paid, 0.0)
+        _, realised, unrealised = pnl_split(e, mid)
         summary["pnl_realised_usdc"] = round(realised, 4)
         summary["pnl_unrealised_usdc"] = round(unrealised, 4)
-        summary["base_currency"] = e.instrument.base
-        summary["quote_currency"] = e.instrument.quote
         summary["control"] = self.server.stats() if self.server is not None else {}
         summary["control"]["parameters_changed"] = {
             r.key: r.value for r in params.rows(e.cfg, self.control.start_cfg, e.widen) if r.modified}

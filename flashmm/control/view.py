@@ -42,6 +42,7 @@ class Units:
     price_tick: str
     lot_size: str
     bps_per_tick: float  # at the current mid (0 without one)
+    settle: str = ""  # the currency PnL settles in (the base, for an inverse contract)
 
     @property
     def tiny_ticks(self) -> bool:
@@ -141,8 +142,9 @@ class OperatorView:
     flatten: FlattenPreview
     params: tuple[ParamRow, ...]
     history: tuple[Sample, ...]
-    realised: float
+    realised: float  # quote currency, like the snapshot's PnL
     unrealised: float
+    quality: dict[str, Any]  # Engine.fill_metrics(): spread improvement, markouts, time at touch, taker share...
     market_spread_bps: float  # now (nan when not quoting both sides)
     our_spread_bps: float
     market_spread_avg_bps: float  # time-weighted over the run (the summary's figures)
@@ -159,7 +161,19 @@ class OperatorView:
 def units_of(engine: Engine) -> Units:
     inst = engine.instrument
     mid = engine.book.mid_ticks() if engine.book.two_sided() else 0.0
-    return Units(inst.base, inst.quote, str(inst.price_tick), str(inst.lot_size), 1e4 / mid if mid else 0.0)
+    return Units(inst.base, inst.quote, str(inst.price_tick), str(inst.lot_size), 1e4 / mid if mid else 0.0,
+                 inst.settle_currency)
+
+
+def pnl_split(engine: Engine, mid: float) -> tuple[float, float, float]:
+    """(total, realised, unrealised) in the quote currency, as the snapshot's PnL (an inverse contract's
+    settlement-currency PnL valued at the mid); realised + unrealised = total."""
+    p = engine.portfolio
+    if not mid:
+        return -p.fees_paid, -p.fees_paid, 0.0
+    realised, unrealised = p.realised_unrealised(mid)
+    q = engine.instrument.to_quote
+    return p.pnl_quote(mid).total, q(realised, mid), q(unrealised, mid)
 
 
 def breaker_limits(engine: Engine, last_data_age_s: float) -> tuple[LimitRow, ...]:
@@ -174,7 +188,7 @@ def breaker_limits(engine: Engine, last_data_age_s: float) -> tuple[LimitRow, ..
                          float(r.venue_reject_limit) - 0.5, ""))
     mid = book.mid_ticks() if book.two_sided() else 0.0
     if mid:
-        pnl = engine.portfolio.pnl(mid).total
+        pnl = engine.portfolio.pnl_quote(mid).total
         rows.append(LimitRow("drawdown", "below peak", max(0.0, engine.portfolio.peak_pnl - pnl),
                              r.max_drawdown_usdc, "USDC"))
     else:
@@ -186,13 +200,13 @@ def breaker_limits(engine: Engine, last_data_age_s: float) -> tuple[LimitRow, ..
     rows.append(LimitRow("latency", "ack p95",
                          a.percentile(95) / 1e6 if a is not None and a.count else None, r.ack_latency_widen_ms, "ms"))
     breach = r.max_position_usdc * r.inventory_breach_pct / 100.0
-    rows.append(LimitRow("inventory", "|position|", abs(engine.portfolio.position_value(mid)) if mid else None,
+    rows.append(LimitRow("inventory", "|position|", abs(engine.portfolio.exposure(mid)) if mid else None,
                          breach, "USDC"))
-    mids = getattr(engine, "_mids", ())
+    mids = getattr(engine, "_mids", None)  # a RollingRange: its (min, max) as of the last cycle
     move = None
-    if mids:
-        lo = min(m for _, m in mids)
-        hi = max(m for _, m in mids)
+    lo_q, hi_q = getattr(mids, "_lo", None), getattr(mids, "_hi", None)
+    if lo_q and hi_q:
+        lo, hi = lo_q[0][1], hi_q[0][1]
         move = 1e4 * (hi - lo) / lo if lo > 0 else None
     rows.append(LimitRow("extreme_market", f"range/{r.extreme_window_s:g}s", move, r.extreme_move_bps, "bps"))
     return tuple(rows)
@@ -338,8 +352,7 @@ class Recorder:
         self._last_ts = now
         self._placed.append((now, e.oms.counts.get("orders_placed", 0)))
         mid = e.book.mid_ticks()
-        total = e.portfolio.pnl(mid).total
-        realised, unrealised = e.portfolio.realised_unrealised(mid)
+        total, realised, unrealised = pnl_split(e, mid)
         market, ours = e.spread_history[-1] if e.spread_history else (math.nan, math.nan)
         self.sample_seq += 1
         self.changes += 1
