@@ -446,24 +446,40 @@ def _q(v: Any, fmt: str) -> str:
 
 def quality_lines(o: OperatorView, width: int) -> list[Text]:
     """The engine's fill-quality metrics (Engine.fill_metrics): improvement against the market's spread,
-    effective and realised spread, adverse selection, markouts, time at the touch, taker share."""
+    effective and realised spread, adverse selection, markouts, time at the touch, taker share. Each figure
+    is one part; parts are packed into lines and never split (a part that fits nowhere is left out)."""
     q = o.quality or {}
     imp = q.get("spread_improvement_pct")
-    t = Text("improvement ")
+    parts: list[Text] = []
     if imp is None:
-        t.append(f"n/a ({q.get('spread_improvement_note') or 'not quoting both sides'})", "dim")
+        note = q.get("spread_improvement_note") or "not quoting both sides"
+        parts.append(Text(f"improvement n/a: {note}"[: max(20, width)], "dim"))
     else:
-        t.append(f"{imp:+.1f} %", "green" if imp >= 40 else ("red" if imp < 0 else "yellow"))
-    t.append(f" · at touch {_q(q.get('time_at_touch_pct'), '.0f')} %")
+        parts.append(Text("improvement ") + Text(f"{imp:+.1f} %", "green" if imp >= 40 else ("red" if imp < 0 else "yellow")))
     rs = q.get("realised_spread_bps") or {}
-    mk = q.get("markout_bps") or {}
-    lines = [t,
-             Text(f"effective {_q(q.get('effective_spread_bps'), '.2f')} · realised 5s {_q(rs.get('5s'), '.2f')} · "
-                  f"adverse {_q(q.get('adverse_selection_bps'), '.2f')} bps"),
-             Text("markouts " + " ".join(f"{k} {_q(v, '+.2f')}" for k, v in mk.items()) + " bps"),
-             Text(f"taker share {_q(q.get('taker_share_pct'), '.1f')} % · orders/fill {_q(q.get('orders_per_fill'), '.1f')}"
-                  f" · post-only rejects {q.get('post_only_rejects', 0)}", "dim")]
-    return [x if len(x) <= width else Text(x.plain[: width - 1] + "…", "dim") for x in lines]
+    marks = " ".join(f"{k} {_q(v, '+.2f')}" for k, v in (q.get("markout_bps") or {}).items())
+    parts += [Text(f"realised 5s {_q(rs.get('5s'), '.2f')} bps"),  # most important first: what fits stays
+              Text(f"adverse {_q(q.get('adverse_selection_bps'), '.2f')} bps"),
+              Text(f"markouts {marks}"),
+              Text(f"effective {_q(q.get('effective_spread_bps'), '.2f')} bps"),
+              Text(f"at touch {_q(q.get('time_at_touch_pct'), '.0f')} %"),
+              Text(f"taker {_q(q.get('taker_share_pct'), '.1f')} %"), Text(f"orders/fill {_q(q.get('orders_per_fill'), '.1f')}"),
+              Text(f"post-only rejects {q.get('post_only_rejects', 0)}", "dim")]
+    sep = " · "
+    lines: list[Text] = []
+    cur = Text()
+    for p in parts:
+        if len(p) > width:
+            continue
+        if len(cur) and len(cur) + len(sep) + len(p) > width:
+            lines.append(cur)
+            cur = Text()
+        if len(cur):
+            cur.append(sep, "dim")
+        cur.append_text(p)
+    if len(cur):
+        lines.append(cur)
+    return lines
 
 
 # ---- risk -------------------------------------------------------------------------------------------------
