@@ -35,3 +35,4 @@ def test_bench_ui_overhead_runs_headless_in_process_and_attached(tmp_path):
     assert att["console_pulls"] > 5 and att["console_merge_gaps"] == 0 and att["frame_build_encode_us_mean"] > 0
     assert d["p99_difference_us"] == round(d["console_p99_us"] - d["headless_p99_us"], 2)
     assert d["attached_p99_difference_us"] == round(d["attached_p99_us"] - d["headless_p99_us"], 2)
+    assert all(0 < r["batch_cpu_p50_us"] <= r["batch_cpu_p99_us"] for r in d["runs"])  # CPU time of each batch

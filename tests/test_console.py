@@ -335,6 +335,8 @@ def test_the_parameter_form_checks_as_you_type_then_sets_after_confirmation(tmp_
             await pilot.press("y")
             await pilot.pause()
             assert engine.cfg.strategy.order_levels == 1
+            app.pull(force=True)
+            assert "1 param changed" in _header(app)  # shown as modified
             await _continue(engine, 3)
             assert {o.level for o in _resting(engine)} == {0}
         entries = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from flashmm.config import Config, load_config
 from flashmm.control import params
-from flashmm.control.client import ControlClient, ControlError
+from flashmm.control.client import ControlClient
 from flashmm.control.codec import decode_snapshot, encode
 from flashmm.control.commands import COMMANDS, LocalControl
 from flashmm.control.server import ControlServer, ControlSocketError, prepare_socket_path

@@ -179,6 +179,10 @@ def header(snap: EngineSnapshot, width: int, quitting: bool = False, link: tuple
         parts.append((f" {attached} ", "bold black on bright_cyan" if attached_ok else "bold white on red", 10))
     if snap.widen > 1.0 and snap.mode != "WIDENED":
         parts.append((f" ×{snap.widen:.2f} ", "cyan", 6))
+    o = op(snap)
+    changed = sum(1 for r in o.params if r.modified and r.key != "spread_multiplier") if o is not None else 0
+    if changed:  # parameters changed while trading: `s` shows which (marked *)
+        parts.append((f" {changed} param{'s' if changed > 1 else ''} changed ", "bold black on yellow", 8))
     connected, venue_link = snap.venue_link
     if venue_link:
         parts.append((f" {venue_link} ", "green" if connected else "bold white on red", 7 if connected else 10))
@@ -187,7 +191,6 @@ def header(snap: EngineSnapshot, width: int, quitting: bool = False, link: tuple
     parts.append((f" {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(snap.ts_ns / 1e9))} UTC ", "", 3))
     parts.append((f" up {duration(snap.uptime_s)} ", "", 4))
     parts.append((f" model: {snap.predictor} ", "yellow" if snap.prediction is None else "green", 5))
-    o = op(snap)
     if o is not None and o.clients:
         parts.append((f" {o.clients} attached ", "dim", 2))
     while sum(len(t) + 1 for t, _, _ in parts) > width and any(k < 10 for _, _, k in parts):

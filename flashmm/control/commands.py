@@ -156,7 +156,12 @@ class LocalControl:
 
         fills = after(rec.fills, lambda f: f.seq, "fills")
         if since is not None:  # and every fill whose markout was filled in since
-            updated = {fs for ms, fs in reversed(rec.resolved) if ms > since.get("markouts", 0)}
+            last_markout = since.get("markouts", 0)
+            updated = set()
+            for ms, fs in reversed(rec.resolved):  # numbered in order: only the newest few are news
+                if ms <= last_markout:
+                    break
+                updated.add(fs)
             if updated:
                 first = min(updated)
                 fills = tuple(f for f in rec.fills if f.seq >= first and (f.seq in updated or f.seq > since.get("fills", 0)))

@@ -16,11 +16,10 @@ from typing import Any
 
 from flashmm.config import Config
 from flashmm.control.server import ControlSocketError
-from flashmm.control.shutdown import ExitCode, Session, summary_table, write_summary  # noqa: F401 (re-exported)
+from flashmm.control.shutdown import ExitCode, Session, summary_table
 from flashmm.core.engine import Engine
 from flashmm.model.predictor import predictor_for
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
-from flashmm.venues.base import VenueStartError
 from flashmm.venues.factory import make_venue, terminal_passphrase
 
 
