@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from flashmm.config import Config, ConfigError, load_config
-from flashmm.data.readers import DataError
-from flashmm.model.artifact import ModelError
-from flashmm.model.predictor import ModelLoadError
-from flashmm.venues.base import VenueStartError
+
+# The errors below come from modules that import torch (about 2 s): they are imported where they are
+# caught, so `flashmm ctl` (the docker-compose healthcheck, every few seconds) never pays for them.
 
 
 def _positive(kind: type) -> Any:
@@ -98,6 +97,10 @@ def tui_main(argv: list[str] | None = None) -> int:
     if cfg.run.venue == "replay" and not args.data:
         print("flashmm-tui: --venue replay needs --data PATH", file=sys.stderr)
         return 2
+    from flashmm.data.readers import DataError
+    from flashmm.model.predictor import ModelLoadError
+    from flashmm.venues.base import VenueStartError
+
     try:
         if args.no_ui:
             from flashmm.ops.daemon import run_daemon
@@ -113,6 +116,13 @@ def tui_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["ctl"]:  # the healthcheck runs every few seconds: import the control client only
+        from flashmm.control import ctl
+
+        p = argparse.ArgumentParser(prog="flashmm", description="FlashMM tools")
+        ctl.add_cli(p.add_subparsers(dest="command", required=True))
+        return ctl.run_cli(p.parse_args(words))
     p = argparse.ArgumentParser(prog="flashmm", description="FlashMM tools")
     sub = p.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks with JSON output")
@@ -215,10 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     keystore.add_cli(sub)
     devnode.add_cli(sub)
     citrex_devnode.add_cli(sub)
-    ctl.add_cli(sub)
+    ctl.add_cli(sub)  # (dispatched above; listed here for --help)
     args = p.parse_args(argv)
-    if args.command == "ctl":
-        return ctl.run_cli(args)
     if args.command == "keystore":
         return keystore.run_cli(args)
     if args.command == "sei-devnode":
@@ -230,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
+    from flashmm.data.readers import DataError
+    from flashmm.model.artifact import ModelError
+    from flashmm.model.predictor import ModelLoadError
+
     try:
         return _tools(args, cfg)
     except (DataError, ModelLoadError, ModelError) as exc:

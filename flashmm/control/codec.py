@@ -15,10 +15,12 @@ import typing
 from functools import cache
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import orjson
 
-from flashmm.control.view import OperatorView
-from flashmm.core.engine import EngineSnapshot
+if TYPE_CHECKING:
+    from flashmm.core.engine import EngineSnapshot
 
 PROTOCOL = 1
 
@@ -92,6 +94,9 @@ def _build(tp: Any, v: Any) -> Any:
 
 
 def decode_snapshot(d: dict[str, Any]) -> EngineSnapshot:
+    from flashmm.control.view import OperatorView  # (here: `flashmm ctl` encodes and never needs the engine)
+    from flashmm.core.engine import EngineSnapshot
+
     extra = d.get("extra") or {}
     snap = _build(EngineSnapshot, {**d, "extra": {}})
     op = extra.get("operator")
