@@ -175,8 +175,12 @@ def _header(app: FlashMMApp) -> str:
     return panels.header(app.snap, 200, app.quitting)[0].plain
 
 
+QUOTING = Config().model_copy(update={"strategy": Config().strategy.model_copy(
+    update={"stand_aside_without_edge": False})})  # quoting throughout: these tests act on resting orders
+
+
 async def _started(seconds: float = 30, seed: int = 7, audit: str | None = None):
-    engine, venue = make_engine(seed=seed, audit_path=audit)
+    engine, venue = make_engine(cfg=QUOTING, seed=seed, audit_path=audit)
     await engine.venue.start()
     engine.start_ns = engine.clock.now_ns()
     engine.mode = engine.mode.RUNNING
@@ -404,7 +408,8 @@ def _session(venue_cls=RecordingSimVenue, **control):
     configure_logging("error")
     cfg = Config()
     cfg = cfg.model_copy(update={"control": cfg.control.model_copy(update={"socket": "", "summary_dir": str(d / "s"),
-                                                                            **control})})
+                                                                            **control}),
+                                 "strategy": cfg.strategy.model_copy(update={"stand_aside_without_edge": False})})
     venue = venue_cls(cfg.sim, cfg.instrument.instrument(), 7, speed=20)
     engine = Engine(cfg, venue, audit=AuditLog(str(d / "audit.jsonl")))
     return Session(cfg, engine, via="console", run_id="t", summary_path=str(d / "run.json")), venue, d

@@ -79,6 +79,7 @@ def start(node: dict, name: str, args: str, **extra: str) -> Path:
     """flashmm-tui ARGS in a tmux session NAME (160x45) against the node; its exit code goes to exit.txt."""
     d = Path(tempfile.mkdtemp(prefix="fm", dir="/tmp"))
     env = _daemon_env(node["dir"], node, FLASHMM_MODEL__PATH="none", FLASHMM_CONTROL__SOCKET=str(d / "c.sock"),
+                      FLASHMM_STRATEGY__STAND_ASIDE_WITHOUT_EDGE="false",  # quoting throughout: orders to cancel
                       FLASHMM_CONTROL__SUMMARY_DIR=str(d / "summaries"), FLASHMM_LOGGING__AUDIT_FILE=str(d / "audit.jsonl"),
                       FLASHMM_LOGGING__FILE=str(d / "flashmm.log") if "--no-ui" not in args else "", **extra)
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith(("FLASHMM_", "PATH", "HOME")))

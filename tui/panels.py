@@ -269,10 +269,52 @@ def quotes(snap: EngineSnapshot, width: int, height: int) -> Lines:
         out.append(Text(f"+{len(orders) - body} more in the orders blotter (1)", "dim"))
     if len(out) == 1:
         out.append(Text(f"no resting orders ({mode_label(snap).lower()})", "dim"))
-    # our spread beside the market's, now and over the run
+    # our spread beside the market's, now and over the run; then what the quoter is working with
     if o is not None:
         out.append(spread_line(o, width))
+    room = height - len(out)
+    if room > 0 and snap.strategy:
+        out += strategy_lines(snap, width)[:room]
     return out
+
+
+def strategy_lines(snap: EngineSnapshot, width: int) -> list[Text]:
+    """The quoter's state (Engine.strategy_state): fair value's alpha, half-spread and where it comes from,
+    the adverse-selection term, regime, the fitted intensity; NO EDGE when no measured distance earns."""
+    st = snap.strategy
+    parts: list[Text] = []
+    alpha = st.get("alpha")
+    if alpha and alpha != "none":
+        live = st.get("alpha_live") or {}
+        hit = live.get("hit_rate")
+        parts.append(Text(f"alpha {_q(st.get('alpha_bps'), '+.2f')} bps ({alpha}"
+                          + (f", hit {hit:.0%} vs imbalance {live.get('hit_rate_imbalance_sign', 0):.0%}" if hit else "")
+                          + ")"))
+    parts.append(Text(f"half-spread {_q(st.get('half_spread_bps'), '.2f')} bps ({st.get('half_spread_source', '?')})"))
+    if not st.get("has_edge", True):
+        parts.append(Text("NO EDGE: reducing only", "bold white on red"))
+    parts.append(Text(f"adverse {_q(st.get('adverse_selection_estimate_bps'), '.2f')} bps"))
+    parts.append(Text(f"regime {st.get('regime', '?')} σ {_q(st.get('sigma_bps'), '.2f')}"))
+    parts.append(Text(f"A {_q(st.get('intensity_a_per_s'), '.2f')}/s k {_q(st.get('intensity_k_per_bps'), '.2f')}/bp", "dim"))
+    return _pack_parts(parts, width)
+
+
+def _pack_parts(parts: list[Text], width: int, sep: str = " · ") -> list[Text]:
+    """Parts joined on as few lines as fit; a part never split (one wider than the line is left out)."""
+    lines: list[Text] = []
+    cur = Text()
+    for p in parts:
+        if len(p) > width:
+            continue
+        if len(cur) and len(cur) + len(sep) + len(p) > width:
+            lines.append(cur)
+            cur = Text()
+        if len(cur):
+            cur.append(sep, "dim")
+        cur.append_text(p)
+    if len(cur):
+        lines.append(cur)
+    return lines
 
 
 def spread_line(o: OperatorView, width: int) -> Text:
@@ -439,7 +481,7 @@ def charts(snap: EngineSnapshot, width: int, height: int) -> Lines:
     out.append(Text(f"{'orders':<7}{r_now:>7.1f} /s  ", "red" if r_now > 0.8 * lim else "")
                + Text(spark(rate + [0.0, lim], w + 2)[:-2] if rate else "", "yellow"))
     out.append(time_axis(hist, w, 19))
-    out += quality_lines(o, width)[: max(0, height - len(out))]
+    out += quality_lines(snap, width)[: max(0, height - len(out))]
     return out
 
 
@@ -447,11 +489,11 @@ def _q(v: Any, fmt: str) -> str:
     return "—" if v is None or _nan(v) else format(v, fmt)
 
 
-def quality_lines(o: OperatorView, width: int) -> list[Text]:
+def quality_lines(snap: EngineSnapshot, width: int) -> list[Text]:
     """The engine's fill-quality metrics (Engine.fill_metrics): improvement against the market's spread,
     effective and realised spread, adverse selection, markouts, time at the touch, taker share. Each figure
     is one part; parts are packed into lines and never split (a part that fits nowhere is left out)."""
-    q = o.quality or {}
+    q = snap.quality or {}
     imp = q.get("spread_improvement_pct")
     parts: list[Text] = []
     if imp is None:
@@ -468,21 +510,7 @@ def quality_lines(o: OperatorView, width: int) -> list[Text]:
               Text(f"at touch {_q(q.get('time_at_touch_pct'), '.0f')} %"),
               Text(f"taker {_q(q.get('taker_share_pct'), '.1f')} %"), Text(f"orders/fill {_q(q.get('orders_per_fill'), '.1f')}"),
               Text(f"post-only rejects {q.get('post_only_rejects', 0)}", "dim")]
-    sep = " · "
-    lines: list[Text] = []
-    cur = Text()
-    for p in parts:
-        if len(p) > width:
-            continue
-        if len(cur) and len(cur) + len(sep) + len(p) > width:
-            lines.append(cur)
-            cur = Text()
-        if len(cur):
-            cur.append(sep, "dim")
-        cur.append_text(p)
-    if len(cur):
-        lines.append(cur)
-    return lines
+    return _pack_parts(parts, width)
 
 
 # ---- risk -------------------------------------------------------------------------------------------------

@@ -175,8 +175,7 @@ class LocalControl:
             orders_done=after(rec.done, lambda o: o.seq, "done"), fills=fills, limits=breaker_limits(e, age),
             rate=rate_view(e, rec), flatten=flatten_preview(e), params=params_now,
             history=after(rec.samples, lambda x: x.seq, "samples"),
-            realised=realised, unrealised=unrealised, quality=e.fill_metrics(), market_spread_bps=market,
-            our_spread_bps=ours,
+            realised=realised, unrealised=unrealised, market_spread_bps=market, our_spread_bps=ours,
             market_spread_avg_bps=e.spreads.market_bps, our_spread_avg_bps=e.spreads.ours_bps,
             last_data_age_s=age, t2q_target_us=T2Q_TARGET_US, clients=self.clients, control=self.where,
             stopping=self.stopping, stop_report=self.stop_report, refused=tuple(sorted(self.refusals().items())))

@@ -29,12 +29,18 @@ LIVE_KEYS: tuple[tuple[str, str], ...] = (
     ("strategy.level_spacing_bps", "level spacing"),
     ("strategy.level_size_multiplier", "level size multiplier"),
     ("strategy.min_edge_bps", "minimum edge"),
+    ("strategy.min_realised_edge_bps", "measured: edge a distance must earn"),
+    ("strategy.adverse_selection_weight", "adverse-selection weight"),
+    ("strategy.alpha_weight", "alpha weight"),
     ("strategy.prediction_skew_bps", "prediction skew"),
-    ("strategy.arrival_intensity", "A arrival intensity"),
-    ("strategy.arrival_decay", "k arrival decay"),
+    ("strategy.volatile_widen", "widen while volatile"),
+    ("strategy.max_improve_ticks", "improve the best by at most"),
     ("strategy.symmetric_half_spread_bps", "symmetric half-spread"),
     ("strategy.inventory_size_skew", "inventory size skew"),
+    ("strategy.stand_aside_without_edge", "stand aside without edge"),
     ("strategy.refresh_tolerance_bps", "refresh tolerance (price)"),
+    ("strategy.refresh_tolerance_tight_frac", "refresh tolerance (less edge)"),
+    ("strategy.refresh_tolerance_loose_frac", "refresh tolerance (more edge)"),
     ("strategy.refresh_tolerance_size_pct", "refresh tolerance (size)"),
     ("strategy.order_refresh_time_s", "order refresh time"),
     ("strategy.quote_interval_ms", "quote interval"),
@@ -57,6 +63,8 @@ LIVE_KEYS: tuple[tuple[str, str], ...] = (
     ("controls.widen_max", "widen cap"),
     ("controls.flatten_slippage_bps", "flatten slippage cap"),
 )
+# Not offered: keys the engine reads once at start (the learned components: alpha horizon and memory, the
+# intensity fit's bounds, A and k, the virtual-fill statistics, the volatility model; post-only; the venue).
 _LABELS = dict(LIVE_KEYS)
 
 

@@ -144,7 +144,6 @@ class OperatorView:
     history: tuple[Sample, ...]
     realised: float  # quote currency, like the snapshot's PnL
     unrealised: float
-    quality: dict[str, Any]  # Engine.fill_metrics(): spread improvement, markouts, time at touch, taker share...
     market_spread_bps: float  # now (nan when not quoting both sides)
     our_spread_bps: float
     market_spread_avg_bps: float  # time-weighted over the run (the summary's figures)
