@@ -603,3 +603,36 @@ def test_an_attached_console_rebuilds_the_daemons_whole_series_from_frames_of_ne
     assert not diff, [(a.seq, a.client_id, a.lots, a.markout_bps, b.client_id, b.lots, b.markout_bps) for a, b in diff]
     assert _same(t.orders_done, o.orders_done) and _same(t.history, o.history)
     assert _same(theirs.log, ours.log)
+
+
+BEHIND = """
+import asyncio, os, signal, sys, time
+from tests.test_control import _session, short_dir
+
+async def go():
+    session, venue = _session(short_dir())
+    venue.speed = venue.pacer.speed = 1e9  # always behind: every block is due already
+    await session.open_control()
+    session.install_signals()
+    session.start_engine()
+    asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGTERM)
+    report = await session.wait()
+    print(report.cause, report.clean)
+
+asyncio.run(go())
+"""
+
+
+def test_a_signal_reaches_the_shutdown_path_while_the_venue_runs_behind_its_pace():
+    """A paced venue that cannot keep up used never to await, so nothing else on the loop ran: not the signal
+    handler, not the control socket (seen as a test waiting for ever on a busy machine at speed=200). In a
+    child process, so that the old behaviour fails by timeout instead of hanging the suite."""
+    from tests.conftest import ROOT
+
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-c", BEHIND], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the engine never let the SIGTERM handler run (the loop was starved)")
+    assert r.stdout.split() == ["signal", "SIGTERM", "True"], r.stderr[-2000:]
+    assert time.monotonic() - t0 < 60
