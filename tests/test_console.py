@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flashmm.config import Config, ConsoleConfig
+from flashmm.config import Config, ConsoleConfig, SimConfig, StrategyConfig
 from flashmm.control.commands import LocalControl
 from flashmm.control.shutdown import Session
 from flashmm.control.view import LimitRow
@@ -33,9 +33,10 @@ FIXED_T2Q = (("<50us", 0), ("50-100us", 310), ("100-200us", 380), ("200-400us", 
 
 
 def fixed_snapshot() -> EngineSnapshot:
-    """A real snapshot of a seeded run (venue time only), with the wall-clock fields fixed: latency figures,
-    the latency breaker's window and the age of the last batch."""
-    engine, _ = make_engine(seed=3)
+    """A real snapshot of a seeded run (venue time only) on the deep preset (a busy one-tick book that fills
+    every panel), with the wall-clock fields fixed: latency figures, the latency breaker's window and the age
+    of the last batch."""
+    engine, _ = make_engine(Config(sim=SimConfig(preset="deep")), seed=3)
     ctl = LocalControl(engine)
 
     async def go():
@@ -175,8 +176,8 @@ def _header(app: FlashMMApp) -> str:
     return panels.header(app.snap, 200, app.quitting)[0].plain
 
 
-QUOTING = Config().model_copy(update={"strategy": Config().strategy.model_copy(
-    update={"stand_aside_without_edge": False})})  # quoting throughout: these tests act on resting orders
+# the busy one-tick market and quoting throughout: these tests act on resting orders and fills
+QUOTING = Config(sim=SimConfig(preset="deep"), strategy=StrategyConfig(stand_aside_without_edge=False))
 
 
 async def _started(seconds: float = 30, seed: int = 7, audit: str | None = None):
@@ -406,10 +407,8 @@ def test_blotters_keep_the_rows_in_view_while_new_ones_arrive():
 def _session(venue_cls=RecordingSimVenue, **control):
     d = Path(tempfile.mkdtemp(prefix="fm", dir="/tmp"))
     configure_logging("error")
-    cfg = Config()
-    cfg = cfg.model_copy(update={"control": cfg.control.model_copy(update={"socket": "", "summary_dir": str(d / "s"),
-                                                                            **control}),
-                                 "strategy": cfg.strategy.model_copy(update={"stand_aside_without_edge": False})})
+    cfg = QUOTING.model_copy(update={"control": QUOTING.control.model_copy(
+        update={"socket": "", "summary_dir": str(d / "s"), **control})})
     venue = venue_cls(cfg.sim, cfg.instrument.instrument(), 7, speed=20)
     engine = Engine(cfg, venue, audit=AuditLog(str(d / "audit.jsonl")))
     return Session(cfg, engine, via="console", run_id="t", summary_path=str(d / "run.json")), venue, d

@@ -32,7 +32,7 @@ def test_real_console_in_tmux_pause_kill_quit(tmp_path):
     exit_file = tmp_path / "exit.txt"
     audit = tmp_path / "audit.jsonl"
     inner = (f"cd {shlex.quote(str(tmp_path))} && env -u COLUMNS -u LINES "
-             f"FLASHMM_LOGGING__AUDIT_FILE={shlex.quote(json.dumps(str(audit)))} FLASHMM_CONTROL__SOCKET='\"\"' FLASHMM_STRATEGY__STAND_ASIDE_WITHOUT_EDGE=false "
+             f"FLASHMM_LOGGING__AUDIT_FILE={shlex.quote(json.dumps(str(audit)))} FLASHMM_CONTROL__SOCKET='\"\"' FLASHMM_STRATEGY__STAND_ASIDE_WITHOUT_EDGE=false FLASHMM_SIM__PRESET=deep "
              f"{shlex.quote(sys.executable)} -m flashmm.cli_tui --speed 5; echo $? > {shlex.quote(str(exit_file))}; "
              "sleep 60")
     base = [tmux, "-L", sock]

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from flashmm.config import Config, load_config
+from flashmm.config import Config, SimConfig, StrategyConfig, load_config
 from flashmm.control import params
 from flashmm.control.client import ControlClient
 from flashmm.control.codec import decode_snapshot, encode
@@ -38,21 +38,25 @@ from tests.test_fuzz import JSON as JSON_VALUES
 from tests.test_fuzz import fuzz
 
 
+# the busy one-tick market (the default thin one trades rarely) and no standing aside without a measured edge
+QUOTING = Config(sim=SimConfig(preset="deep"),
+                 strategy=StrategyConfig(stand_aside_without_edge=False))
+
+
 def short_dir() -> Path:
     """Unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer."""
     return Path(tempfile.mkdtemp(prefix="fm", dir="/tmp"))
 
 
 def cfg_with(sock: Path | str, **control) -> Config:
-    """A configuration with its control socket at `sock`; quoting throughout (the measured half-spread
-    stands aside on the simulator when no distance earns: these tests need orders to act on)."""
-    cfg = Config()
-    return cfg.model_copy(update={"control": cfg.control.model_copy(update={"socket": str(sock), **control}),
-                                  "strategy": cfg.strategy.model_copy(update={"stand_aside_without_edge": False})})
+    """A configuration with its control socket at `sock`, on the busy (deep) simulated market and quoting
+    throughout: these tests need orders and fills to act on."""
+    cfg = QUOTING
+    return cfg.model_copy(update={"control": cfg.control.model_copy(update={"socket": str(sock), **control})})
 
 
 async def started(seconds: float = 20, seed: int = 7, cfg: Config | None = None, audit: str | None = None):
-    engine, venue = make_engine(cfg=cfg, seed=seed, audit_path=audit)
+    engine, venue = make_engine(cfg=cfg or QUOTING, seed=seed, audit_path=audit)
     await engine.venue.start()
     engine.start_ns = engine.clock.now_ns()
     engine.mode = engine.mode.RUNNING
@@ -128,7 +132,7 @@ def test_saved_parameters_load_as_a_config_and_carry_no_secret(tmp_path):
     path = params.save(changed, secret, tmp_path / "saved.toml", widen)
     text = path.read_text()
     assert "SECRET" not in text
-    assert "changed while trading (started at 2)" in text
+    assert "changed while trading: strategy.order_levels = 3 (started at 2)" in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     loaded = load_config(path, environ={})
     assert loaded.strategy.order_levels == 3 and loaded.influx.token == "" and loaded.redis.url == Config().redis.url
@@ -498,8 +502,8 @@ def _daemon(d: Path, *args: str) -> subprocess.Popen:
     env = dict(os.environ, FLASHMM_LOGGING__AUDIT_FILE=json.dumps(str(d / "audit.jsonl")),
                FLASHMM_CONTROL__SOCKET=json.dumps(str(d / "c.sock")), FLASHMM_MODEL__PATH='"none"',
                FLASHMM_LOGGING__FILE=json.dumps(str(d / "daemon.log")),
-               # quoting throughout (the measured half-spread may stand aside on the simulator: NO EDGE)
-               FLASHMM_STRATEGY__STAND_ASIDE_WITHOUT_EDGE="false")
+               # the busy market, quoting throughout (the measured half-spread may stand aside: NO EDGE)
+               FLASHMM_SIM__PRESET='"deep"', FLASHMM_STRATEGY__STAND_ASIDE_WITHOUT_EDGE="false")
     return subprocess.Popen([sys.executable, "-m", "flashmm.cli_tui", "--no-ui", *args], cwd=d, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -597,7 +601,7 @@ def test_an_attached_console_rebuilds_the_daemons_whole_series_from_frames_of_ne
     theirs, ours, snaps, remote = asyncio.run(go())
     assert snaps > 20 and remote.frames > 20
     o, t = ours.extra["operator"], theirs.extra["operator"]
-    assert len(o.fills) > 20 and len(ours.log) > 30 and len(o.history) > 60
+    assert len(o.fills) > 3 and len(ours.log) > 8 and len(o.history) > 60  # (something to merge, each kind)
     assert [f.seq for f in t.fills] == [f.seq for f in o.fills]
     diff = [(a, b) for a, b in zip(t.fills, o.fills, strict=True) if not _same(a, b)]
     assert not diff, [(a.seq, a.client_id, a.lots, a.markout_bps, b.client_id, b.lots, b.markout_bps) for a, b in diff]

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flashmm.config import Config, field_bounds, to_toml
+from flashmm.config import Config, render_toml
 
 SPREAD_MULTIPLIER = "spread_multiplier"
 
@@ -66,6 +66,16 @@ LIVE_KEYS: tuple[tuple[str, str], ...] = (
 # Not offered: keys the engine reads once at start (the learned components: alpha horizon and memory, the
 # intensity fit's bounds, A and k, the virtual-fill statistics, the volatility model; post-only; the venue).
 _LABELS = dict(LIVE_KEYS)
+
+
+def field_bounds(field: Any) -> list[tuple[str, float]]:
+    """A field's numeric bounds as (">", 0), ("<=", 60)... from its pydantic metadata."""
+    out = []
+    for m in field.metadata:
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(m, attr, None) is not None:
+                out.append((sym, getattr(m, attr)))
+    return out
 
 
 class ParamError(ValueError):
@@ -191,21 +201,17 @@ def _is_secret(section: str, name: str, value: Any) -> bool:
 
 def save(cfg: Config, start: Config, path: str | Path, widen: float = 1.0) -> Path:
     """Write the running configuration as a complete config file (config.toml's format; load it with
-    --config). Secrets are never written: those keys keep their defaults, to be set from the environment."""
-    defaults = Config()
-    notes = {}
-    for row in rows(cfg, start, widen):
-        if row.modified and row.key != SPREAD_MULTIPLIER:
-            notes[row.key] = f"changed while trading (started at {row.start!r})"
-
-    def value_of(section: str, name: str, value: Any) -> Any:
-        return getattr(getattr(defaults, section), name) if _is_secret(section, name, value) else value
-
-    header = ("# FlashMM configuration saved from a running engine (flashmm ctl save). Values changed while\n"
-              "# trading are marked. Secrets are not written: set them in the environment (FLASHMM_*).\n")
+    --config). Secrets are never written: those keys are left out, to come from the environment as usual."""
+    omit = {f"{section}.{name}": "a secret: set it in the environment"
+            for section, model in cfg for name, value in model if _is_secret(section, name, value)}
+    changed = [r for r in rows(cfg, start, widen) if r.modified and r.key != SPREAD_MULTIPLIER]
+    header = ("# FlashMM configuration saved from a running engine (flashmm ctl save). Secrets are not written:\n"
+              "# set them in the environment (FLASHMM_*).\n")
+    for r in changed:
+        header += f"# changed while trading: {r.key} = {r.value!r} (started at {r.start!r})\n"
     if widen != 1.0:
         header += f"# The spread multiplier was x{widen:g} (an operator control, not a configuration key).\n"
-    text = to_toml(cfg, header, notes, value_of)
+    text = render_toml(cfg, header, omit=omit)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")

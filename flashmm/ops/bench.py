@@ -87,7 +87,6 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
     import tempfile
 
     from flashmm.control.shutdown import Session
-    from flashmm.model.predictor import load_predictor
 
     configure_logging("error")
 
