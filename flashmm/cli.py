@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from flashmm.config import Config, ConfigError, load_config
-from flashmm.data.readers import DataError
-from flashmm.model.artifact import ModelError
-from flashmm.model.predictor import ModelLoadError
-from flashmm.venues.base import VenueStartError
+
+# The errors below come from modules that import torch (about 2 s): they are imported where they are
+# caught, so `flashmm ctl` (the docker-compose healthcheck, every few seconds) never pays for them.
 
 
 def _positive(kind: type) -> Any:
@@ -76,6 +75,10 @@ def tui_main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=_positive(float), help="stop after S seconds of venue time")
     p.add_argument("--summary", help="write a JSON summary of the run to PATH")
     _add_data_options(p)
+    p.add_argument("--attach", nargs="?", const="", metavar="SOCKET",
+                   help="attach this console to a running daemon (default socket: [control].socket)")
+    p.add_argument("--log-format", choices=["auto", "console", "json"],
+                   help="daemon log lines: auto (human-readable on a terminal, JSON otherwise), console, json")
     args = p.parse_args(argv)
     try:
         cfg = _with_data_options(_load(args.config, venue=args.venue, seed=args.seed, speed=args.speed,
@@ -83,16 +86,28 @@ def tui_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flashmm-tui: {exc}", file=sys.stderr)
         return 2
+    if args.attach is not None:
+        if args.no_ui or args.duration or args.summary or args.data:
+            print("flashmm-tui: --attach takes no --no-ui/--duration/--summary/--data (the daemon owns those)",
+                  file=sys.stderr)
+            return 2
+        from tui.attach import run_attached  # imports the console package only here
+
+        return run_attached(args.attach or cfg.control.socket, cfg.console)
     if cfg.run.venue == "replay" and not args.data:
         print("flashmm-tui: --venue replay needs --data PATH", file=sys.stderr)
         return 2
+    from flashmm.data.readers import DataError
+    from flashmm.model.predictor import ModelLoadError
+    from flashmm.venues.base import VenueStartError
     from flashmm.ops.lease import StartupError  # start-up checks and the instance lock (one line, exit 2)
 
     try:
         if args.no_ui:
             from flashmm.ops.daemon import run_daemon
 
-            return asyncio.run(run_daemon(cfg, args.duration, args.summary, None, args.data))
+            return asyncio.run(run_daemon(cfg, args.duration, args.summary, None, args.data,
+                                          log_format=args.log_format))
         from flashmm.ops.daemon import run_console  # imports the console package only here
 
         return run_console(cfg, args.duration, args.summary, args.data)
@@ -102,6 +117,13 @@ def tui_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["ctl"]:  # the healthcheck runs every few seconds: import the control client only
+        from flashmm.control import ctl
+
+        p = argparse.ArgumentParser(prog="flashmm", description="FlashMM tools")
+        ctl.add_cli(p.add_subparsers(dest="command", required=True))
+        return ctl.run_cli(p.parse_args(words))
     p = argparse.ArgumentParser(prog="flashmm", description="FlashMM tools")
     sub = p.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks with JSON output")
@@ -119,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--rounds", type=int, default=2, help="headless/console pairs (default 2)")
     ui.add_argument("--seed", type=int, default=7)
     ui.add_argument("--config", help="config.toml path")
+    ui.add_argument("--modes", default="headless,console,attached",
+                    help="comma-separated: headless, console (in-process), attached (a console on the control socket)")
     bi = bench_sub.add_parser("inference", help="single-sample model latency (eager vs exported), size, RSS")
     bi.add_argument("--model", help="model file (default: the shipped models/flashmm.pt2)")
     bi.add_argument("--json", required=True, help="write results to PATH")
@@ -193,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--config", help="config.toml path")
     _add_data_options(bp)
     from flashmm.research import sweep
+    from flashmm.control import ctl
     from flashmm.venues import keystore
     from flashmm.venues.citrex import devnode as citrex_devnode
     from flashmm.venues.sei import devnode
@@ -201,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     keystore.add_cli(sub)
     devnode.add_cli(sub)
     citrex_devnode.add_cli(sub)
+    ctl.add_cli(sub)  # (dispatched above; listed here for --help)
     args = p.parse_args(argv)
     if args.command == "keystore":
         return keystore.run_cli(args)
@@ -213,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flashmm: {exc}", file=sys.stderr)
         return 2
+    from flashmm.data.readers import DataError
+    from flashmm.model.artifact import ModelError
+    from flashmm.model.predictor import ModelLoadError
+
     try:
         return _tools(args, cfg)
     except (DataError, ModelLoadError, ModelError) as exc:
@@ -316,9 +346,15 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "bench" and args.bench == "ui-overhead":
         from flashmm.ops.bench import bench_ui_overhead
 
-        r = bench_ui_overhead(cfg, args.seconds, args.speed, args.rounds, args.json)
-        print(f"tick-to-quote p50 {r['headless_p50_us']} -> {r['console_p50_us']} us, p99 {r['headless_p99_us']} -> "
-              f"{r['console_p99_us']} us (console adds {r['p99_difference_us']} us to p99) -> {args.json}")
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        unknown = set(modes) - {"headless", "console", "attached"}
+        if unknown or not modes:
+            print(f"flashmm: --modes: unknown {sorted(unknown)}", file=sys.stderr)
+            return 2
+        r = bench_ui_overhead(cfg, args.seconds, args.speed, args.rounds, args.json, modes)
+        parts = [f"{m} p99 {r[f'{m}_p99_us']} us" + (f" ({r[f'{m}_p99_difference_us']:+} us)" if f"{m}_p99_difference_us" in r
+                 else "") for m in modes]
+        print(f"tick-to-quote: {', '.join(parts)} -> {args.json}")
         return 0
     return 2
 

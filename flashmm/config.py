@@ -369,12 +369,32 @@ class ConsoleConfig(_Section):
     key_flatten: str = Field("f", description="Flatten the position (asks for confirmation).")
     key_kill: str = Field("k", description="Kill trading until restart (asks for confirmation).")
     key_kill_now: str = Field("ctrl+k", description="Kill at once, from any focus and over dialogs.")
-    key_quit: str = Field("q", description="Cancel all orders, wait for the venue to confirm, exit.")
+    key_quit: str = Field("q", description="Stop: cancel all orders, wait for the venue to confirm, write the summary, exit (asks first while a position is open; attached: detach or stop the daemon).")
+    key_detach: str = Field("d", description="Attached console: detach, leaving the daemon trading.")
+    key_params: str = Field("s", description="Change a parameter while trading (a form with its current value and allowed range).")
+    key_tab_orders: str = Field("1", description="Show the orders blotter.")
+    key_tab_fills: str = Field("2", description="Show the fills blotter.")
+    key_tab_events: str = Field("3", description="Show the event log.")
     key_help: str = Field("question_mark", description="Show the keys.")
 
     def keymap(self) -> dict[str, str]:
         """Binding id -> key, for Textual's App.set_keymap."""
         return {name[4:]: value for name, value in self if name.startswith("key_")}
+
+
+class ControlConfig(_Section):
+    """The control plane: a local Unix socket on which the daemon (and the console) serve snapshots and take
+    commands from `flashmm-tui --attach` and `flashmm ctl`. No TCP listener: remote operators use ssh.
+    The socket is created 0600 in a 0700 folder and every connection's peer uid is checked (SO_PEERCRED)."""
+
+    socket: str = Field("var/run/flashmm.sock", description="Control socket path (relative paths are from the working folder); empty = no control socket.")
+    allowed_uids: list[int] = Field([], description="Peer uids allowed besides the process's own (root is not implied).")
+    publish_hz: float = Field(10.0, gt=0, le=60, description="Snapshots pushed to each attached console at most this often (only when the engine changed).")
+    max_clients: int = Field(16, ge=1, le=1024, description="Connections served at once; more are refused with a reason.")
+    max_request_bytes: int = Field(65536, ge=1024, le=16_777_216, description="Longest request line; longer input is refused and the connection closed.")
+    client_buffer_bytes: int = Field(4_000_000, ge=65536, description="Unsent bytes a slow client may hold; beyond, its snapshots are skipped (counted), never waited for.")
+    health_stale_s: float = Field(10.0, gt=0, description="`flashmm ctl health` fails when the engine has processed no market data for this long (wall time).")
+    summary_dir: str = Field("var/summaries", description="Every run's summary is also written here as <UTC time>-<run id>.json (empty = only --summary PATH).")
 
 
 class InfluxConfig(_Section):
@@ -416,6 +436,7 @@ class LoggingConfig(_Section):
     """Structured JSON logs and the append-only audit log of operator controls."""
 
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written: debug, info, warning, error.")
+    format: Literal["auto", "console", "json"] = Field("auto", description="auto: human-readable lines on a terminal, JSON lines otherwise (a file, a pipe, journald); console or json to force one (--log-format).")
     file: str = Field("", description="Log file path; empty = stderr. Rotated by size.")
     max_bytes: int = Field(50_000_000, ge=10_000, description="Rotate the log file at this size.")
     backups: int = Field(5, ge=1, description="Rotated log files kept.")
@@ -434,6 +455,7 @@ class Config(_Section):
     risk: RiskConfig = RiskConfig()
     controls: ControlsConfig = ControlsConfig()
     console: ConsoleConfig = ConsoleConfig()
+    control: ControlConfig = ControlConfig()
     influx: InfluxConfig = InfluxConfig()
     redis: RedisConfig = RedisConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -1,4 +1,5 @@
-"""The real flashmm-tui in a real terminal (tmux): ladder shows prices, p pauses, ctrl+k kills, q exits 0."""
+"""The real flashmm-tui in a real terminal (tmux): ladder shows prices, p pauses, ctrl+k kills, q exits 0.
+(Every way out against the Sei node double: tests/test_exit_paths.py.)"""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def test_real_console_in_tmux_pause_kill_quit(tmp_path):
     sock = f"flashmm-test-{os.getpid()}"
     exit_file = tmp_path / "exit.txt"
     audit = tmp_path / "audit.jsonl"
-    inner = (f"cd {shlex.quote(str(tmp_path))} && FLASHMM_LOGGING__AUDIT_FILE={shlex.quote(json.dumps(str(audit)))} "
-             f"{shlex.quote(sys.executable)} -m flashmm.cli_tui --speed 5; echo $? > {shlex.quote(str(exit_file))}")
+    inner = (f"cd {shlex.quote(str(tmp_path))} && env -u COLUMNS -u LINES "
+             f"FLASHMM_LOGGING__AUDIT_FILE={shlex.quote(json.dumps(str(audit)))} FLASHMM_CONTROL__SOCKET='\"\"' FLASHMM_STRATEGY__STAND_ASIDE_WITHOUT_EDGE=false FLASHMM_SIM__PRESET=deep "
+             f"{shlex.quote(sys.executable)} -m flashmm.cli_tui --speed 5; echo $? > {shlex.quote(str(exit_file))}; "
+             "sleep 60")
     base = [tmux, "-L", sock]
     subprocess.run(base + ["new-session", "-d", "-s", "fm", "-x", "160", "-y", "45", inner], check=True, timeout=10)
 
@@ -56,10 +59,15 @@ def test_real_console_in_tmux_pause_kill_quit(tmp_path):
         _wait("PAUSED in the header", lambda: "PAUSED" in header(), timeout=5)
         subprocess.run(base + ["send-keys", "-t", "fm", "C-k"], check=True, timeout=10)
         _wait("KILLED in the header", lambda: "KILLED" in header(), timeout=5)
+        # after the kill, keys that make no sense are refused with the reason on screen
+        subprocess.run(base + ["send-keys", "-t", "fm", "w"], check=True, timeout=10)
+        _wait("the refusal", lambda: "no quotes to widen" in screen(), timeout=5)
+        _wait("the kill's flatten to finish", lambda: "flat: nothing to close" in screen(), timeout=20)
         subprocess.run(base + ["send-keys", "-t", "fm", "q"], check=True, timeout=10)
         _wait("the console to exit", exit_file.exists, timeout=20)
         assert exit_file.read_text().strip() == "0"
+        assert "FlashMM session summary" in screen()  # printed once the terminal is back
         actions = [json.loads(x)["action"] for x in audit.read_text().splitlines()]
-        assert actions == ["pause", "kill"]
+        assert actions == ["pause", "kill", "widen", "shutdown"]
     finally:
         subprocess.run(base + ["kill-server"], capture_output=True, timeout=10)

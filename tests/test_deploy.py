@@ -72,6 +72,7 @@ def test_compose_parses_and_has_the_four_services(compose):
     cmd = s["redis"]["command"]
     assert cmd[0] == "redis-server" and cmd[cmd.index("--appendonly") + 1] == "yes"  # AOF
     assert s["flashmm"]["build"] == {"context": ".", "dockerfile": "scripts/Dockerfile"}
+    assert s["flashmm"]["healthcheck"]["test"] == ["CMD", "flashmm", "ctl", "health"]  # the daemon answers itself
     env = s["influxdb"]["environment"]
     assert env["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
     for k in ("USERNAME", "PASSWORD", "ADMIN_TOKEN", "ORG", "BUCKET"):
@@ -166,6 +167,8 @@ def test_no_literal_secrets_in_compose_env_example_or_provisioning(compose):
 
 def test_container_config_loads_and_points_at_the_compose_services():
     cfg = load_config(DOCKER_TOML, environ={})
+    # the healthcheck and `docker compose exec ... --attach` find the socket under the image's /app/var
+    assert cfg.control.socket == "var/run/flashmm.sock" and cfg.control.allowed_uids == []
     assert cfg.influx.enabled and cfg.influx.api == "v2" and cfg.influx.url == "http://influxdb:8086"
     assert cfg.influx.token == "" and cfg.influx.password == ""  # from the environment only
     assert cfg.redis.enabled and "@redis:" not in cfg.redis.url and "redis:6379" in cfg.redis.url

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from flashmm.config import Config, RiskConfig, StrategyConfig
@@ -96,9 +98,13 @@ def test_widen_multiplies_half_spread_and_tighten_undoes_it_capped():
     for _ in range(20):
         engine.widen_spread()
     assert engine.widen == engine.cfg.controls.widen_max
+    down = []
     for _ in range(30):
         engine.tighten()
+        down.append(engine.widen)
     assert engine.widen == 1.0
+    # the way down walks the same rungs as the way up (1.5^k below the cap): even steps after the cap
+    assert down[:6] == pytest.approx([1.5**5, 1.5**4, 1.5**3, 1.5**2, 1.5, 1.0])
     run_for(engine, 1)
     assert engine.current_mode is Mode.RUNNING
     assert base > 0

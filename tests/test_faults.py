@@ -1216,7 +1216,7 @@ def test_exit_with_the_node_unreachable_says_what_it_could_not_confirm_and_the_n
         if d is not None:
             _stop_daemon(d)
         node.stop()
-    assert rc == 1, err[-2000:]
+    assert rc == 3, err  # ExitCode.ORDERS_LEFT[-2000:]
     unconfirmed = s1["exit"]["unconfirmed"]
     assert unconfirmed and len(unconfirmed) == s1["open_orders"] and not s1["exit"]["orders_cancelled_cleanly"]
     line = [x for x in err.splitlines() if "not confirmed by the venue at exit" in x]

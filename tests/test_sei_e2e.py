@@ -50,8 +50,21 @@ def _daemon_env(tmp_path: Path, node: dict, **extra: str) -> dict[str, str]:
     env.update({"FLASHMM_SEI__ENDPOINTS": json.dumps([node["url"]]), "FLASHMM_SEI__CHAIN_ID": CHAIN,
                 "FLASHMM_SEI_KEYSTORE": str(keystore), "FLASHMM_SEI_KEYSTORE_PASSPHRASE": "correct horse battery staple",
                 "FLASHMM_LOGGING__FILE": str(tmp_path / "daemon.log"),
-                "FLASHMM_LOGGING__AUDIT_FILE": str(tmp_path / "audit.jsonl"), **extra})
+                "FLASHMM_LOGGING__AUDIT_FILE": str(tmp_path / "audit.jsonl"),
+                "FLASHMM_CONTROL__SOCKET": _short_socket(tmp_path),
+                "FLASHMM_CONTROL__SUMMARY_DIR": str(tmp_path / "summaries"), **extra})
     return env
+
+
+def _short_socket(tmp_path: Path) -> str:
+    """The daemon's control socket for this test (these daemons run from the repository root, where the
+    default var/run/flashmm.sock could meet a developer's running daemon); Unix socket paths stay short."""
+    path = tmp_path / "c.sock"
+    if len(str(path).encode()) > 100:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="fm", dir="/tmp")) / "c.sock"
+    return str(path)
 
 
 def _venue_record(url: str) -> tuple[Decimal, int]:

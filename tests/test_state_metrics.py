@@ -70,6 +70,51 @@ def test_pnl_split_round_trip_sell_above_mid():
     assert pf.position_lots == 0 and pf.max_abs_position_lots == 100 and pf.volume_lots == 200
 
 
+def test_realised_and_unrealised_by_hand_through_a_flip():
+    # Buy 100 at 4000, buy 100 at 4020 (average 4010), sell 150 at 4030: 150 closed at +20 ticks = +0.30
+    # realised, 50 left long at 4010; sell 100 at 4000: 50 closed at -10 ticks (-0.05), the position flips
+    # to 50 short entered at 4000. At a mid of 3990 the short is +10 ticks * 50 = +0.05 unrealised.
+    # Fees 0.04 paid in all come off the realised side.
+    pf = Portfolio(default_instrument())
+    for side, px, lots in ((Side.BUY, 4000.0, 100), (Side.BUY, 4020.0, 100), (Side.SELL, 4030.0, 150),
+                           (Side.SELL, 4000.0, 100)):
+        pf.on_fill(Fill(1, side, px, lots, 0.01, True, 0, True), mid_ticks=px)
+    realised, unrealised = pf.realised_unrealised(3990.0)
+    assert pf.position_lots == -50
+    assert realised == pytest.approx(0.30 - 0.05 - 0.04)
+    assert unrealised == pytest.approx(0.05)
+    assert realised + unrealised == pytest.approx(pf.pnl(3990.0).total)
+
+
+def test_realised_and_unrealised_on_an_inverse_contract_add_up_in_its_base():
+    from decimal import Decimal
+
+    from flashmm.core.domain import Instrument
+
+    inst = Instrument("BTCUSD_PERP", "BTC", "USD", Decimal("0.1"), Decimal("1"), Decimal("100"), True)
+    pf = Portfolio(inst)
+    pf.on_fill(Fill(1, Side.BUY, 600_000.0, 10, 0.0, True, 0, False), 600_000.0)  # 10 contracts at 60,000
+    pf.on_fill(Fill(2, Side.SELL, 620_000.0, 4, 0.0, True, 0, False), 620_000.0)  # 4 closed at 62,000
+    realised, unrealised = pf.realised_unrealised(610_000.0)
+    assert realised == pytest.approx(4 * 100 * (1 / 60_000 - 1 / 62_000), rel=1e-9)  # BTC, by hand
+    assert unrealised == pytest.approx(6 * 100 * (1 / 60_000 - 1 / 61_000), rel=1e-9)
+    assert realised + unrealised == pytest.approx(pf.pnl(610_000.0).total, rel=1e-12)
+
+
+def test_cost_basis_rebuilt_from_a_journal_after_restart_and_adopted_positions():
+    pf = Portfolio(default_instrument())
+    pf.on_fill(Fill(1, Side.BUY, 4000.0, 100, 0.0, True, 0, True), mid_ticks=4000.0)
+    pf.on_fill(Fill(2, Side.SELL, 4010.0, 40, 0.0, True, 0, True), mid_ticks=4010.0)
+    restored = Portfolio(default_instrument())
+    restored.position_lots, restored.cash_flow = pf.position_lots, pf.cash_flow
+    restored.rebuild_cost_basis(pf.fills)
+    assert restored.realised_unrealised(4005.0) == pytest.approx(pf.realised_unrealised(4005.0))
+    assert restored.realised_unrealised(4005.0)[0] == pytest.approx(0.04)  # 40 lots closed at +10 ticks
+    adopted = Portfolio(default_instrument())
+    adopted.adopt_position(200, 4000.0)  # held before this run: entered at the mid of adoption
+    assert adopted.realised_unrealised(4001.0) == pytest.approx((0.0, 0.02))
+
+
 # ---- metrics -------------------------------------------------------------------------------------------
 
 

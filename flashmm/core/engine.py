@@ -299,6 +299,26 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Parameters changed while trading (validated by flashmm/control/params.py against the same models
+        as config.toml). Commands run between batches on the engine's loop, so the next quote cycle is the
+        first to use them; breaker states, the book and the position are kept."""
+        self.cfg = cfg
+        sc, rc = cfg.strategy, cfg.risk
+        self.quoter = Quoter(sc, rc, self.instrument, self.venue.maker_fee_bps)
+        self._quote_interval_ns = int(sc.quote_interval_ms * 1_000_000)
+        self.risk.cfg = rc
+        for breaker in self.risk.breakers.values():
+            breaker.cooldown_ns = int(rc.breaker_cooldown_s * NS_PER_S)
+        oms = self.oms
+        oms.tol_bps = sc.refresh_tolerance_bps
+        oms.tol_size = sc.refresh_tolerance_size_pct / 100.0
+        oms.refresh_ns = int(sc.order_refresh_time_s * NS_PER_S)
+        oms.bucket.rate_per_ns = rc.max_orders_per_s / NS_PER_S
+        oms.bucket.burst = float(rc.order_burst)
+        self.widen = min(self.widen, cfg.controls.widen_max)
+        self.version += 1
+
     async def shutdown(self, timeout_s: float | None = None) -> bool:
         """Cancel every order and wait until the venue confirms (or the timeout). Returns True when
         no order is left open."""
@@ -876,15 +896,22 @@ class Engine:
     def toggle_pause(self, who: str = "operator", why: str = "") -> str:
         return self.resume(who, why) if self.paused else self.pause(who, why)
 
-    def widen_spread(self, who: str = "operator", why: str = "") -> str:
+    def _widen_ladder(self) -> list[float]:
+        """1, step, step^2, ... below the cap, then the cap: widen and tighten walk the same rungs."""
         c = self.cfg.controls
-        self.widen = min(self.widen * c.widen_step, c.widen_max)
+        rungs = [1.0]
+        while rungs[-1] * c.widen_step < c.widen_max - 1e-9:
+            rungs.append(rungs[-1] * c.widen_step)
+        return rungs + [c.widen_max] if c.widen_max > 1.0 else rungs
+
+    def widen_spread(self, who: str = "operator", why: str = "") -> str:
+        up = [x for x in self._widen_ladder() if x > self.widen + 1e-9]
+        self.widen = up[0] if up else self.cfg.controls.widen_max
         return self._control("widen", who, why, f"spread x{self.widen:.2f}")
 
     def tighten(self, who: str = "operator", why: str = "") -> str:
-        self.widen = max(1.0, self.widen / self.cfg.controls.widen_step)
-        if self.widen < 1.0001:
-            self.widen = 1.0
+        down = [x for x in self._widen_ladder() if x < self.widen - 1e-9]
+        self.widen = down[-1] if down else 1.0
         return self._control("tighten", who, why, f"spread x{self.widen:.2f}")
 
     def flatten(self, who: str = "operator", why: str = "") -> str:

@@ -5,6 +5,11 @@ an inverse contract):  pnl = spread_capture + inventory + fees
 - spread_capture: each fill's edge against the mid at the time of the fill (buy below mid > 0);
 - inventory: what holding the position earned or lost as the mid moved (mark-to-market minus the above);
 - fees: minus fees paid (exchange fees on fills, gas and per-order charges); rebates are positive.
+
+The operator's other split, also exactly additive:  pnl = realised + unrealised (average-cost method,
+in the settlement currency too)
+- unrealised: the open position at the mid against its average entry price;
+- realised: what closed positions made, net of every fee paid.
 """
 
 from __future__ import annotations
@@ -58,10 +63,47 @@ class Portfolio:
         self.volume_lots = 0
         self.peak_pnl = 0.0
         self.max_abs_position_lots = 0
+        self.cost_basis = 0.0  # the open position's value at its average entry price (settlement currency)
+        self.realised_gross = 0.0  # closed positions' PnL before fees
+
+    def _cost(self, sign: int, lots: int, price_ticks: float) -> None:
+        """Average-cost bookkeeping of one trade of `lots` on side `sign` at `price_ticks`, in the settlement
+        currency (settle_value is linear in lots, so one lot's signed value carries it, inverse or not)."""
+        pos = self.position_lots
+        v = self.instrument.settle_value(price_ticks, 1.0)
+        if pos == 0 or (pos > 0) == (sign > 0):
+            self.cost_basis += sign * lots * v
+            return
+        closed = min(lots, abs(pos))
+        removed = closed if pos > 0 else -closed  # the part of the position this trade closes, signed like it
+        avg = self.cost_basis / pos  # the average entry value of one lot of the position
+        self.realised_gross += removed * (v - avg)
+        self.cost_basis -= avg * removed
+        if lots > closed:  # the trade flips the position: the rest opens a new one at this price
+            self.cost_basis = sign * (lots - closed) * v
+
+    def rebuild_cost_basis(self, fills) -> None:
+        """After a restart restored position and cash from a journal: replay its fills for the average entry.
+        When they do not add up to the position (a position adopted without fills), the whole PnL so far is
+        counted as unrealised."""
+        pos, self.position_lots = self.position_lots, 0
+        self.cost_basis = self.realised_gross = 0.0
+        for f in fills:
+            self._cost(f.side, f.lots, f.price_ticks)
+            self.position_lots += f.side * f.lots
+        if self.position_lots != pos:
+            self.cost_basis, self.realised_gross = -self.cash_flow, 0.0
+        self.position_lots = pos
+
+    def realised_unrealised(self, mid_ticks: float) -> tuple[float, float]:
+        """(realised net of fees, unrealised); their sum is pnl(mid).total."""
+        unrealised = self.position_value(mid_ticks) - self.cost_basis
+        return self.realised_gross - self.fees_paid, unrealised
 
     def on_fill(self, f: Fill, mid_ticks: float) -> None:
         sign = int(f.side)
         cash, edge = fill_cash_and_edge(self.instrument, sign, f.price_ticks, f.lots, mid_ticks)
+        self._cost(sign, f.lots, f.price_ticks)
         self.position_lots += sign * f.lots
         self.cash_flow += cash
         self.fees_paid += f.fee_quote
@@ -73,6 +115,8 @@ class Portfolio:
     def adopt_position(self, lots: int, mid_ticks: float) -> None:
         """Start from a position held before this run (the venue's record, no journal to say how it was
         built): valued at the current mid, so PnL counts from now and the held inventory moves it."""
+        if lots:
+            self._cost(1 if lots > 0 else -1, abs(lots), mid_ticks)
         self.position_lots += lots
         self.cash_flow -= self.instrument.settle_value(mid_ticks, lots)
         self.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))

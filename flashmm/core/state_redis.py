@@ -285,6 +285,7 @@ class RecoveredState:
         portfolio.volume_lots = self.volume_lots
         portfolio.fills.clear()
         portfolio.fills.extend(self.fills)  # keeps the portfolio's bound
+        portfolio.rebuild_cost_basis(self.fills)  # the average entry price, for realised vs unrealised PnL
         portfolio.peak_pnl = self.peak_pnl
         portfolio.max_abs_position_lots = max(self.max_abs_position_lots, abs(self.position_lots))
 

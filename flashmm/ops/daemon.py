@@ -1,10 +1,13 @@
-"""The headless runner (`flashmm-tui --no-ui`): the engine, JSON logs, a status line every few seconds,
-and on SIGINT/SIGTERM every order cancelled before exit 0 with the summary written."""
+"""The two ways to run the engine: the daemon (`flashmm-tui --no-ui`) and the console (`flashmm-tui`).
+
+Both build a `Session` (flashmm/control/shutdown.py): the engine, its control socket ([control].socket:
+`flashmm ctl`, `flashmm-tui --attach`), and the one shutdown path that every way out goes through. The
+daemon logs human-readable lines on a terminal and JSON otherwise, a status line every few seconds, and
+prints the session summary on exit when its output is a terminal."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 import uuid
@@ -12,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flashmm.config import Config
+from flashmm.control.server import ControlSocketError
+from flashmm.control.shutdown import ExitCode, Session, summary_table
 from flashmm.core.engine import Engine
 from flashmm.model.predictor import predictor_for
 from flashmm.ops.lease import claim_instance
 from flashmm.ops.preflight import check_paths, check_redis
-from flashmm.telemetry.failsafe import STDERR, write_summary  # never raise: a summary the disk refuses goes to stderr
 from flashmm.telemetry.logging import AuditLog, configure_logging, get_logger, register_secret
-from flashmm.venues.base import VenueStartError
 from flashmm.venues.factory import make_venue, terminal_passphrase
 
 
@@ -105,24 +108,50 @@ def nothing_processed(engine: Engine) -> str | None:
     return None
 
 
+def _print(text: str, stream: Any = None) -> None:
+    """Best effort: after SIGHUP the terminal may be gone (the summary file has it all)."""
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _log_config(cfg: Config, log: Any) -> None:
+    """The effective configuration (secrets redacted): in the log file at info; on a terminal only at debug."""
+    if cfg.logging.file:
+        log.info("config", **cfg.model_dump())
+    else:
+        log.debug("config", **cfg.model_dump())
+
+
 def run_console(cfg: Config, duration_s: float | None, summary_path: str | None, data: list[str] | None = None) -> int:
-    """The Textual console with the engine in a worker on the app's loop. Logs go to a file (the
-    terminal belongs to the console): [logging].file, else var/flashmm.log."""
+    """The Textual console and the engine on one event loop. Logs go to a file (the terminal belongs to the
+    console): [logging].file, else var/flashmm.log. The session summary is printed once the terminal is back."""
+    return asyncio.run(_console_main(cfg, duration_s, summary_path, data))
+
+
+async def _console_main(cfg: Config, duration_s: float | None, summary_path: str | None,
+                        data: list[str] | None) -> int:
     from tui.app import FlashMMApp  # the engine package never imports the console at module level
+    from tui.source import LocalSource
 
     register_config_secrets(cfg)
     run_id = uuid.uuid4().hex[:12]
     check_paths(cfg, summary_path, console=True)  # one line and exit 2 before anything starts (ops/preflight)
     check_redis(cfg)
     configure_logging(cfg.logging.level, cfg.logging.file or "var/flashmm.log", run_id,
-                      cfg.logging.max_bytes, cfg.logging.backups, fallback_stderr=False)  # the terminal is the screen
+                      cfg.logging.max_bytes, cfg.logging.backups,
+                      fallback_stderr=False, fmt="json")  # the terminal is the screen
+    log = get_logger("console")
+    log.info("config", **cfg.model_dump())  # to the log file (the terminal belongs to the console)
     venue = make_venue(cfg, data=data, passphrase_prompt=terminal_passphrase)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg),
                     audit=AuditLog(cfg.logging.audit_file or None, fallback=None),
                     state_store=make_state_store(cfg, venue))
     guard = claim(cfg, venue, engine, run_id)
     exporter = None
-    background = []
+    background: list[Callable[[], Any]] = []
+    cleanups: list[Callable[[], Any]] = []
     if cfg.influx.enabled:
         from flashmm.telemetry.influx import InfluxExporter, default_tags, publish_metrics
 
@@ -130,55 +159,83 @@ def run_console(cfg: Config, duration_s: float | None, summary_path: str | None,
         exporter.start()
         tags = default_tags(engine, run_id)
         background.append(lambda: publish_metrics(engine, exporter, cfg.influx.interval_s, tags, clock=time.time_ns))
-    app = FlashMMApp(engine, duration_s=duration_s, console=cfg.console, background=background)
+
+        async def stop_exporter() -> None:
+            await asyncio.to_thread(exporter.stop, 5.0)
+
+        cleanups.append(stop_exporter)
+    session = Session(cfg, engine, via="console", run_id=run_id, duration_s=duration_s, summary_path=summary_path,
+                      background=tuple(background), cleanups=tuple(cleanups), check_end=nothing_processed)
     try:
-        rc = app.run()
-    finally:
+        await session.open_control()
+    except ControlSocketError as exc:
+        _print(f"flashmm-tui: {exc}", sys.stderr)
         if exporter is not None:
-            exporter.stop(5.0)
+            exporter.stop(1.0)
         guard.release()
-    if summary_path:
-        summary = engine.summary()
-        summary["exit"] = {"signal": None, "orders_cancelled_cleanly": not engine.oms.orders, "via": "console",
-                           "unconfirmed": engine.guards.unconfirmed()}
-        write_summary(summary_path, summary)
-    if engine.fault:
-        print(f"flashmm-tui: engine faulted: {engine.fault} (orders cancelled: {not engine.oms.orders})",
-              file=sys.stderr)
-        return 1
-    empty = nothing_processed(engine)
-    if empty:
-        print(f"flashmm-tui: {empty}", file=sys.stderr)
-        return 2
-    return rc if isinstance(rc, int) else (app.return_code or 0)
+        return int(ExitCode.START)
+    session.install_signals()
+    app = FlashMMApp(LocalSource(session.control, session.request_stop), console=cfg.console)
+    app_task = asyncio.create_task(app.run_async(), name="console")
+    first = asyncio.create_task(app.first_frame.wait())
+    # trading starts once the first frame is on screen, so the initial layout never delays a block
+    await asyncio.wait({app_task, first}, return_when=asyncio.FIRST_COMPLETED)
+    first.cancel()
+    session.start_engine()
+    report_task = asyncio.create_task(session.wait(), name="session")
+    done, _ = await asyncio.wait({app_task, report_task}, return_when=asyncio.FIRST_COMPLETED)
+    if report_task in done:
+        app.session_over(report_task.result())
+        try:
+            await app_task
+        except Exception as exc:  # the console failed after the shutdown path ran: the report stands
+            log.error("console_failed", error=f"{type(exc).__name__}: {exc}")
+    else:  # the console ended first (it crashed, or Textual exited by itself): the same shutdown path
+        error = app_task.exception() if not app_task.cancelled() else None
+        session.request_stop("the console closed" + (f" ({type(error).__name__}: {error})" if error else ""),
+                             "console")
+    report = await report_task
+    session.remove_signals()
+    if session.start_error or session.end_error:
+        _print(f"flashmm-tui: {session.start_error or session.end_error}", sys.stderr)
+    _print(summary_table(report.summary))
+    return report.code
 
 
 async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | None, speed: float | None,
-                     data: list[str] | None = None, on_engine: Callable[[Engine], None] | None = None) -> int:
+                     data: list[str] | None = None, on_engine: Callable[[Engine], None] | None = None,
+                     log_format: str | None = None) -> int:
     """`on_engine` sees the engine before it starts (the soak benchmark's probe, flashmm/ops/soak.py)."""
     run_id = uuid.uuid4().hex[:12]
     register_config_secrets(cfg)
     check_paths(cfg, summary_path)  # one line and exit 2 before anything starts (ops/preflight)
     check_redis(cfg)
-    configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups)
+    configure_logging(cfg.logging.level, cfg.logging.file, run_id, cfg.logging.max_bytes, cfg.logging.backups,
+                      fmt=log_format or cfg.logging.format)
     log = get_logger("daemon")
-    log.info("config", **cfg.model_dump())  # the effective configuration; secrets are redacted
+    _log_config(cfg, log)
     venue = make_venue(cfg, speed, data, passphrase_prompt=terminal_passphrase)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg), audit=AuditLog(cfg.logging.audit_file or None),
                     state_store=make_state_store(cfg, venue))
     guard = claim(cfg, venue, engine, run_id)
     if on_engine is not None:
         on_engine(engine)
-    loop = asyncio.get_running_loop()
-    signals_seen: list[str] = []
+    exporter, publisher = start_metrics(cfg, engine, run_id)
 
-    def on_signal(name: str) -> None:
-        signals_seen.append(name)
-        log.info("signal", signal=name, action="cancel all orders and exit")
-        engine.stop()
+    async def stop_exporter() -> None:
+        await stop_metrics(exporter, publisher)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
+    session = Session(cfg, engine, via="daemon", run_id=run_id, duration_s=duration_s, summary_path=summary_path,
+                      cleanups=(stop_exporter,), check_end=nothing_processed)
+    try:
+        await session.open_control()
+    except ControlSocketError as exc:
+        _print(f"flashmm-tui: {exc}", sys.stderr)
+        log.error("control_socket_failed", error=str(exc))
+        await stop_metrics(exporter, publisher)
+        guard.release()
+        return int(ExitCode.START)
+    session.install_signals()
 
     async def status_loop() -> None:
         while True:
@@ -186,40 +243,18 @@ async def run_daemon(cfg: Config, duration_s: float | None, summary_path: str | 
             log.info("status", **status_fields(engine))
 
     log.info("start", venue=venue.name, symbol=venue.instrument.symbol, seed=cfg.run.seed,
-             speed=speed if speed is not None else cfg.run.speed, duration_s=duration_s)
+             speed=speed if speed is not None else cfg.run.speed, duration_s=duration_s,
+             control_socket=session.control.where or None)
     status = asyncio.create_task(status_loop())
-    exporter, publisher = start_metrics(cfg, engine, run_id)
-    rc = 0
-    t0 = time.monotonic()
+    session.start_engine()
     try:
-        await engine.run(duration_s)
-    except VenueStartError as exc:
-        print(f"flashmm-tui: {exc}", file=sys.stderr)
-        log.error("venue_start_failed", error=str(exc))
-        rc = 2
-    except Exception:
-        rc = 1  # engine.run logged the fault; orders are still cancelled below
+        report = await session.wait()
     finally:
         status.cancel()
-        clean = await engine.shutdown()
-        await stop_metrics(exporter, publisher)
-        summary = engine.summary()
-        summary["exit"] = {"signal": signals_seen[0] if signals_seen else None, "orders_cancelled_cleanly": clean,
-                           "wall_s": round(time.monotonic() - t0, 3), "unconfirmed": engine.guards.unconfirmed()}
-        if summary_path:
-            write_summary(summary_path, summary)
-        if not clean:  # exactly what the venue did not confirm; the next start reconciles it
-            STDERR.write(f"flashmm-tui: not confirmed by the venue at exit: {'; '.join(summary['exit']['unconfirmed'])}\n")
-        log.info("stop", **{k: summary[k] for k in ("events", "quotes", "orders_placed", "fills", "pnl_usdc",
-                                                      "inventory_pct", "spread_improvement_pct")}, clean=clean)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        guard.release()
-    if not clean and rc == 0:
-        rc = 1
-    empty = nothing_processed(engine) if rc == 0 and not signals_seen else None
-    if empty:
-        print(f"flashmm-tui: {empty}", file=sys.stderr)
-        log.error("nothing_processed", error=empty)
-        rc = 2
-    return rc
+        await asyncio.gather(status, return_exceptions=True)
+        session.remove_signals()
+    if session.start_error or session.end_error:
+        _print(f"flashmm-tui: {session.start_error or session.end_error}", sys.stderr)
+    if sys.stdout.isatty():
+        _print(summary_table(report.summary))
+    return report.code

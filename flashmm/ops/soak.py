@@ -568,8 +568,20 @@ def soak_config(cfg: Config, seed: int, model: str, workdir: Path, redis_url: st
                                               **({"url": redis_url} if redis_url else {})}),
         "influx": cfg.influx.model_copy(update={"enabled": influx_url is not None,
                                                 **({"url": influx_url, "api": "v1"} if influx_url else {})}),
+        # the control socket is served as in production (in the workdir, or a short temporary folder when the
+        # workdir's path is too long for a Unix socket); the soak writes its own summary
+        "control": cfg.control.model_copy(update={"socket": _socket_path(workdir), "summary_dir": ""}),
     }
     return cfg.model_copy(update=update)
+
+
+def _socket_path(workdir: Path) -> str:
+    path = workdir / "control.sock"
+    if len(str(path).encode()) <= 100:
+        return str(path)
+    import tempfile
+
+    return str(Path(tempfile.mkdtemp(prefix="fmsoak", dir="/tmp")) / "control.sock")
 
 
 def run_soak(cfg: Config, hours: float, json_path: str | Path | None, *, seed: int = 7, sample_s: float = 60.0,

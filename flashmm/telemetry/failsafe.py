@@ -142,6 +142,13 @@ class StreamSink:
     def flush(self) -> None:
         return None
 
+    def isatty(self) -> bool:
+        """Whether the stream is a terminal (the log format `auto` renders for a person there)."""
+        try:
+            return bool((self._stream if self._stream is not None else sys.stderr).isatty())
+        except (AttributeError, ValueError, OSError):
+            return False
+
 
 STDERR = StreamSink()
 

@@ -65,22 +65,40 @@ def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
 
 
 def configure_logging(level: str = "info", file: str = "", run_id: str = "", max_bytes: int = 50_000_000,
-                      backups: int = 5, fallback_stderr: bool = True) -> Any:
-    """JSON lines to stderr, or to `file` rotated by size. Secrets are redacted. Returns the stream.
+                      backups: int = 5, fallback_stderr: bool = True, fmt: str = "json") -> Any:
+    """Log lines to stderr, or to `file` rotated by size; secrets are redacted. Returns the stream.
 
     Neither sink ever raises (flashmm.telemetry.failsafe): a line the file cannot take goes to stderr
-    (`fallback_stderr`; the console passes False, the terminal is its screen) and is counted."""
+    (`fallback_stderr`; the console passes False, the terminal is its screen) and is counted; a lost terminal
+    (SIGHUP: EIO) or a closed pipe counts the line as lost instead of raising inside the shutdown path.
+    `fmt`: json (one object a line), console (structlog's human-readable renderer), or auto (console when the
+    stream is a terminal, JSON otherwise: files, pipes, journald, docker)."""
     stream: Any = (RotatingWriter(file, max_bytes, backups, fallback=STDERR if fallback_stderr else None) if file
                    else StreamSink(None, name="log"))
     register_environment_secrets()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
+    if fmt == "auto":
+        fmt = "console" if not file and _isatty(stream) else "json"
+    if fmt == "console":
+        tail: list[Any] = [
+            _drop_run_id,  # printed once, on the start line's own key; on every line it is noise for a person
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
+            redact_secrets,
+            # plain tracebacks: the rich formatter prints local variables, and a local may hold a key
+            structlog.dev.ConsoleRenderer(colors=_isatty(stream), pad_event_to=20, sort_keys=False,
+                                          exception_formatter=structlog.dev.plain_traceback),
+        ]
+    else:
+        tail = [
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_secrets,
             structlog.processors.JSONRenderer(serializer=lambda obj, **_: orjson.dumps(obj, default=str).decode()),
+        ]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
@@ -89,6 +107,19 @@ def configure_logging(level: str = "info", file: str = "", run_id: str = "", max
     if run_id:
         structlog.contextvars.bind_contextvars(run_id=run_id)
     return stream
+
+
+def _drop_run_id(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("event") != "start":
+        event.pop("run_id", None)
+    return event
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def get_logger(component: str) -> Any:

@@ -100,10 +100,10 @@ class Pacer:
         if math.isfinite(self.speed):
             due = self._wall_start + (venue_ts_ns - self._venue_start) / NS_PER_S / self.speed
             delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:  # behind schedule (a busy machine): still let signals, the console and the state writer run
-                await asyncio.sleep(0)
+            # behind schedule, still yield once: a venue that never awaits starves every other task on the loop
+            # (signal handlers, the control socket, the console, a test's own coroutine waited for ever on a
+            # machine too busy for speed=200)
+            await asyncio.sleep(delay if delay > 0 else 0)
             self.lateness.record(max(0, int((time.monotonic() - due) * 1e9)))
         elif self._steps % self.yield_every == 0:
             await asyncio.sleep(0)  # let other tasks (console, progress, signals) run
