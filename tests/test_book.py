@@ -194,3 +194,57 @@ def test_a_top_older_than_the_book_crossed_or_while_stale_is_counted_not_applied
     book.mark_stale("test")
     assert not book.apply_top(BookTop(20, 100, 5, 102, 3, 3_000))
     assert book.rejects["top_while_stale"] == 1 and book.bids[100] == 1
+
+
+# ---- the array-backed price levels against sortedcontainers.SortedDict (the structure they replaced) --------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from sortedcontainers import SortedDict  # noqa: E402
+
+from flashmm.core.book import Levels  # noqa: E402
+
+_PRICE = st.integers(1, 60)
+_OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "pop_best", "setitem", "popitem0", "delitem"]), _PRICE,
+                          st.integers(0, 9)), max_size=80)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(ops=_OPS, sign=st.sampled_from([1, -1]), queries=st.lists(
+    st.tuples(st.one_of(st.none(), _PRICE), st.one_of(st.none(), _PRICE), st.booleans(), st.booleans(),
+              st.booleans()), max_size=8))
+def test_levels_behave_as_the_sorted_dict_they_replaced(ops, sign, queries):
+    lv, ref = Levels(sign), SortedDict()
+    for op, price, lots in ops:
+        if op == "set":
+            lv.set(price, lots)
+            if lots:
+                ref[price] = lots
+            else:
+                ref.pop(price, None)
+        elif op == "del" and price in ref:
+            del lv[price]
+            del ref[price]
+        elif op == "pop_best" and ref:
+            best = ref.peekitem(-1 if sign > 0 else 0)
+            assert lv.best() == best[0]
+            lv.set(best[0], 0)
+            del ref[best[0]]
+        elif op == "setitem" and lots:
+            lv[price] = lots
+            ref[price] = lots
+        elif op == "popitem0" and ref:
+            assert lv.popitem(0) == ref.popitem(0)
+        elif op == "delitem":
+            assert lv.pop(price, None) == ref.pop(price, None)
+        assert list(lv) == list(ref) and lv.items() == list(ref.items()) and len(lv) == len(ref)
+        assert lv.ladder == sorted(sign * p for p in ref)  # the best price is always last
+    for lo, hi, inc_lo, inc_hi, rev in queries:
+        assert list(lv.irange(lo, hi, (inc_lo, inc_hi), rev)) == list(ref.irange(lo, hi, (inc_lo, inc_hi), rev))
+    if ref:
+        for i in (0, -1, len(ref) // 2, -len(ref)):
+            assert lv.peekitem(i) == ref.peekitem(i)
+        n = len(ref) // 2 + 1
+        want = list(reversed(ref.items()))[:n] if sign > 0 else list(ref.items())[:n]
+        assert lv.top(n) == want
+    assert dict(lv) == dict(ref) and (lv == dict(ref))
