@@ -417,7 +417,7 @@ class Engine:
         self.predictor.on_market(now0)  # the model's grid sees the state before this batch
         if self.book.two_sided() and not self.book.stale:  # horizons that passed before this batch: the mid until now
             mid0 = self.book.mid_ticks()
-            if self.fill_quality.pending():
+            if self.fill_quality.next_due_ns <= now0:
                 self.fill_quality.resolve(now0, mid0)
             self.adverse.resolve(now0, mid0)
         handlers = self._handlers
