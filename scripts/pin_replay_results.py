@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="compare with the pins instead of rewriting them")
     ap.add_argument("--only", action="append", help="a case name (repeatable); default all")
     ap.add_argument("--cache-dir", default="", help="parsed-recording cache (default [replay].cache_dir)")
+    ap.add_argument("--source", default="", help="what code produced the pins, recorded in the file (default: "
+                                                 "this checkout's commit)")
     a = ap.parse_args()
     results = compute(a.only, a.cache_dir)
     if a.check:
@@ -78,9 +80,10 @@ def main() -> int:
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
+    source = a.source or (commit + ("+uncommitted" if dirty else "") if commit else "unknown")
     doc = {"about": "Replay results pinned by scripts/pin_replay_results.py (see its docstring); checked by "
                     "tests/test_replay_pins.py. Regenerate only for a deliberate change of behaviour.",
-           "generated_at_commit": commit + ("+uncommitted" if dirty else ""),
+           "generated_from": source,
            "cases": dict(sorted(cases.items()))}
     PINS.parent.mkdir(parents=True, exist_ok=True)
     PINS.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")

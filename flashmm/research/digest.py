@@ -32,7 +32,7 @@ class PinCase:
 
     name: str
     folder: str
-    strategy: str = "glft"  # [strategy].model: glft (the default quoting) | symmetric (the baseline)
+    strategy: str = "glft"  # [strategy].model: glft (the default configuration) | symmetric (the baseline)
     quote_interval_ms: float | None = None
     use_book_ticker: bool = True
 
