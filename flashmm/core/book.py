@@ -13,38 +13,56 @@ the top's prices are skipped (the top already moved past them) and the rest appl
 resurrects a level the top has moved past; a diff that ends at or after the top's id is newer and applies
 in full. A top older than the book (id <= the last diff's) is ignored and counted.
 
-Each side is a `Levels`: a dict price -> lots and a sorted array of the prices with the best price last, so
-that what the hot path does most (read the best levels, change a level at or near the top, remove the
-levels a new top moved past) costs O(1) list operations at the array's end; a level deeper in the book costs
-a C bisect and a short memmove. No object per level. (It replaced a sortedcontainers SortedDict, whose
-pure-Python item access measured ~1.7 µs per level change on the Binance spot replay; `Levels` keeps the
-part of its API that callers use: get, [], in, len, iteration in ascending price order, peekitem, irange.)
+Each side is a `Levels`: a dict price -> lots, and a sorted array of the prices near the top with the best
+price last, so that what the hot path does most (read the best levels, change a level at or near the top,
+remove the levels a new top moved past) costs O(1) list operations at the array's end, and a change deeper
+in the book (most rows of a Binance depth diff) costs a dict operation. No object per level. (It replaced a
+sortedcontainers SortedDict, whose pure-Python item access measured ~1.7 µs per level change on the Binance
+spot replay; `Levels` keeps the part of its API that callers use: get, [], in, len, iteration in ascending
+price order, peekitem, irange.)
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
-from collections.abc import Iterator
-from itertools import islice
+from collections.abc import Callable, Iterator
+from itertools import chain, islice
 from operator import neg
 
 from flashmm.core.domain import BookDiff, BookSnapshot, BookTop
 
 
+_NEAR = 64  # levels kept in sorted order below the best after a refill or a trim
+_LOW = 16  # fewer than this many sorted levels (and deeper ones exist): sort in the next _NEAR
+_HIGH = 256  # more than this many sorted levels: the deepest go back to the unsorted part
+
+
 class Levels:
     """One side of a book: price_ticks -> lots (> 0), ordered by price.
 
-    `ladder` is sorted ascending and its last entry is the best price: the price itself for bids, minus the price
-    for asks (`sign` = +1 / -1), so both sides share one code path. Iteration, `peekitem` and `irange` follow
-    ascending price order on both sides, as the SortedDict this replaces did."""
+    `lots` holds every level. `ladder` keeps the keys of the levels near the top sorted ascending with the best
+    last: the key is the price for bids and minus the price for asks (`sign` = +1 / -1), so both sides share one
+    code path. Levels deeper than `floor` (a key) are in `lots` only, unsorted: a depth diff changing a level
+    hundreds of ticks away costs a dict operation. Invariants: `ladder` is exactly the sorted keys >= `floor`,
+    and it is never empty while `lots` is not (it is refilled from the deeper levels when it runs low).
+    Iteration, `peekitem` and `irange` follow ascending price order on both sides, as the SortedDict this
+    replaces did (sorting the deeper levels only when a query reaches them)."""
 
-    __slots__ = ("lots", "ladder", "sign")
+    __slots__ = ("lots", "ladder", "sign", "floor")
 
     def __init__(self, sign: int, levels: dict[int, int] | None = None) -> None:
         self.sign = sign
         self.lots: dict[int, int] = levels if levels is not None else {}
-        self.ladder: list[int] = sorted(self.lots) if sign > 0 else sorted(-p for p in self.lots)
+        keys = sorted(self.lots) if sign > 0 else sorted(-p for p in self.lots)
+        if len(keys) > 2 * _NEAR:
+            self.ladder = keys[-_NEAR:]
+            self.floor: float = self.ladder[0]
+        else:
+            self.ladder = keys
+            self.floor = -math.inf
 
     # ---- the hot path ----------------------------------------------------------------------------------
     def best(self) -> int:
@@ -56,35 +74,75 @@ class Levels:
         book = self.lots
         if lots:
             if price not in book:
-                insort(self.ladder, price * self.sign)
+                k = price * self.sign
+                if k >= self.floor:
+                    ladder = self.ladder
+                    insort(ladder, k)
+                    if len(ladder) > _HIGH:
+                        self._trim()
             book[price] = lots
-        elif book.pop(price, None) is not None:
-            keys = self.ladder
+        elif price in book:
+            del book[price]
             k = price * self.sign
-            if keys[-1] == k:
-                keys.pop()
-            else:
-                del keys[bisect_left(keys, k)]
+            if k >= self.floor:
+                ladder = self.ladder
+                if ladder[-1] == k:
+                    ladder.pop()
+                else:
+                    del ladder[bisect_left(ladder, k)]
+                if len(ladder) < _LOW and len(book) > len(ladder):
+                    self._refill()
 
-    def remove_better_than(self, price: int) -> list[tuple[int, int]]:
-        """Remove every level strictly better than `price` (as a new top shows them gone); returns them,
-        best first."""
-        keys = self.ladder
+    def drop_better_than(self, price: int) -> None:
+        """Remove every level strictly better than `price` (a new top shows them gone)."""
         k = price * self.sign
-        gone = []
-        book = self.lots
-        sign = self.sign
-        while keys and keys[-1] > k:
-            p = keys.pop() * sign
-            gone.append((p, book.pop(p)))
-        return gone
+        ladder, book, sign = self.ladder, self.lots, self.sign
+        while True:
+            while ladder and ladder[-1] > k:
+                del book[ladder.pop() * sign]
+            if ladder or not book:
+                break
+            self._refill()  # the sorted part ran out above `price`: the deeper levels may still be better
+        if len(ladder) < _LOW and len(book) > len(ladder):
+            self._refill()
 
     def top(self, n: int) -> list[tuple[int, int]]:
         """The best `n` levels, best first."""
-        book = self.lots
+        ladder, book = self.ladder, self.lots
+        if n > len(ladder) and len(book) > len(ladder):
+            self._refill(n)
         if self.sign > 0:
-            return [(p, book[p]) for p in self.ladder[-1:-n - 1:-1]]
-        return [(-k, book[-k]) for k in self.ladder[-1:-n - 1:-1]]
+            return [(p, book[p]) for p in ladder[-1:-n - 1:-1]]
+        return [(-k, book[-k]) for k in ladder[-1:-n - 1:-1]]
+
+    def _deep_keys(self) -> list[int]:
+        """The unsorted keys below `floor`."""
+        floor, sign = self.floor, self.sign
+        if floor == -math.inf:
+            return []
+        return [k for k in (p * sign for p in self.lots) if k < floor]
+
+    def _refill(self, need: int = 0) -> None:
+        need = max(need, _NEAR)
+        deep = self._deep_keys()
+        if len(deep) <= need:
+            add = sorted(deep)
+            self.floor = -math.inf
+        else:
+            add = sorted(heapq.nlargest(need, deep))
+            self.floor = add[0]
+        self.ladder[:0] = add
+
+    def _trim(self) -> None:
+        ladder = self.ladder
+        cut = len(ladder) - _NEAR
+        self.floor = ladder[cut]
+        del ladder[:cut]
+
+    def _keys(self) -> list[int]:
+        """Every key, ascending."""
+        deep = self._deep_keys()
+        return sorted(deep) + self.ladder if deep else list(self.ladder)
 
     # ---- the mapping API (ascending price order, as sortedcontainers.SortedDict) ------------------------
     def __getitem__(self, price: int) -> int:
@@ -97,16 +155,18 @@ class Levels:
         return price in self.lots
 
     def __len__(self) -> int:
-        return len(self.ladder)
+        return len(self.lots)
 
     def __bool__(self) -> bool:
         return bool(self.ladder)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.ladder) if self.sign > 0 else map(neg, reversed(self.ladder))
+        keys = self._keys()
+        return iter(keys) if self.sign > 0 else map(neg, reversed(keys))
 
     def __reversed__(self) -> Iterator[int]:
-        return reversed(self.ladder) if self.sign > 0 else map(neg, self.ladder)
+        keys = self._keys()
+        return reversed(keys) if self.sign > 0 else map(neg, keys)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Levels):
@@ -130,18 +190,19 @@ class Levels:
         return [book[p] for p in self]
 
     def __setitem__(self, price: int, lots: int) -> None:
-        if price not in self.lots:
-            insort(self.ladder, price * self.sign)
-        self.lots[price] = lots
+        if lots <= 0:
+            raise ValueError(f"a level holds a positive size, not {lots}: remove it with del or pop")
+        self.set(price, lots)
 
     def __delitem__(self, price: int) -> None:
-        del self.lots[price]
-        del self.ladder[bisect_left(self.ladder, price * self.sign)]
+        if price not in self.lots:
+            raise KeyError(price)
+        self.set(price, 0)
 
     def pop(self, price: int, *default: int) -> int:
         if price in self.lots:
             lots = self.lots[price]
-            del self[price]
+            self.set(price, 0)
             return lots
         if default:
             return default[0]
@@ -149,29 +210,55 @@ class Levels:
 
     def peekitem(self, index: int = -1) -> tuple[int, int]:
         """The level at `index` in ascending price order (-1: the highest price)."""
-        p = self.ladder[index] if self.sign > 0 else -self.ladder[-1 - index]
+        j = index if self.sign > 0 else -1 - index  # the position in ascending keys
+        ladder = self.ladder
+        if -len(ladder) <= j < 0 or (0 <= j < len(ladder) and len(self.lots) == len(ladder)):
+            k = ladder[j]
+        else:
+            k = self._keys()[j]
+        p = k * self.sign
         return p, self.lots[p]
 
     def popitem(self, index: int = -1) -> tuple[int, int]:
         p, lots = self.peekitem(index)
-        del self[p]
+        self.set(p, 0)
         return p, lots
 
     def irange(self, minimum: int | None = None, maximum: int | None = None,
                inclusive: tuple[bool, bool] = (True, True), reverse: bool = False) -> Iterator[int]:
-        """Prices between `minimum` and `maximum` in ascending order (descending with `reverse`), lazily."""
-        keys = self.ladder
+        """Prices between `minimum` and `maximum` in ascending order (descending with `reverse`), lazily: a walk
+        from the best price sorts the deeper levels only if it goes past the sorted ones."""
         if self.sign < 0:  # keys are minus the prices: the bounds swap
             minimum, maximum = (None if maximum is None else -maximum), (None if minimum is None else -minimum)
             inclusive = (inclusive[1], inclusive[0])
             reverse = not reverse
-        lo = 0 if minimum is None else (bisect_left if inclusive[0] else bisect_right)(keys, minimum)
-        hi = len(keys) if maximum is None else (bisect_right if inclusive[1] else bisect_left)(keys, maximum)
+        it = self._irange_keys(minimum, maximum, inclusive, reverse)
+        return it if self.sign > 0 else map(neg, it)
+
+    def _irange_keys(self, kmin: int | None, kmax: int | None, inclusive: tuple[bool, bool],
+                     descending: bool) -> Iterator[int]:
+        if kmin is not None and kmin >= self.floor:
+            keys = self.ladder  # the whole range is in the sorted part
+        elif descending:  # best first: the sorted part, then the deeper levels only if the walk gets there
+            return chain(self._irange_in(self.ladder, kmin, kmax, inclusive, True),
+                         _lazy(lambda: self._irange_in(sorted(self._deep_keys()), kmin, kmax, inclusive, True)))
+        else:
+            keys = self._keys()
+        return self._irange_in(keys, kmin, kmax, inclusive, descending)
+
+    @staticmethod
+    def _irange_in(keys: list[int], kmin: int | None, kmax: int | None, inclusive: tuple[bool, bool],
+                   descending: bool) -> Iterator[int]:
+        lo = 0 if kmin is None else (bisect_left if inclusive[0] else bisect_right)(keys, kmin)
+        hi = len(keys) if kmax is None else (bisect_right if inclusive[1] else bisect_left)(keys, kmax)
         if hi <= lo:
             return iter(())
         n = len(keys)
-        it = islice(reversed(keys), n - hi, n - lo) if reverse else islice(keys, lo, hi)
-        return it if self.sign > 0 else map(neg, it)
+        return islice(reversed(keys), n - hi, n - lo) if descending else islice(keys, lo, hi)
+
+
+def _lazy(make: Callable[[], Iterator[int]]) -> Iterator[int]:
+    yield from make()
 
 
 class L2Book:
@@ -282,12 +369,10 @@ class L2Book:
             self.rejects["top_crossed"] += 1
             return False
         bids, asks = self.bids, self.asks
-        keys = bids.ladder
-        while keys and keys[-1] > bp:
-            del bids.lots[keys.pop()]
-        keys = asks.ladder
-        while keys and keys[-1] > -ap:
-            del asks.lots[-keys.pop()]
+        if bids.ladder and bids.ladder[-1] > bp:
+            bids.drop_better_than(bp)
+        if asks.ladder and asks.ladder[-1] > -ap:
+            asks.drop_better_than(ap)
         bids.set(bp, top.bid_lots)
         asks.set(ap, top.ask_lots)
         self.top_seq = top.seq
@@ -336,12 +421,10 @@ class L2Book:
 
     def top_bids(self, n: int) -> list[tuple[int, int]]:
         """Best first."""
-        lots = self.bids.lots
-        return [(p, lots[p]) for p in self.bids.ladder[-1:-n - 1:-1]]
+        return self.bids.top(n)
 
     def top_asks(self, n: int) -> list[tuple[int, int]]:
-        lots = self.asks.lots
-        return [(-k, lots[-k]) for k in self.asks.ladder[-1:-n - 1:-1]]
+        return self.asks.top(n)
 
     def depth_within(self, ticks: int) -> tuple[int, int]:
         """Total lots on each side within `ticks` of the best price on that side (inclusive)."""
