@@ -39,6 +39,11 @@ class PinCase:
     def config(self) -> Config:
         cfg = Config()
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": "none"})})
+        # the tick-to-quote latency breaker measures this machine's wall time: a 250 ms stall (a GC pause, a busy
+        # machine) in one 10 s window of a sparse recording tripped it and changed the orders. An unpaced replay
+        # now skips it (Venue.paced); the pins also switch it off, so pins made from code without that fix
+        # (main, before it merges) are reproducible too
+        cfg = cfg.model_copy(update={"risk": cfg.risk.model_copy(update={"latency_widen_ms": 1e12})})
         strat: dict[str, Any] = {"model": self.strategy}
         if self.quote_interval_ms is not None:
             strat["quote_interval_ms"] = self.quote_interval_ms
@@ -111,6 +116,7 @@ def replay_digest(cfg: Config, data: EventSet) -> dict[str, Any]:
                f"effective {fq.effective_n} {fq.effective_sum!r}",
                *(f"horizon {i} {fq.n[i]} {fq.sums[i]!r} {fq.sq[i]!r}" for i in range(len(fq.n))),
                f"max_abs_inventory_pct {engine.max_abs_inventory_pct!r}",
+               *(f"breaker {b.name} {b.trips} {b.state}" for b in engine.risk.views()),
                *(f"{k} {v}" for k, v in sorted(counters.items()))]
     history = [f"{ts} {a!r} {b!r} {m!r}" for ts, a, b, m in zip(engine.sample_ts, engine.pnl_history,
                                                                  engine.inventory_history, engine.mid_history,
@@ -121,5 +127,6 @@ def replay_digest(cfg: Config, data: EventSet) -> dict[str, Any]:
         "fills": len(fills),
         "pnl_quote": repr(pnl.total),
         "position_lots": p.position_lots,
+        "breaker_trips": {b.name: b.trips for b in engine.risk.views() if b.trips},
         "digest": {"orders": _h(orders), "fills": _h(fills), "metrics": _h(metrics), "history": _h(history)},
     }

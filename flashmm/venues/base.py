@@ -30,6 +30,11 @@ class Venue(ABC):
     # Live feeds can go quiet: the engine then waits for a batch at most [risk].feed_stale_s of wall time.
     # Venues that own their clock (sim, replay) never go quiet, and skip that timer on every batch.
     wall_clock_feed: bool = True
+    # Does the venue's time run with wall time (live; a simulated clock paced at a finite speed)? An unpaced
+    # replay or benchmark does not: the engine's own wall-clock speed says nothing about its market there, and
+    # must not change what it trades (the latency breaker's tick-to-quote test is skipped: a 250 ms GC pause
+    # or a busy machine in one 10 s window of a backtest widened its quotes, so two runs differed).
+    paced: bool = True
 
     @abstractmethod
     async def start(self) -> None:

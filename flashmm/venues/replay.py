@@ -292,9 +292,9 @@ class ReplayVenue(Venue):
         self.messages_done = 0
         self.bbo_messages = 0
         self.use_top = cfg.use_book_ticker
+        self.paced = math.isfinite(speed)
         self.pacer = Pacer(speed, yield_every=1024)
         self.lateness = self.pacer.lateness
-        self._paced = math.isfinite(speed)
         self._steps = 0
         self._stopped = False
 
@@ -331,7 +331,7 @@ class ReplayVenue(Venue):
             start = starts[i]
             end = ends[i]
             ts = tss[start]
-            if self._paced:
+            if self.paced:
                 await self.pacer.wait_until(ts)
             else:  # as fast as possible: only let other tasks (console, progress, signals) run now and then
                 self._steps += 1
