@@ -253,6 +253,9 @@ def test_levels_behave_as_the_sorted_dict_they_replaced(tiny_tiers, ops, sign, q
         assert lv.ladder == [k for k in keys if k >= lv.floor] and (lv.ladder or not ref)  # the best is last
     for lo, hi, inc_lo, inc_hi, rev in queries:
         assert list(lv.irange(lo, hi, (inc_lo, inc_hi), rev)) == list(ref.irange(lo, hi, (inc_lo, inc_hi), rev))
+        if lo is not None:  # the levels at a price or better, best first
+            want = list(ref.irange(minimum=lo, reverse=True)) if sign > 0 else list(ref.irange(maximum=lo))
+            assert lv.at_or_better(lo) == want
     if ref:
         for i in (0, -1, len(ref) // 2, -len(ref)):
             assert lv.peekitem(i) == ref.peekitem(i)

@@ -93,6 +93,31 @@ class Levels:
                 if len(ladder) < _LOW and len(book) > len(ladder):
                     self._refill()
 
+    def apply(self, rows: list[tuple[int, int]]) -> None:
+        """`set` for each (price, lots) row of a message, in order, in one call."""
+        book, ladder, sign, floor = self.lots, self.ladder, self.sign, self.floor
+        for price, lots in rows:
+            if lots:
+                if price not in book:
+                    k = price * sign
+                    if k >= floor:
+                        insort(ladder, k)
+                        if len(ladder) > _HIGH:
+                            self._trim()
+                            floor = self.floor
+                book[price] = lots
+            elif price in book:
+                del book[price]
+                k = price * sign
+                if k >= floor:
+                    if ladder[-1] == k:
+                        ladder.pop()
+                    else:
+                        del ladder[bisect_left(ladder, k)]
+                    if len(ladder) < _LOW and len(book) > len(ladder):
+                        self._refill()
+                        floor = self.floor
+
     def drop_better_than(self, price: int) -> None:
         """Remove every level strictly better than `price` (a new top shows them gone)."""
         k = price * self.sign
@@ -105,6 +130,16 @@ class Levels:
             self._refill()  # the sorted part ran out above `price`: the deeper levels may still be better
         if len(ladder) < _LOW and len(book) > len(ladder):
             self._refill()
+
+    def at_or_better(self, price: int) -> list[int]:
+        """The prices of the levels at `price` or better, best first."""
+        ladder, k = self.ladder, price * self.sign
+        i = len(ladder)
+        while i and ladder[i - 1] >= k:
+            i -= 1
+        if i == 0 and len(self.lots) > len(ladder):  # past the sorted part: the deeper levels too
+            return list(self.irange(minimum=price, reverse=True) if self.sign > 0 else self.irange(maximum=price))
+        return [k * self.sign for k in ladder[:i - 1:-1]] if i else [k * self.sign for k in reversed(ladder)]
 
     def top(self, n: int) -> list[tuple[int, int]]:
         """The best `n` levels, best first."""
@@ -317,32 +352,19 @@ class L2Book:
             return False
         for side in (diff.bids, diff.asks):
             for price, lots in side:
-                if lots < 0:
-                    self.rejects["diff_bad_size"] += 1
+                if lots < 0 or price <= 0:
+                    self.rejects["diff_bad_size" if lots < 0 else "diff_bad_price"] += 1
                     return False
-                if price <= 0:
-                    self.rejects["diff_bad_price"] += 1
-                    return False
-        bids, asks = self.bids, self.asks
         if self.top_seq > diff.last_seq:  # older than the top we hold: only below the top may change
             tb, ta = self.top_bid, self.top_ask
-            behind = 0
-            for p, q in diff.bids:
-                if p < tb:
-                    bids.set(p, q)
-                else:
-                    behind += 1
-            for p, q in diff.asks:
-                if p > ta:
-                    asks.set(p, q)
-                else:
-                    behind += 1
-            self.rejects["diff_levels_behind_top"] += behind
+            bids = [(p, q) for p, q in diff.bids if p < tb]
+            asks = [(p, q) for p, q in diff.asks if p > ta]
+            self.bids.apply(bids)
+            self.asks.apply(asks)
+            self.rejects["diff_levels_behind_top"] += len(diff.bids) - len(bids) + len(diff.asks) - len(asks)
         else:
-            for p, q in diff.bids:
-                bids.set(p, q)
-            for p, q in diff.asks:
-                asks.set(p, q)
+            self.bids.apply(diff.bids)
+            self.asks.apply(diff.asks)
             self.top_seq = -1
         self.seq = diff.last_seq
         self.ts_ns = diff.ts_ns

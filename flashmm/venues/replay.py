@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from flashmm.config import ReplayConfig
 from flashmm.core.book import L2Book
 from flashmm.core.clock import SimClock
@@ -259,6 +261,23 @@ class QueueFillModel:
 _SIDES = {1: Side.BUY, -1: Side.SELL, 0: None}
 
 
+def _bid_ask_split(side: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per message: the index of its first ask row when its rows are all bid rows then all ask rows (the
+    readers write them so), else -1 (the rows are then sorted out one by one)."""
+    if len(ends) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    bid = side > 0
+    ask = side < 0
+    n_bid = np.add.reduceat(bid.astype(np.int64), starts)
+    n_ask = np.add.reduceat(ask.astype(np.int64), starts)
+    bid_after_ask = np.zeros(len(side), dtype=np.int64)
+    bid_after_ask[1:] = bid[1:] & ask[:-1]
+    bid_after_ask[starts] = 0  # across a message boundary
+    ok = (n_bid + n_ask == ends - starts) & (np.add.reduceat(bid_after_ask, starts) == 0)
+    return np.where(ok, starts + n_bid, -1)
+
+
 class ReplayVenue(Venue):
     name = "replay"
     wall_clock_feed = False
@@ -282,6 +301,7 @@ class ReplayVenue(Venue):
         ends = message_bounds(ev)
         self._ends = ends.tolist()
         self._starts = ([0] + self._ends[:-1]) if len(ends) else []
+        self._split = _bid_ask_split(ev["side"], ends).tolist()
         self._msg = 0
         self.clock = SimClock(int(self._ts[0]) if len(ev) else 0)
         self.latency_ns = int(cfg.latency_ms * 1_000_000)
@@ -386,14 +406,17 @@ class ReplayVenue(Venue):
         """A best bid/offer update: the mirror moves its top (L2Book.apply_top), the queue model sees the
         levels it removed or resized (cancels ahead of us advance us; a top through our price fills us)."""
         side, price, qty = self._side, self._price, self._qty
-        bid = ask = None
-        for i in range(start, end):
-            if side[i] > 0:
-                bid = i
-            elif side[i] < 0:
-                ask = i
-        if bid is None or ask is None:
-            return []
+        if end - start == 2 and side[start] > 0 and side[start + 1] < 0:  # the usual bid row, ask row
+            bid, ask = start, start + 1
+        else:
+            bid = ask = None
+            for i in range(start, end):
+                if side[i] > 0:
+                    bid = i
+                elif side[i] < 0:
+                    ask = i
+            if bid is None or ask is None:
+                return []
         bp, bq, ap, aq = price[bid], qty[bid], price[ask], qty[ask]
         ev = BookTop(self._seq[start], bp, bq, ap, aq, ts)
         mirror = self.mirror
@@ -406,10 +429,10 @@ class ReplayVenue(Venue):
         if not mirror.stale and ev.seq > mirror.seq and ev.seq > mirror.top_seq:
             # the levels at or better than the new top: the top resizes its own and removes the rest
             lots = mirror.bids.lots
-            for p in mirror.bids.irange(minimum=bp, reverse=True):
+            for p in mirror.bids.at_or_better(bp):
                 changed.append((Side.BUY, p, lots[p], bq if p == bp else 0))
             lots = mirror.asks.lots
-            for p in mirror.asks.irange(maximum=ap):
+            for p in mirror.asks.at_or_better(ap):
                 changed.append((Side.SELL, p, lots[p], aq if p == ap else 0))
         if mirror.apply_top(ev):
             for s, p, old, new in changed:
@@ -433,7 +456,11 @@ class ReplayVenue(Venue):
         return out
 
     def _rows(self, start: int, end: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        side, price, qty = self._side, self._price, self._qty
+        price, qty = self._price, self._qty
+        split = self._split[self._msg - 1]  # the message being replayed
+        if split >= 0:  # its bid rows, then its ask rows: two slices
+            return list(zip(price[start:split], qty[start:split])), list(zip(price[split:end], qty[split:end]))
+        side = self._side
         bids: list[tuple[int, int]] = []
         asks: list[tuple[int, int]] = []
         for i in range(start, end):
