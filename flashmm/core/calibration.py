@@ -20,6 +20,7 @@ import numpy as np
 
 # distance grid for the intensity fit, bps from the mid
 _DELTAS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
+_DELTAS_LIST = [float(d) for d in _DELTAS]
 
 
 class TradeIntensity:
@@ -32,7 +33,7 @@ class TradeIntensity:
     def __init__(self, default_a: float, default_k: float, halflife_s: float = 300.0, min_trades: int = 50,
                  a_bounds: tuple[float, float] = (0.05, 50.0), k_bounds: tuple[float, float] = (0.1, 10.0)) -> None:
         self.halflife_ns = halflife_s * 1e9
-        self.counts = np.zeros(len(_DELTAS))
+        self.counts = [0.0] * len(_DELTAS)  # a list: per trade, 12 float updates cost less than 2 numpy calls
         self.time_s = 0.0
         self.trades = 0
         self._last_ns = -1
@@ -46,7 +47,7 @@ class TradeIntensity:
         if self._last_ns >= 0 and now_ns > self._last_ns:
             dt = now_ns - self._last_ns
             d = 0.5 ** (dt / self.halflife_ns)
-            self.counts *= d
+            self.counts = [c * d for c in self.counts]
             self.time_s = self.time_s * d + dt / 1e9
         self._last_ns = max(self._last_ns, now_ns)
 
@@ -55,20 +56,22 @@ class TradeIntensity:
             return
         self._decay_to(now_ns)
         dist = abs(price_ticks - mid_ticks) / mid_ticks * 1e4
-        self.counts += _DELTAS <= dist + 1e-12
+        reach = dist + 1e-12
+        self.counts = [c + 1.0 if d <= reach else c for c, d in zip(self.counts, _DELTAS_LIST)]
         self.trades += 1
 
     def fit(self, now_ns: int) -> tuple[float, float]:
         self._decay_to(now_ns)
         if self.trades < self.min_trades or self.time_s <= 0:
             return self.default
-        rate = self.counts / self.time_s
+        counts = np.asarray(self.counts)
+        rate = counts / self.time_s
         ok = rate > 1e-9
         if ok.sum() < 3:
             return self.a, self.k
         x = _DELTAS[ok]
         y = np.log(rate[ok])
-        w = np.sqrt(self.counts[ok])  # bins with more trades weigh more
+        w = np.sqrt(counts[ok])  # bins with more trades weigh more
         slope, intercept = np.polyfit(x, y, 1, w=w)
         a = float(np.clip(math.exp(intercept), *self.a_bounds))
         k = float(np.clip(-slope, *self.k_bounds))
@@ -217,7 +220,8 @@ class VirtualFills:
     engine's own quotes at 2.5 bps earned (they follow such drifts)."""
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
-                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas")
+                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
+                 "_bid_reach", "_ask_reach")
 
     def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
                  horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,
@@ -241,6 +245,26 @@ class VirtualFills:
         self.time_s = 0.0  # decayed elapsed time
         self._last_ns = -1
         self.fills = 0
+        # a trade at or below _bid_reach may fill a virtual bid, at or above _ask_reach a virtual ask; no other
+        # trade can (see _reach): most trades skip the loop over the live grid points
+        self._bid_reach = -math.inf
+        self._ask_reach = math.inf
+
+    def _reach(self) -> None:
+        """The highest price that may fill a still-unfilled virtual bid of a live grid point, and the lowest that
+        may fill a virtual ask. A bid at delta fills when (mid0 - price) / mid0 x 1e4 >= delta, i.e. at prices up
+        to mid0 x (1 - delta / 1e4); the margin of 1e-9 x mid0 (1e-5 bps) is far beyond the rounding of either
+        computation, so the bound never excludes a trade that fills."""
+        deltas = self._deltas
+        nd = len(deltas)
+        bid, ask = -math.inf, math.inf
+        for g in self._live:
+            m = g[1]
+            if g[2] < nd:
+                bid = max(bid, m * (1 - deltas[g[2]] / 1e4) + m * 1e-9)
+            if g[3] < nd:
+                ask = min(ask, m * (1 + deltas[g[3]] / 1e4) - m * 1e-9)
+        self._bid_reach, self._ask_reach = bid, ask
 
     def observe(self, now_ns: int, mid_ticks: float) -> None:
         """The current mid (call on each market update): resolves pending fills, replaces the virtual quotes
@@ -256,8 +280,10 @@ class VirtualFills:
                 self.n[i] += 1.0
                 self.rs_sum[i] += 2e4 * side * (mid_ticks - price) / mid0
         live = self._live
+        changed = False
         while live and live[0][0] + self.latency_ns + self.life_ns < now_ns:
             live.popleft()
+            changed = True
         deltas = self._deltas
         nd = len(deltas)
         eff = now_ns + self.latency_ns
@@ -280,10 +306,16 @@ class VirtualFills:
             never = [1 << 62] * nd
             live.append([self._next_ns, mid_ticks, 0, 0, 0, 0, never, list(never)])
             self._next_ns += self.cadence_ns
+            changed = True
+        if changed:
+            self._reach()
 
     def on_trade(self, price_ticks: float, aggressor: int, now_ns: int) -> None:
+        if not ((aggressor <= 0 and price_ticks <= self._bid_reach) or (aggressor >= 0 and price_ticks >= self._ask_reach)):
+            return  # beyond every virtual quote still unfilled
         deltas = self._deltas
         nd = len(deltas)
+        advanced = False
         for g in self._live:
             t0 = g[0]
             if now_ns < t0 + self.latency_ns or now_ns > t0 + self.latency_ns + self.life_ns:
@@ -297,14 +329,20 @@ class VirtualFills:
                 for i in range(g[2], j):
                     if gone[i] > now_ns:
                         self._fill(now_ns, 1, i, mid0 * (1 - self.deltas[i] / 1e4), mid0)
-                g[2] = max(g[2], j)
+                if j > g[2]:
+                    g[2] = j
+                    advanced = True
             if aggressor >= 0 and depth < 0 and g[3] < nd and deltas[g[3]] <= -depth:  # a buy at or through asks
                 j = bisect_right(deltas, -depth)
                 gone = g[7]
                 for i in range(g[3], j):
                     if gone[i] > now_ns:
                         self._fill(now_ns, -1, i, mid0 * (1 + self.deltas[i] / 1e4), mid0)
-                g[3] = max(g[3], j)
+                if j > g[3]:
+                    g[3] = j
+                    advanced = True
+        if advanced:
+            self._reach()
 
     def _fill(self, now_ns: int, side: int, i: int, price: float, mid0: float) -> None:
         self._pending.append((now_ns + self.horizon_ns, side, i, price, mid0))
