@@ -272,6 +272,10 @@ class Levels:
 
     def _irange_keys(self, kmin: int | None, kmax: int | None, inclusive: tuple[bool, bool],
                      descending: bool) -> Iterator[int]:
+        if kmin is None and kmax is None and descending:  # a walk from the best (the commonest query)
+            if len(self.lots) == len(self.ladder):
+                return reversed(self.ladder)
+            return chain(reversed(self.ladder), _lazy(lambda: reversed(sorted(self._deep_keys()))))
         if kmin is not None and kmin >= self.floor:
             keys = self.ladder  # the whole range is in the sorted part
         elif descending:  # best first: the sorted part, then the deeper levels only if the walk gets there
