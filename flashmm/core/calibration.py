@@ -221,7 +221,7 @@ class VirtualFills:
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
                  "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
-                 "_bid_reach", "_ask_reach")
+                 "_bid_reach", "_ask_reach", "_best_key", "_best")
 
     def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
                  horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,
@@ -249,6 +249,8 @@ class VirtualFills:
         # trade can (see _reach): most trades skip the loop over the live grid points
         self._bid_reach = -math.inf
         self._ask_reach = math.inf
+        self._best_key: tuple | None = None
+        self._best: tuple[float | None, bool] = (None, False)
 
     def _reach(self) -> None:
         """The highest price that may fill a still-unfilled virtual bid of a live grid point, and the lowest that
@@ -391,6 +393,14 @@ class VirtualFills:
         `min_realised_bps` of realised spread (on the smoothed curve), among distances with `min_fills`
         (decayed) fills. (None, False) before any distance has that many; (the best-earning measured distance,
         False) when none earned enough."""
+        # the same curve gives the same answer: quote cycles far outnumber the resolutions that change the curve
+        key = (self.n.tobytes(), self.rs_sum.tobytes(), self.time_s, self.min_fills, min_realised_bps)
+        if key == self._best_key:
+            return self._best
+        self._best_key, self._best = key, self._best_of(min_realised_bps)
+        return self._best
+
+    def _best_of(self, min_realised_bps: float) -> tuple[float | None, bool]:
         ok = self.n >= self.min_fills
         if not ok.any() or self.time_s <= 0:
             return None, False
