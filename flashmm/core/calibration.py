@@ -221,7 +221,7 @@ class VirtualFills:
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
                  "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
-                 "_bid_reach", "_ask_reach", "_best_key", "_best")
+                 "_bid_reach", "_ask_reach", "_chase_bid", "_chase_ask", "_best_key", "_best")
 
     def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
                  horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,
@@ -249,24 +249,38 @@ class VirtualFills:
         # trade can (see _reach): most trades skip the loop over the live grid points
         self._bid_reach = -math.inf
         self._ask_reach = math.inf
+        self._chase_bid = -math.inf
+        self._chase_ask = math.inf
         self._best_key: tuple | None = None
         self._best: tuple[float | None, bool] = (None, False)
 
     def _reach(self) -> None:
-        """The highest price that may fill a still-unfilled virtual bid of a live grid point, and the lowest that
-        may fill a virtual ask. A bid at delta fills when (mid0 - price) / mid0 x 1e4 >= delta, i.e. at prices up
-        to mid0 x (1 - delta / 1e4); the margin of 1e-9 x mid0 (1e-5 bps) is far beyond the rounding of either
-        computation, so the bound never excludes a trade that fills."""
+        """Bounds that let most market updates skip the loop over the live grid points, recomputed whenever a
+        point opens, expires or advances (bounds over points since expired only skip less).
+        - Trades: the highest price that may fill a still-unfilled virtual bid, the lowest for an ask. A bid at
+          delta fills when (mid0 - price) / mid0 x 1e4 >= delta, i.e. at prices up to mid0 x (1 - delta / 1e4).
+        - The mid: below the highest mid0 x (1 - chase x delta / 1e4) over the bids still standing some bid is
+          replaced, above the lowest mid0 x (1 + chase x delta / 1e4) some ask.
+        Each bound carries a margin of 1e-9 x mid0 (1e-5 bps), far beyond the rounding of either computation,
+        so it never excludes an update that changes something."""
         deltas = self._deltas
         nd = len(deltas)
-        bid, ask = -math.inf, math.inf
+        chase = self.chase
+        bid = chase_bid = -math.inf
+        ask = chase_ask = math.inf
         for g in self._live:
             m = g[1]
+            margin = m * 1e-9
             if g[2] < nd:
-                bid = max(bid, m * (1 - deltas[g[2]] / 1e4) + m * 1e-9)
+                bid = max(bid, m * (1 - deltas[g[2]] / 1e4) + margin)
             if g[3] < nd:
-                ask = min(ask, m * (1 + deltas[g[3]] / 1e4) - m * 1e-9)
+                ask = min(ask, m * (1 + deltas[g[3]] / 1e4) - margin)
+            if g[4] < nd:
+                chase_bid = max(chase_bid, m * (1 - chase * deltas[g[4]] / 1e4) + margin)
+            if g[5] < nd:
+                chase_ask = min(chase_ask, m * (1 + chase * deltas[g[5]] / 1e4) - margin)
         self._bid_reach, self._ask_reach = bid, ask
+        self._chase_bid, self._chase_ask = chase_bid, chase_ask
 
     def observe(self, now_ns: int, mid_ticks: float) -> None:
         """The current mid (call on each market update): resolves pending fills, replaces the virtual quotes
@@ -288,22 +302,27 @@ class VirtualFills:
             changed = True
         deltas = self._deltas
         nd = len(deltas)
-        eff = now_ns + self.latency_ns
-        chase = self.chase
-        for g in live:
-            moved = (mid_ticks - g[1]) / g[1] * 1e4 / chase  # > 0: toward the asks
-            # (bisect on a list: the same index as numpy's searchsorted, without its per-call cost; skipped
-            # when the next distance still standing is not reached, i.e. when it would change nothing)
-            if moved < 0 and g[4] < nd and deltas[g[4]] < -moved:  # toward the bids: within chase x delta go
-                j = bisect_left(deltas, -moved)
-                for i in range(g[4], j):
-                    g[6][i] = eff
-                g[4] = max(g[4], j)
-            elif moved > 0 and g[5] < nd and deltas[g[5]] < moved:
-                j = bisect_left(deltas, moved)
-                for i in range(g[5], j):
-                    g[7][i] = eff
-                g[5] = max(g[5], j)
+        if mid_ticks < self._chase_bid or mid_ticks > self._chase_ask:  # else no virtual quote is reached
+            eff = now_ns + self.latency_ns
+            chase = self.chase
+            for g in live:
+                moved = (mid_ticks - g[1]) / g[1] * 1e4 / chase  # > 0: toward the asks
+                # (bisect on a list: the same index as numpy's searchsorted, without its per-call cost; skipped
+                # when the next distance still standing is not reached, i.e. when it would change nothing)
+                if moved < 0 and g[4] < nd and deltas[g[4]] < -moved:  # toward the bids: within chase x delta go
+                    j = bisect_left(deltas, -moved)
+                    for i in range(g[4], j):
+                        g[6][i] = eff
+                    if j > g[4]:
+                        g[4] = j
+                        changed = True
+                elif moved > 0 and g[5] < nd and deltas[g[5]] < moved:
+                    j = bisect_left(deltas, moved)
+                    for i in range(g[5], j):
+                        g[7][i] = eff
+                    if j > g[5]:
+                        g[5] = j
+                        changed = True
         while self._next_ns <= now_ns:
             never = [1 << 62] * nd
             live.append([self._next_ns, mid_ticks, 0, 0, 0, 0, never, list(never)])
