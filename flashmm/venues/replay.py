@@ -289,21 +289,25 @@ class ReplayVenue(Venue):
         self.maker_fee_bps = cfg.maker_fee_bps
         self.speed = speed
         ev = data.events
-        # plain Python lists: per-row access to numpy scalars costs several times more
-        self._ts = ev["ts_ns"].tolist()
-        self._kind = ev["kind"].tolist()
+        # plain Python lists (per-row access to numpy scalars costs several times more): the rows' side, price
+        # and size; what a message's rows share (time, kind, flags, sequence numbers) once per message
         self._side = ev["side"].tolist()
-        self._flags = ev["flags"].tolist()
         self._price = ev["price"].tolist()
         self._qty = ev["qty"].tolist()
-        self._seq = ev["seq"].tolist()
-        self._seq2 = ev["seq2"].tolist()
+        self._rows_total = len(ev)
         ends = message_bounds(ev)
+        starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
         self._ends = ends.tolist()
-        self._starts = ([0] + self._ends[:-1]) if len(ends) else []
+        self._starts = starts.tolist()
+        first = ev[starts]
+        self._ts = first["ts_ns"].tolist()
+        self._kind = first["kind"].tolist()
+        self._flags = first["flags"].tolist()
+        self._seq = first["seq"].tolist()
+        self._seq2 = first["seq2"].tolist()
         self._split = _bid_ask_split(ev["side"], ends).tolist()
         self._msg = 0
-        self.clock = SimClock(int(self._ts[0]) if len(ev) else 0)
+        self.clock = SimClock(int(self._ts[0]) if self._ts else 0)
         self.latency_ns = int(cfg.latency_ms * 1_000_000)
         self.mirror = L2Book()  # the venue's own copy of the recorded book, for queue positions
         self.model = QueueFillModel(self.mirror, self.instrument, cfg.maker_fee_bps, cfg.taker_fee_bps)
@@ -320,7 +324,7 @@ class ReplayVenue(Venue):
 
     @property
     def rows_total(self) -> int:
-        return len(self._ts)
+        return self._rows_total
 
     @property
     def messages_total(self) -> int:
@@ -350,7 +354,7 @@ class ReplayVenue(Venue):
             i = self._msg
             start = starts[i]
             end = ends[i]
-            ts = tss[start]
+            ts = tss[i]
             if self.paced:
                 await self.pacer.wait_until(ts)
             else:  # as fast as possible: only let other tasks (console, progress, signals) run now and then
@@ -363,20 +367,20 @@ class ReplayVenue(Venue):
             out = self._arrivals(ts) if inflight and inflight[0][0] <= ts else []
             if ts > clock.now_ns():
                 clock.advance_to(ts)
-            kind = kinds[start]
+            kind = kinds[i]
             if kind == KIND_BBO:
                 self.bbo_messages += 1
                 if not self.use_top:
                     if out:
                         return out
                     continue
-                ev = self._top(start, end, ts)
+                ev = self._top(i, start, end, ts)
             elif kind == KIND_TRADE:
                 ev = self._trades(start, end, ts)
             elif kind == KIND_DIFF:
-                ev = self._diff(start, end, ts)
+                ev = self._diff(i, start, end, ts)
             elif kind == KIND_SNAP:
-                ev = self._snapshot(start, end, ts)
+                ev = self._snapshot(i, start, end, ts)
             else:
                 return out
             if out:
@@ -402,7 +406,7 @@ class ReplayVenue(Venue):
                 model.cancel(a, t)
         return model.out
 
-    def _top(self, start: int, end: int, ts: int) -> list[Event]:
+    def _top(self, i: int, start: int, end: int, ts: int) -> list[Event]:
         """A best bid/offer update: the mirror moves its top (L2Book.apply_top), the queue model sees the
         levels it removed or resized (cancels ahead of us advance us; a top through our price fills us)."""
         side, price, qty = self._side, self._price, self._qty
@@ -418,7 +422,7 @@ class ReplayVenue(Venue):
             if bid is None or ask is None:
                 return []
         bp, bq, ap, aq = price[bid], qty[bid], price[ask], qty[ask]
-        ev = BookTop(self._seq[start], bp, bq, ap, aq, ts)
+        ev = BookTop(self._seq[i], bp, bq, ap, aq, ts)
         mirror = self.mirror
         model = self.model
         if not model.orders:  # nothing of ours can move: the mirror only
@@ -455,9 +459,9 @@ class ReplayVenue(Venue):
         out.extend(trades)
         return out
 
-    def _rows(self, start: int, end: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    def _rows(self, i: int, start: int, end: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         price, qty = self._price, self._qty
-        split = self._split[self._msg - 1]  # the message being replayed
+        split = self._split[i]
         if split >= 0:  # its bid rows, then its ask rows: two slices
             return list(zip(price[start:split], qty[start:split])), list(zip(price[split:end], qty[split:end]))
         side = self._side
@@ -471,14 +475,14 @@ class ReplayVenue(Venue):
                 asks.append((price[i], qty[i]))
         return bids, asks
 
-    def _snapshot(self, start: int, end: int, ts: int) -> list[Event]:
+    def _snapshot(self, i: int, start: int, end: int, ts: int) -> list[Event]:
         model = self.model
         model.out = []
-        if self._flags[start] & FLAG_EMPTY:
+        if self._flags[i] & FLAG_EMPTY:
             bids, asks = [], []
         else:
-            bids, asks = self._rows(start, end)
-        ev = BookSnapshot(self._seq[start], bids, asks, ts)
+            bids, asks = self._rows(i, start, end)
+        ev = BookSnapshot(self._seq[i], bids, asks, ts)
         self.mirror.apply_snapshot(ev)
         model.traded_at.clear()
         model.on_book_moved(ts)
@@ -486,11 +490,11 @@ class ReplayVenue(Venue):
         out.append(ev)
         return out
 
-    def _diff(self, start: int, end: int, ts: int) -> list[Event]:
+    def _diff(self, i: int, start: int, end: int, ts: int) -> list[Event]:
         model = self.model
         model.out = []
-        bids, asks = self._rows(start, end)
-        ev = BookDiff(self._seq[start], self._seq2[start], bids, asks, ts)
+        bids, asks = self._rows(i, start, end)
+        ev = BookDiff(self._seq[i], self._seq2[i], bids, asks, ts)
         mirror = self.mirror
         mb, ma = mirror.bids.lots, mirror.asks.lots
         if not model.orders and not model.traded_at:
