@@ -99,6 +99,11 @@ class AdverseSelection:
         if aggressor and mid_ticks > 0:
             self._pending.append((now_ns + self.horizon_ns, aggressor, mid_ticks))
 
+    @property
+    def next_due_ns(self) -> int:
+        """When the oldest pending trade's horizon passes (the engine calls resolve only from then on)."""
+        return self._pending[0][0] if self._pending else 1 << 62
+
     def resolve(self, now_ns: int, mid_ticks: float) -> None:
         """The market's trades whose horizon passed, scored with the mid that held until now."""
         pend = self._pending

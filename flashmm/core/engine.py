@@ -415,11 +415,13 @@ class Engine:
         self._market_in_batch = False
         now0 = self.clock.now_ns()
         self.predictor.on_market(now0)  # the model's grid sees the state before this batch
-        if self.book.two_sided() and not self.book.stale:  # horizons that passed before this batch: the mid until now
+        fq, adverse = self.fill_quality, self.adverse
+        if ((fq.next_due_ns <= now0 or adverse.next_due_ns <= now0) and self.book.two_sided()
+                and not self.book.stale):  # horizons that passed before this batch: the mid until now
             mid0 = self.book.mid_ticks()
-            if self.fill_quality.next_due_ns <= now0:
-                self.fill_quality.resolve(now0, mid0)
-            self.adverse.resolve(now0, mid0)
+            if fq.next_due_ns <= now0:
+                fq.resolve(now0, mid0)
+            adverse.resolve(now0, mid0)
         handlers = self._handlers
         for ev in batch:
             handlers[type(ev)](ev)
