@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--seconds", type=_positive(float), default=3600.0, help="simulated seconds (default 3600)")
     lat.add_argument("--seed", type=int, default=7)
     lat.add_argument("--config", help="config.toml path")
-    lat.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
+    lat.add_argument("--model", help="model file (it then prices: [strategy].alpha = model), or none "
+                                     "(default: as configured; the shipped default prices without the model)")
     lat.add_argument("--busy-cores", type=int, default=0, metavar="N",
                      help="also run with N CPU-bound neighbour processes spinning, and report quiet and busy side by side")
     ui = bench_sub.add_parser("ui-overhead", help="tick-to-quote headless vs with the console mounted")
@@ -233,6 +234,8 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
 
         if args.model:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
+            if args.model.strip().lower() != "none":  # a model named here is meant to run: it prices
+                cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"alpha": "model"})})
         if args.busy_cores < 0:
             print("flashmm: --busy-cores must be >= 0", file=sys.stderr)
             return 2

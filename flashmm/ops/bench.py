@@ -186,7 +186,10 @@ def bench_backtest(cfg: Config, data: list[str], json_path: str | Path,
     load_s = time.perf_counter() - t0
     no_model = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": "none"})})
     section, engine = run_one(no_model, es)  # the headline: model-free, comparable with hftbacktest's GLFT
-    with_model, model_engine = run_one(cfg, es)
+    # with the model pricing: since the model is loaded only where it prices ([strategy].alpha = model), the
+    # configured default would load none here
+    priced = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"alpha": "model"})})
+    with_model, model_engine = run_one(priced, es)
     result = {
         "benchmark": "backtest",
         "data": section["data"],
