@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--config", help="config.toml path")
     lat.add_argument("--model", help="model file (it then prices: [strategy].alpha = model), or none "
                                      "(default: as configured; the shipped default prices without the model)")
+    lat.add_argument("--speed", type=_positive(float), default=float("inf"),
+                     help="pace the simulated market at X x real time, the engine sleeping between blocks as a live "
+                          "one waits for the market (default: unpaced, as fast as possible)")
     lat.add_argument("--busy-cores", type=int, default=0, metavar="N",
                      help="also run with N CPU-bound neighbour processes spinning, and report quiet and busy side by side")
     ui = bench_sub.add_parser("ui-overhead", help="tick-to-quote headless vs with the console mounted")
@@ -239,7 +242,7 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         if args.busy_cores < 0:
             print("flashmm: --busy-cores must be >= 0", file=sys.stderr)
             return 2
-        result = bench_latency(cfg, args.seconds, args.json, busy_cores=args.busy_cores)
+        result = bench_latency(cfg, args.seconds, args.json, busy_cores=args.busy_cores, speed=args.speed)
         runs = [("quiet" if args.busy_cores else "", result)] + (
             [(f"{args.busy_cores} busy core{'s' if args.busy_cores > 1 else ''}", result["busy"])]
             if args.busy_cores else [])

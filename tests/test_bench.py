@@ -134,3 +134,19 @@ def test_bench_backtest_json_keeps_the_keys_scripts_read(data_dir, tmp_path):
     d = json.loads(out.read_text())
     assert set(d) == BENCH_BACKTEST_KEYS and set(d["with_model"]) == BENCH_BACKTEST_MODEL_KEYS
     assert d["rows"] == d["data"]["rows"] > 0 and d["rows_per_s"] > 0 and d["quote_interval_ms"] == 100
+
+
+def test_bench_latency_paced_runs_the_market_at_the_given_speed(tmp_path):
+    """--speed X: the engine sleeps between blocks as a live one waits for the market (the realistic case for a
+    busy neighbour: a sleeping process is woken ahead of a CPU hog); the JSON says so and how late blocks came."""
+    import time
+
+    out = tmp_path / "lat.json"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "flashmm.cli", "bench", "latency", "--seconds", "8", "--speed", "4",
+                        "--model", "none", "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["speed"] == 4.0 and d["quote_cycles"] > 5 and d["block_lateness_us"]["count"] > 5
+    assert d["wall_s"] >= 8 / 4 * 0.9  # paced: 8 simulated seconds took about 2 s of wall time
+    assert time.monotonic() - t0 >= 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import resource
@@ -24,11 +25,12 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _latency_run(cfg: Config, seconds: float) -> dict[str, Any]:
-    """One run of the engine on the simulated market with no pacing for `seconds` of venue time."""
+def _latency_run(cfg: Config, seconds: float, speed: float = float("inf")) -> dict[str, Any]:
+    """One run of the engine on the simulated market for `seconds` of venue time, paced at `speed` x real time
+    (inf: no pacing)."""
     from flashmm.model.predictor import predictor_for
 
-    venue = SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=float("inf"))
+    venue = SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=speed)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg))  # as shipped: the configured model
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -56,22 +58,28 @@ def _latency_run(cfg: Config, seconds: float) -> dict[str, Any]:
         "orders_placed": s["orders_placed"],
         "model": s["model"],
         "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],  # at the start and the end of the run
+        # paced runs: how late each block reached the engine (the event loop, or the OS, had it waiting)
+        "block_lateness_us": venue.lateness.summary_us() if venue.paced else None,
     }
 
 
-def bench_latency(cfg: Config, seconds: float, json_path: str | Path, busy_cores: int = 0) -> dict[str, Any]:
-    """The engine on the simulated market with no pacing for `seconds` of venue time. With `busy_cores` N > 0
-    the same seeded run is made twice in one invocation: quiet, then with N CPU-bound neighbour processes
-    spinning (flashmm.ops.neighbour), so the two are compared side by side on the same machine and moment;
-    the top-level figures are the quiet run's (the keys of a plain run), `busy` holds the other."""
+def bench_latency(cfg: Config, seconds: float, json_path: str | Path, busy_cores: int = 0,
+                  speed: float = float("inf")) -> dict[str, Any]:
+    """The engine on the simulated market for `seconds` of venue time, with no pacing (`speed` inf: the engine
+    never waits, a CPU-bound process) or paced at `speed` x real time (it sleeps between blocks as a live engine
+    waits for the market). With `busy_cores` N > 0 the same seeded run is made twice in one invocation: quiet,
+    then with N CPU-bound neighbour processes spinning (flashmm.ops.neighbour), so the two are compared side by
+    side on the same machine and moment; the top-level figures are the quiet run's (the keys of a plain run),
+    `busy` holds the other."""
     configure_logging("error")
-    quiet = _latency_run(cfg, seconds)
+    quiet = _latency_run(cfg, seconds, speed)
     result: dict[str, Any] = {
         "benchmark": "latency",
         "command": " ".join(["flashmm"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("flashmm") else "",
         "venue": "sim",
         "seed": cfg.run.seed,
         "simulated_s": seconds,
+        "speed": speed if math.isfinite(speed) else "unpaced",
         **{k: v for k, v in quiet.items() if k != "load_avg_1min"},
         "rss_mb": round(_rss_mb(), 1),
         "targets": {"tick_to_quote_p99_us": 1000, "rss_mb": 400},
@@ -87,7 +95,7 @@ def bench_latency(cfg: Config, seconds: float, json_path: str | Path, busy_cores
         from flashmm.ops.neighbour import BusyNeighbours
 
         with BusyNeighbours(busy_cores) as neighbours:
-            busy = _latency_run(cfg, seconds)
+            busy = _latency_run(cfg, seconds, speed)
         busy["neighbours"] = neighbours.report()
         result["busy_cores"] = busy_cores
         result["busy"] = busy
