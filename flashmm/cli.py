@@ -133,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--seconds", type=_positive(float), default=3600.0, help="simulated seconds (default 3600)")
     lat.add_argument("--seed", type=int, default=7)
     lat.add_argument("--config", help="config.toml path")
-    lat.add_argument("--model", help="model file, or none (default [model].path: the shipped model)")
+    lat.add_argument("--model", help="model file (it then prices: [strategy].alpha = model), or none "
+                                     "(default: as configured; the shipped default prices without the model)")
+    lat.add_argument("--speed", type=_positive(float), default=float("inf"),
+                     help="pace the simulated market at X x real time, the engine sleeping between blocks as a live "
+                          "one waits for the market (default: unpaced, as fast as possible)")
+    lat.add_argument("--busy-cores", type=int, default=0, metavar="N",
+                     help="also run with N CPU-bound neighbour processes spinning, and report quiet and busy side by side")
     ui = bench_sub.add_parser("ui-overhead", help="tick-to-quote headless vs with the console mounted")
     ui.add_argument("--json", required=True, help="write results to PATH")
     ui.add_argument("--seconds", type=_positive(float), default=240.0, help="simulated seconds per run (default 240)")
@@ -284,10 +290,20 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
 
         if args.model:
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": args.model})})
-        result = bench_latency(cfg, args.seconds, args.json)
-        print(f"tick-to-quote p50 {result['tick_to_quote_us']['p50']} us, p99 {result['tick_to_quote_us']['p99']} us, "
-              f"p99.9 {result['tick_to_quote_us']['p999']} us; {result['events_per_s']:.0f} events/s; "
-              f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
+            if args.model.strip().lower() != "none":  # a model named here is meant to run: it prices
+                cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"alpha": "model"})})
+        if args.busy_cores < 0:
+            print("flashmm: --busy-cores must be >= 0", file=sys.stderr)
+            return 2
+        result = bench_latency(cfg, args.seconds, args.json, busy_cores=args.busy_cores, speed=args.speed)
+        runs = [("quiet" if args.busy_cores else "", result)] + (
+            [(f"{args.busy_cores} busy core{'s' if args.busy_cores > 1 else ''}", result["busy"])]
+            if args.busy_cores else [])
+        for label, r in runs:
+            t = r["tick_to_quote_us"]
+            print(f"{label + ': ' if label else ''}tick-to-quote p50 {t['p50']} us, p99 {t['p99']} us, "
+                  f"p99.9 {t['p999']} us; {r['events_per_s']:.0f} events/s")
+        print(f"RSS {result['rss_mb']:.0f} MB -> {args.json}")
         return 0
     if args.command == "backtest":
         from rich.console import Console

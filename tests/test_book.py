@@ -194,3 +194,129 @@ def test_a_top_older_than_the_book_crossed_or_while_stale_is_counted_not_applied
     book.mark_stale("test")
     assert not book.apply_top(BookTop(20, 100, 5, 102, 3, 3_000))
     assert book.rejects["top_while_stale"] == 1 and book.bids[100] == 1
+
+
+# ---- the array-backed price levels against sortedcontainers.SortedDict (the structure they replaced) --------
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from sortedcontainers import SortedDict  # noqa: E402
+
+import flashmm.core.book as book_module  # noqa: E402
+from flashmm.core.book import Levels  # noqa: E402
+
+_PRICE = st.integers(1, 60)
+_OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "pop_best", "setitem", "popitem0", "delitem"]), _PRICE,
+                          st.integers(0, 9)), max_size=80)
+
+
+@pytest.fixture
+def tiny_tiers(monkeypatch):
+    """Only a few levels in the sorted part, so that a handful of prices exercises the refills and trims that
+    a 1,000-level Binance book exercises."""
+    monkeypatch.setattr(book_module, "_NEAR", 3)
+    monkeypatch.setattr(book_module, "_LOW", 2)
+    monkeypatch.setattr(book_module, "_HIGH", 7)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS, sign=st.sampled_from([1, -1]), queries=st.lists(
+    st.tuples(st.one_of(st.none(), _PRICE), st.one_of(st.none(), _PRICE), st.booleans(), st.booleans(),
+              st.booleans()), max_size=8))
+def test_levels_behave_as_the_sorted_dict_they_replaced(tiny_tiers, ops, sign, queries):
+    lv, ref = Levels(sign), SortedDict()
+    for op, price, lots in ops:
+        if op == "set":
+            lv.set(price, lots)
+            if lots:
+                ref[price] = lots
+            else:
+                ref.pop(price, None)
+        elif op == "del" and price in ref:
+            del lv[price]
+            del ref[price]
+        elif op == "pop_best" and ref:
+            best = ref.peekitem(-1 if sign > 0 else 0)
+            assert lv.best() == best[0]
+            lv.set(best[0], 0)
+            del ref[best[0]]
+        elif op == "setitem" and lots:
+            lv[price] = lots
+            ref[price] = lots
+        elif op == "popitem0" and ref:
+            assert lv.popitem(0) == ref.popitem(0)
+        elif op == "delitem":
+            assert lv.pop(price, None) == ref.pop(price, None)
+        assert list(lv) == list(ref) and lv.items() == list(ref.items()) and len(lv) == len(ref)
+        keys = sorted(sign * p for p in ref)
+        assert lv.ladder == [k for k in keys if k >= lv.floor] and (lv.ladder or not ref)  # the best is last
+    for lo, hi, inc_lo, inc_hi, rev in queries:
+        assert list(lv.irange(lo, hi, (inc_lo, inc_hi), rev)) == list(ref.irange(lo, hi, (inc_lo, inc_hi), rev))
+        if lo is not None:  # the levels at a price or better, best first
+            want = list(ref.irange(minimum=lo, reverse=True)) if sign > 0 else list(ref.irange(maximum=lo))
+            assert lv.at_or_better(lo) == want
+    if ref:
+        for i in (0, -1, len(ref) // 2, -len(ref)):
+            assert lv.peekitem(i) == ref.peekitem(i)
+        n = len(ref) // 2 + 1
+        want = list(reversed(ref.items()))[:n] if sign > 0 else list(ref.items())[:n]
+        assert lv.top(n) == want
+    assert dict(lv) == dict(ref) and (lv == dict(ref))
+
+
+@pytest.fixture(scope="module")
+def parse_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+_RECORDINGS = ["binance-spot-btcusdt-20240808", "binance-usdm-btcusdt-20240808", "binance-cm-btcusd-perp-20240808",
+               "bitstamp-btcusd-20150501", "lobster-aapl-20120621-head"]
+
+
+# every recording with the real tiers; with tiny tiers (refills and trims all the time) one deep and one top-20 book
+@pytest.mark.parametrize(("folder", "tiers"), [(f, "default") for f in _RECORDINGS] + [
+    ("binance-spot-btcusdt-20240808", "tiny"), ("bitstamp-btcusd-20150501", "tiny")])
+def test_the_array_book_equals_the_sorted_dict_book_after_every_event_of_every_recording(
+        folder, tiers, data_dir, parse_cache, monkeypatch):
+    """Every snapshot, diff and top of the real recordings, in order, applied to this book and to the book as it
+    was (tests/reference_book.py, SortedDict levels): the same answer, rejections, sequence state and top ten
+    levels after each event, and the same whole book every 500 events and at the end."""
+    import asyncio
+
+    from flashmm.config import ReplayConfig
+    from flashmm.data.loader import load_events
+    from flashmm.venues.replay import ReplayVenue
+    from tests.reference_book import L2Book as ReferenceBook
+
+    if tiers == "tiny":
+        monkeypatch.setattr(book_module, "_NEAR", 3)
+        monkeypatch.setattr(book_module, "_LOW", 2)
+        monkeypatch.setattr(book_module, "_HIGH", 7)
+    data = load_events([data_dir / folder], parse_cache)
+    venue = ReplayVenue(data, ReplayConfig())
+    new, ref = L2Book(), ReferenceBook()
+    apply = {BookSnapshot: ("apply_snapshot",), BookDiff: ("apply_diff",), BookTop: ("apply_top",)}
+
+    async def events():
+        while (batch := await venue.next_batch()) is not None:
+            for ev in batch:
+                if type(ev) in apply:
+                    yield ev
+
+    async def check() -> int:
+        n = 0
+        async for ev in events():
+            name = apply[type(ev)][0]
+            assert getattr(new, name)(ev) == getattr(ref, name)(ev), (n, ev)
+            assert (new.stale, new.seq, new.top_seq, new.rejects) == (ref.stale, ref.seq, ref.top_seq, ref.rejects)
+            assert new.top_bids(10) == ref.top_bids(10) and new.top_asks(10) == ref.top_asks(10), n
+            if n % 500 == 0:
+                assert dict(new.bids) == dict(ref.bids) and dict(new.asks) == dict(ref.asks), n
+            n += 1
+        return n
+
+    n = asyncio.run(check())
+    assert n > 500 and list(new.bids.items()) == list(ref.bids.items()) and list(new.asks) == list(ref.asks)
+    if new.two_sided():
+        assert new.mid_ticks() == ref.mid_ticks() and new.depth_within(50) == ref.depth_within(50)

@@ -145,3 +145,51 @@ def test_a_virtual_quote_the_mid_moves_toward_is_replaced_before_a_slow_drift_fi
     vf.observe(6_500_000_000, 9_995.0)
     assert [r["fills"] for r in vf.curve()] == [0.0, 1.0]
     assert vf.curve()[1]["realised_bps"] == pytest.approx(2e4 * (9_995 - 9_990) / 10_000)
+
+
+# ---- the hot-path versions keep exactly the reference's state (tests/reference_calibration.py) ---------------
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("mid0", [6_170_000.0, 23_500.0, 4_000.0])  # BTCUSDT at 0.01, Bitstamp 2015, the sim
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_virtual_fills_and_intensity_keep_exactly_the_state_of_the_reference_code(mid0, seed):
+    """Random markets through both implementations, call by call: the same fills, pending fills, counts, decayed
+    sums and live grid points, bit for bit (the faster code skips only work that changes nothing)."""
+    import numpy as np
+
+    from flashmm.core import calibration as fast
+    from tests import reference_calibration as ref
+
+    rng = np.random.default_rng(seed)
+    vf, vr = fast.VirtualFills(min_fills=3.0), ref.VirtualFills(min_fills=3.0)
+    tf, tr = fast.TradeIntensity(1.0, 1.0, min_trades=5), ref.TradeIntensity(1.0, 1.0, min_trades=5)
+    now, mid = 1_000_000_000, mid0
+    for step in range(6_000):
+        now += int(rng.exponential(30e6))
+        if rng.random() < 0.5:
+            mid *= 1 + rng.normal(0, 0.3) / 1e4  # a fraction of a bps per update, now and then a jump
+            if rng.random() < 0.01:
+                mid *= 1 + rng.normal(0, 8) / 1e4
+            vf.observe(now, mid)
+            vr.observe(now, mid)
+        else:
+            dist_bps = abs(rng.normal(0, 3)) if rng.random() < 0.9 else rng.uniform(0, 40)
+            aggressor = int(rng.choice([-1, 0, 1]))
+            price = mid * (1 - np.sign(aggressor or rng.choice([-1, 1])) * dist_bps / 1e4)
+            if rng.random() < 0.3:
+                price = float(round(price))  # on the tick grid
+            vf.on_trade(price, aggressor, now)
+            vr.on_trade(price, aggressor, now)
+            tf.on_trade(price, mid, now)
+            tr.on_trade(price, mid, now)
+        if step % 7 == 0:
+            assert vf.fills == vr.fills and list(vf._pending) == list(vr._pending), step
+            assert [g[:6] + [list(g[6]), list(g[7])] for g in vf._live] == [
+                g[:6] + [list(g[6]), list(g[7])] for g in vr._live], step
+            assert np.array_equal(vf.n, vr.n) and np.array_equal(vf.rs_sum, vr.rs_sum) and vf.time_s == vr.time_s
+            assert np.array_equal(np.asarray(tf.counts), tr.counts) and tf.time_s == tr.time_s
+        if step % 500 == 0:
+            assert vf.best(0.0) == vr.best(0.0) and tf.fit(now) == tr.fit(now)
+    assert vf.fills > 100 and tf.trades > 1_000

@@ -95,6 +95,29 @@ def test_hit_rate_scores_directional_calls_after_the_horizon():
     assert p.hit_rate() == 0.5
 
 
+def test_the_drift_monitor_averages_exactly_its_last_window_and_the_hit_rate_its_last_calls():
+    """The monitor keeps its window as one contiguous slice and a running hit count (it ran on every quote cycle,
+    where rebuilding an array from a deque of 500 rows was the predict stage's p95): the same figures as the
+    plain computation over the last drift_window rows and calls, bit for bit, across wrap-arounds."""
+    cfg = ModelConfig(drift_window=10, drift_min_samples=10)
+    p = ModelPredictor(FakeModel(), cfg, "fake.pt2")
+    rng = np.random.default_rng(2)
+    rows, outcomes = [], []
+    p._have, p._next_ns = True, 0
+    for step in range(37):
+        p._state[:] = rng.normal(size=N_INPUTS).astype(np.float32) * 100
+        rows.append(p._state.copy())
+        p.on_market(p._next_ns + 1)  # one grid point passes: the current state is recorded
+        want = np.mean(np.asarray(rows[-10:], dtype=np.float64), axis=0)
+        assert np.array_equal(np.mean(p.input_window(), axis=0), want), step
+        move = float(rng.choice([-5.0, 5.0]))
+        p._pending.append((step, 100.0, 0.6))
+        p._score(step, 100.0 * (1 + move / 1e4))
+        outcomes.append(1 if move > 0 else 0)
+        assert p.hit_rate() == sum(outcomes[-10:]) / len(outcomes[-10:])
+    assert p.drift() == p.drift()  # the cached z-scores serve the next cycle unchanged
+
+
 def test_drift_breaker_trips_on_a_shifted_feed_and_pricing_falls_back():
     # training statistics that the simulated market's spread (~2.5-5 bps) is far from: mean 50 bps, sd 1
     mean = np.zeros(N_INPUTS)

@@ -253,6 +253,35 @@ def test_histogram_merge_and_reset():
     assert a.count == 0 and a.percentile(50) == 0.0
 
 
+def test_histogram_bucketing_in_bulk_equals_value_by_value():
+    from flashmm.telemetry.histogram import _bucket, _buckets
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([np.arange(-200, 5_000), rng.integers(0, 2**62, 50_000),
+                             (2 ** rng.integers(0, 62, 5_000)).astype(np.int64),
+                             (2 ** rng.integers(1, 62, 5_000)).astype(np.int64) - 1,
+                             np.array([2**47 - 1, 2**47, 2**53 - 1, 2**53, 2**53 + 1, 2**63 - 1], dtype=np.int64)])
+    assert np.array_equal(_buckets(values), np.array([_bucket(int(v)) for v in values]))
+
+
+def test_histogram_folds_its_recent_values_before_any_read_and_past_its_buffer():
+    sample = [3, 250, 90_000, 1_000_000, 7, 4096 * 3]
+    h, ref = LatencyHistogram(), LatencyHistogram()
+    for v in sample:
+        h.record(v)
+    assert h.count == 6 and h.total == sum(sample) and (h.min, h.max) == (3, 1_000_000)
+    for i in range(10_000):  # more than one buffer's worth, interleaved with reads
+        h.record(i * 37)
+        if i % 3_333 == 0:
+            assert h.count == 7 + i
+    for v in sample + [i * 37 for i in range(10_000)]:
+        ref.record(v)
+    assert np.array_equal(h.counts, ref.counts) and h.summary_us() == ref.summary_us()
+    h.record(5)
+    h.count = 99  # set from outside (interval histograms built from counts): the pending value is folded first
+    assert h.count == 99 and h.min == 0
+
+
 # ---- FeatureEngine -------------------------------------------------------------------------------------
 
 

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 
 import numpy as np
 
 # distance grid for the intensity fit, bps from the mid
 _DELTAS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
+_DELTAS_LIST = [float(d) for d in _DELTAS]
 
 
 class TradeIntensity:
@@ -31,7 +33,7 @@ class TradeIntensity:
     def __init__(self, default_a: float, default_k: float, halflife_s: float = 300.0, min_trades: int = 50,
                  a_bounds: tuple[float, float] = (0.05, 50.0), k_bounds: tuple[float, float] = (0.1, 10.0)) -> None:
         self.halflife_ns = halflife_s * 1e9
-        self.counts = np.zeros(len(_DELTAS))
+        self.counts = [0.0] * len(_DELTAS)  # a list: per trade, 12 float updates cost less than 2 numpy calls
         self.time_s = 0.0
         self.trades = 0
         self._last_ns = -1
@@ -45,7 +47,7 @@ class TradeIntensity:
         if self._last_ns >= 0 and now_ns > self._last_ns:
             dt = now_ns - self._last_ns
             d = 0.5 ** (dt / self.halflife_ns)
-            self.counts *= d
+            self.counts = [c * d for c in self.counts]
             self.time_s = self.time_s * d + dt / 1e9
         self._last_ns = max(self._last_ns, now_ns)
 
@@ -54,20 +56,22 @@ class TradeIntensity:
             return
         self._decay_to(now_ns)
         dist = abs(price_ticks - mid_ticks) / mid_ticks * 1e4
-        self.counts += _DELTAS <= dist + 1e-12
+        reach = dist + 1e-12
+        self.counts = [c + 1.0 if d <= reach else c for c, d in zip(self.counts, _DELTAS_LIST)]
         self.trades += 1
 
     def fit(self, now_ns: int) -> tuple[float, float]:
         self._decay_to(now_ns)
         if self.trades < self.min_trades or self.time_s <= 0:
             return self.default
-        rate = self.counts / self.time_s
+        counts = np.asarray(self.counts)
+        rate = counts / self.time_s
         ok = rate > 1e-9
         if ok.sum() < 3:
             return self.a, self.k
         x = _DELTAS[ok]
         y = np.log(rate[ok])
-        w = np.sqrt(self.counts[ok])  # bins with more trades weigh more
+        w = np.sqrt(counts[ok])  # bins with more trades weigh more
         slope, intercept = np.polyfit(x, y, 1, w=w)
         a = float(np.clip(math.exp(intercept), *self.a_bounds))
         k = float(np.clip(-slope, *self.k_bounds))
@@ -94,6 +98,11 @@ class AdverseSelection:
     def on_trade(self, aggressor: int, mid_ticks: float, now_ns: int) -> None:
         if aggressor and mid_ticks > 0:
             self._pending.append((now_ns + self.horizon_ns, aggressor, mid_ticks))
+
+    @property
+    def next_due_ns(self) -> int:
+        """When the oldest pending trade's horizon passes (the engine calls resolve only from then on)."""
+        return self._pending[0][0] if self._pending else 1 << 62
 
     def resolve(self, now_ns: int, mid_ticks: float) -> None:
         """The market's trades whose horizon passed, scored with the mid that held until now."""
@@ -216,12 +225,14 @@ class VirtualFills:
     engine's own quotes at 2.5 bps earned (they follow such drifts)."""
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
-                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills")
+                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
+                 "_bid_reach", "_ask_reach", "_chase_bid", "_chase_ask", "_best_key", "_best")
 
     def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
                  horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,
                  deltas_bps: tuple[float, ...] = VIRTUAL_DELTAS_BPS, chase_frac: float = 0.1) -> None:
         self.deltas = np.array(deltas_bps)
+        self._deltas = [float(d) for d in self.deltas]  # the same values, as a list for bisect on the hot path
         self.cadence_ns = int(cadence_ms * 1e6)
         self.latency_ns = int(latency_s * 1e9)
         self.life_ns = int(life_s * 1e9)
@@ -239,6 +250,42 @@ class VirtualFills:
         self.time_s = 0.0  # decayed elapsed time
         self._last_ns = -1
         self.fills = 0
+        # a trade at or below _bid_reach may fill a virtual bid, at or above _ask_reach a virtual ask; no other
+        # trade can (see _reach): most trades skip the loop over the live grid points
+        self._bid_reach = -math.inf
+        self._ask_reach = math.inf
+        self._chase_bid = -math.inf
+        self._chase_ask = math.inf
+        self._best_key: tuple | None = None
+        self._best: tuple[float | None, bool] = (None, False)
+
+    def _reach(self) -> None:
+        """Bounds that let most market updates skip the loop over the live grid points, recomputed whenever a
+        point opens, expires or advances (bounds over points since expired only skip less).
+        - Trades: the highest price that may fill a still-unfilled virtual bid, the lowest for an ask. A bid at
+          delta fills when (mid0 - price) / mid0 x 1e4 >= delta, i.e. at prices up to mid0 x (1 - delta / 1e4).
+        - The mid: below the highest mid0 x (1 - chase x delta / 1e4) over the bids still standing some bid is
+          replaced, above the lowest mid0 x (1 + chase x delta / 1e4) some ask.
+        Each bound carries a margin of 1e-9 x mid0 (1e-5 bps), far beyond the rounding of either computation,
+        so it never excludes an update that changes something."""
+        deltas = self._deltas
+        nd = len(deltas)
+        chase = self.chase
+        bid = chase_bid = -math.inf
+        ask = chase_ask = math.inf
+        for g in self._live:
+            m = g[1]
+            margin = m * 1e-9
+            if g[2] < nd:
+                bid = max(bid, m * (1 - deltas[g[2]] / 1e4) + margin)
+            if g[3] < nd:
+                ask = min(ask, m * (1 + deltas[g[3]] / 1e4) - margin)
+            if g[4] < nd:
+                chase_bid = max(chase_bid, m * (1 - chase * deltas[g[4]] / 1e4) + margin)
+            if g[5] < nd:
+                chase_ask = min(chase_ask, m * (1 + chase * deltas[g[5]] / 1e4) - margin)
+        self._bid_reach, self._ask_reach = bid, ask
+        self._chase_bid, self._chase_ask = chase_bid, chase_ask
 
     def observe(self, now_ns: int, mid_ticks: float) -> None:
         """The current mid (call on each market update): resolves pending fills, replaces the virtual quotes
@@ -254,50 +301,74 @@ class VirtualFills:
                 self.n[i] += 1.0
                 self.rs_sum[i] += 2e4 * side * (mid_ticks - price) / mid0
         live = self._live
+        changed = False
         while live and live[0][0] + self.latency_ns + self.life_ns < now_ns:
             live.popleft()
-        deltas = self.deltas
+            changed = True
+        deltas = self._deltas
         nd = len(deltas)
-        eff = now_ns + self.latency_ns
-        for g in live:
-            moved = (mid_ticks - g[1]) / g[1] * 1e4 / self.chase  # > 0: toward the asks
-            if moved < 0 and g[4] < nd:  # toward the bids: those within chase x delta are replaced
-                j = int(np.searchsorted(deltas, -moved, side="left"))
-                for i in range(g[4], j):
-                    g[6][i] = eff
-                g[4] = max(g[4], j)
-            elif moved > 0 and g[5] < nd:
-                j = int(np.searchsorted(deltas, moved, side="left"))
-                for i in range(g[5], j):
-                    g[7][i] = eff
-                g[5] = max(g[5], j)
+        if mid_ticks < self._chase_bid or mid_ticks > self._chase_ask:  # else no virtual quote is reached
+            eff = now_ns + self.latency_ns
+            chase = self.chase
+            for g in live:
+                moved = (mid_ticks - g[1]) / g[1] * 1e4 / chase  # > 0: toward the asks
+                # (bisect on a list: the same index as numpy's searchsorted, without its per-call cost; skipped
+                # when the next distance still standing is not reached, i.e. when it would change nothing)
+                if moved < 0 and g[4] < nd and deltas[g[4]] < -moved:  # toward the bids: within chase x delta go
+                    j = bisect_left(deltas, -moved)
+                    for i in range(g[4], j):
+                        g[6][i] = eff
+                    if j > g[4]:
+                        g[4] = j
+                        changed = True
+                elif moved > 0 and g[5] < nd and deltas[g[5]] < moved:
+                    j = bisect_left(deltas, moved)
+                    for i in range(g[5], j):
+                        g[7][i] = eff
+                    if j > g[5]:
+                        g[5] = j
+                        changed = True
         while self._next_ns <= now_ns:
             never = [1 << 62] * nd
             live.append([self._next_ns, mid_ticks, 0, 0, 0, 0, never, list(never)])
             self._next_ns += self.cadence_ns
+            changed = True
+        if changed:
+            self._reach()
 
     def on_trade(self, price_ticks: float, aggressor: int, now_ns: int) -> None:
-        deltas = self.deltas
+        if not ((aggressor <= 0 and price_ticks <= self._bid_reach) or (aggressor >= 0 and price_ticks >= self._ask_reach)):
+            return  # beyond every virtual quote still unfilled
+        deltas = self._deltas
+        nd = len(deltas)
+        advanced = False
         for g in self._live:
             t0 = g[0]
             if now_ns < t0 + self.latency_ns or now_ns > t0 + self.latency_ns + self.life_ns:
                 continue
             mid0 = g[1]
             depth = (mid0 - price_ticks) / mid0 * 1e4  # > 0: below the mid
-            if aggressor <= 0 and depth > 0:  # a sell (or unknown) at or through virtual bids
-                j = int(np.searchsorted(deltas, depth, side="right"))
+            # (as in observe: bisect, skipped when the next distance not yet filled is beyond the trade)
+            if aggressor <= 0 and depth > 0 and g[2] < nd and deltas[g[2]] <= depth:  # a sell at or through bids
+                j = bisect_right(deltas, depth)
                 gone = g[6]
                 for i in range(g[2], j):
                     if gone[i] > now_ns:
-                        self._fill(now_ns, 1, i, mid0 * (1 - deltas[i] / 1e4), mid0)
-                g[2] = max(g[2], j)
-            if aggressor >= 0 and depth < 0:  # a buy (or unknown) at or through virtual asks
-                j = int(np.searchsorted(deltas, -depth, side="right"))
+                        self._fill(now_ns, 1, i, mid0 * (1 - self.deltas[i] / 1e4), mid0)
+                if j > g[2]:
+                    g[2] = j
+                    advanced = True
+            if aggressor >= 0 and depth < 0 and g[3] < nd and deltas[g[3]] <= -depth:  # a buy at or through asks
+                j = bisect_right(deltas, -depth)
                 gone = g[7]
                 for i in range(g[3], j):
                     if gone[i] > now_ns:
-                        self._fill(now_ns, -1, i, mid0 * (1 + deltas[i] / 1e4), mid0)
-                g[3] = max(g[3], j)
+                        self._fill(now_ns, -1, i, mid0 * (1 + self.deltas[i] / 1e4), mid0)
+                if j > g[3]:
+                    g[3] = j
+                    advanced = True
+        if advanced:
+            self._reach()
 
     def _fill(self, now_ns: int, side: int, i: int, price: float, mid0: float) -> None:
         self._pending.append((now_ns + self.horizon_ns, side, i, price, mid0))
@@ -348,6 +419,14 @@ class VirtualFills:
         out are rarer and later: quote there until it is measured, rather than stand aside because the
         tighter ones lose). (None, False) before any distance is measured; (the best-earning distance, False)
         when every distance is measured and none earned enough."""
+        # the same curve gives the same answer: quote cycles far outnumber the resolutions that change the curve
+        key = (self.n.tobytes(), self.rs_sum.tobytes(), self.time_s, self.min_fills, min_realised_bps)
+        if key == self._best_key:
+            return self._best
+        self._best_key, self._best = key, self._best_of(min_realised_bps)
+        return self._best
+
+    def _best_of(self, min_realised_bps: float) -> tuple[float | None, bool]:
         ok = self.n >= self.min_fills
         if not ok.any() or self.time_s <= 0:
             return None, False

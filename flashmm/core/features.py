@@ -30,9 +30,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
-def _imbalance(bids: list[tuple[int, int]], asks: list[tuple[int, int]], n: int) -> float:
-    b = sum(q for _, q in bids[:n])
-    a = sum(q for _, q in asks[:n])
+def _imbalance_of(b: float, a: float) -> float:
+    """(bid - ask) / (bid + ask) lots over the same levels; 0 when both are empty."""
     return (b - a) / (b + a) if b + a else 0.0
 
 
@@ -101,8 +100,10 @@ class FeatureEngine:
         v[0] = ap - bp
         v[1] = (bp * aq + ap * bq) / (bq + aq) - mid
         v[2] = (bq - aq) / (bq + aq)
-        v[3] = _imbalance(bids, asks, 3)
-        v[4] = _imbalance(bids, asks, 5)
+        bl = [q for _, q in bids]
+        al = [q for _, q in asks]
+        v[3] = _imbalance_of(sum(bl[:3]), sum(al[:3]))
+        v[4] = _imbalance_of(sum(bl), sum(al))
         v[5] = self._ofi / self._depth if self._depth > 0 else 0.0
         v[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
         v[7] = math.sqrt(self._var_sum / self._var_time) if self._var_time > 0 else 0.0

@@ -85,6 +85,7 @@ def mean_ci95(n: int, total: float, total_sq: float) -> tuple[float | None, list
 
 
 MARKOUT_HORIZONS_S = (1.0, 5.0, 30.0)
+_NEVER = 1 << 62
 REALISED_HORIZON_S = 5.0
 
 
@@ -106,7 +107,7 @@ class FillQuality:
     due times are increasing with its fill time, so resolution is O(1) per resolved fill."""
 
     __slots__ = ("horizons_ns", "_queues", "n", "sums", "sq", "effective_n", "effective_sum", "fills_scored",
-                 "listener", "_listen")
+                 "listener", "_listen", "next_due_ns")
 
     def __init__(self, horizons_s: tuple[float, ...] = MARKOUT_HORIZONS_S,
                  listener: Callable[[float], None] | None = None, listen_horizon_s: float = REALISED_HORIZON_S) -> None:
@@ -124,6 +125,7 @@ class FillQuality:
         self.effective_n = 0
         self.effective_sum = 0.0
         self.fills_scored = 0
+        self.next_due_ns = _NEVER  # the earliest horizon still to resolve (the engine skips resolve before it)
 
     def on_fill(self, ts_ns: int, side: int, price: float, mid_0: float) -> None:
         if not (mid_0 > 0 and price > 0):
@@ -132,6 +134,7 @@ class FillQuality:
         self.effective_sum += effective_spread_bps(side, price, mid_0)
         for i, h in enumerate(self.horizons_ns):
             self._queues[i].append(_Pending(ts_ns + h, side, price, mid_0, i))
+        self.next_due_ns = min(self.next_due_ns, ts_ns + min(self.horizons_ns, default=_NEVER))
 
     def pending(self) -> bool:
         return any(self._queues)
@@ -152,6 +155,7 @@ class FillQuality:
                 self.n[i] += 1
                 if i == self._listen:
                     self.listener(adverse)
+        self.next_due_ns = min((q[0].due_ns for q in self._queues if q), default=_NEVER)
 
     def _index(self, horizon_s: float) -> int:
         return self.horizons_ns.index(int(horizon_s * 1e9))

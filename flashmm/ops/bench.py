@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import resource
@@ -25,13 +26,14 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[str, Any]:
-    """Run the engine on the simulated market with no pacing for `seconds` of venue time."""
+def _latency_run(cfg: Config, seconds: float, speed: float = float("inf")) -> dict[str, Any]:
+    """One run of the engine on the simulated market for `seconds` of venue time, paced at `speed` x real time
+    (inf: no pacing)."""
     from flashmm.model.predictor import predictor_for
 
-    configure_logging("error")
-    venue = SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=float("inf"))
+    venue = SimVenue(cfg.sim, cfg.instrument.instrument(), cfg.run.seed, speed=speed)
     engine = Engine(cfg, venue, predictor=predictor_for(cfg))  # as shipped: the configured model
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     cpu0 = time.process_time()
 
@@ -43,13 +45,7 @@ def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[st
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     s = engine.summary()
-    lat = {name: h.summary_us() for name, h in engine.hist.items()}
-    result = {
-        "benchmark": "latency",
-        "command": " ".join(["flashmm"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("flashmm") else "",
-        "venue": "sim",
-        "seed": cfg.run.seed,
-        "simulated_s": seconds,
+    return {
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "speedup_vs_real_time": round(seconds / wall, 1),
@@ -58,18 +54,57 @@ def bench_latency(cfg: Config, seconds: float, json_path: str | Path) -> dict[st
         "events_per_s": round(engine.counters["events"] / wall, 1),
         "quote_cycles": engine.tick_to_quote.count,
         "tick_to_quote_us": engine.tick_to_quote.summary_us(),
-        "stage_latency_us": lat,
-        "rss_mb": round(_rss_mb(), 1),
+        "stage_latency_us": {name: h.summary_us() for name, h in engine.hist.items()},
         "fills": s["fills"],
         "orders_placed": s["orders_placed"],
         "model": s["model"],
+        "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],  # at the start and the end of the run
+        # paced runs: how late each block reached the engine (the event loop, or the OS, had it waiting)
+        "block_lateness_us": venue.lateness.summary_us() if venue.paced else None,
+    }
+
+
+def bench_latency(cfg: Config, seconds: float, json_path: str | Path, busy_cores: int = 0,
+                  speed: float = float("inf")) -> dict[str, Any]:
+    """The engine on the simulated market for `seconds` of venue time, with no pacing (`speed` inf: the engine
+    never waits, a CPU-bound process) or paced at `speed` x real time (it sleeps between blocks as a live engine
+    waits for the market). With `busy_cores` N > 0 the same seeded run is made twice in one invocation: quiet,
+    then with N CPU-bound neighbour processes spinning (flashmm.ops.neighbour), so the two are compared side by
+    side on the same machine and moment; the top-level figures are the quiet run's (the keys of a plain run),
+    `busy` holds the other."""
+    configure_logging("error")
+    quiet = _latency_run(cfg, seconds, speed)
+    result: dict[str, Any] = {
+        "benchmark": "latency",
+        "command": " ".join(["flashmm"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("flashmm") else "",
+        "venue": "sim",
+        "seed": cfg.run.seed,
+        "simulated_s": seconds,
+        "speed": speed if math.isfinite(speed) else "unpaced",
+        **{k: v for k, v in quiet.items() if k != "load_avg_1min"},
+        "rss_mb": round(_rss_mb(), 1),
         "targets": {"tick_to_quote_p99_us": 1000, "rss_mb": 400},
-        "meets_targets": engine.tick_to_quote.percentile(99) / 1e3 <= 1000 and _rss_mb() <= 400,
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "load_avg_1min": quiet["load_avg_1min"],
         "note": "events/s counts all venue events; wall time includes the simulated market itself "
                 "(matching and other traders), which is not part of tick-to-quote.",
     }
+    result["meets_targets"] = quiet["tick_to_quote_us"]["p99"] <= 1000 and _rss_mb() <= 400
+    if busy_cores > 0:
+        from flashmm.ops.neighbour import BusyNeighbours
+
+        with BusyNeighbours(busy_cores) as neighbours:
+            busy = _latency_run(cfg, seconds, speed)
+        busy["neighbours"] = neighbours.report()
+        result["busy_cores"] = busy_cores
+        result["busy"] = busy
+        result["quiet_vs_busy_us"] = {
+            stage: {q: [a[q], b[q]] for q in ("p50", "p95", "p99", "p999")}
+            for stage, a, b in [("tick_to_quote", quiet["tick_to_quote_us"], busy["tick_to_quote_us"])]
+            + [(k, quiet["stage_latency_us"][k], busy["stage_latency_us"][k]) for k in quiet["stage_latency_us"]]}
+        result["meets_targets_busy"] = busy["tick_to_quote_us"]["p99"] <= 1000
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return result
@@ -238,7 +273,10 @@ def bench_backtest(cfg: Config, data: list[str], json_path: str | Path,
     load_s = time.perf_counter() - t0
     no_model = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": "none"})})
     section, engine = run_one(no_model, es)  # the headline: model-free, comparable with hftbacktest's GLFT
-    with_model, model_engine = run_one(cfg, es)
+    # with the model pricing: since the model is loaded only where it prices ([strategy].alpha = model), the
+    # configured default would load none here
+    priced = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"alpha": "model"})})
+    with_model, model_engine = run_one(priced, es)
     result = {
         "benchmark": "backtest",
         "data": section["data"],

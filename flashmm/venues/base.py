@@ -41,6 +41,11 @@ class Venue(ABC):
     # The venue saw something about the account the engine should check now, not at the next reconciliation
     # (an order or transaction of the account that this process did not send); account_state() clears it.
     reconcile_soon: bool = False
+    # Does the venue's time run with wall time (live; a simulated clock paced at a finite speed)? An unpaced
+    # replay or benchmark does not: the engine's own wall-clock speed says nothing about its market there, and
+    # must not change what it trades (the latency breaker's tick-to-quote test is skipped: a 250 ms GC pause
+    # or a busy machine in one 10 s window of a backtest widened its quotes, so two runs differed).
+    paced: bool = True
 
     @abstractmethod
     async def start(self) -> None:

@@ -25,10 +25,13 @@ of the book as it was, not as the last 100 ms depth diff left it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from flashmm.config import ReplayConfig
 from flashmm.core.book import L2Book
@@ -75,8 +78,16 @@ class _Resting:
     venue_id: int
 
 
+_INF = float("inf")
+
+
 class QueueFillModel:
-    """Our orders against a recorded book (an L2Book mirror kept by the venue)."""
+    """Our orders against a recorded book (an L2Book mirror kept by the venue).
+
+    Most market messages touch no level where we rest and move no best price through ours: the model keeps
+    the prices of its resting orders per side (`bid_prices`, `ask_prices`, the highest bid and lowest ask) so
+    that such a message costs a few comparisons; the per-order logic runs only where it can change something.
+    """
 
     def __init__(self, book: L2Book, instrument, maker_fee_bps: float, taker_fee_bps: float) -> None:
         self.book = book
@@ -89,6 +100,19 @@ class QueueFillModel:
         self.next_id = 1
         self.post_only_rejects = 0
         self.out: list[Event] = []
+        # where our resting orders are (kept by _reindex whenever an order rests, fills completely or is cancelled)
+        self.bid_prices: frozenset[int] = frozenset()
+        self.ask_prices: frozenset[int] = frozenset()
+        self.max_bid: float = -_INF  # highest price of our resting buys
+        self.min_ask: float = _INF  # lowest price of our resting sells
+
+    def _reindex(self) -> None:
+        bids = [o.price for o in self.orders.values() if o.side is Side.BUY]
+        asks = [o.price for o in self.orders.values() if o.side is Side.SELL]
+        self.bid_prices = frozenset(bids)
+        self.ask_prices = frozenset(asks)
+        self.max_bid = max(bids) if bids else -_INF
+        self.min_ask = min(asks) if asks else _INF
 
     # ---- our actions -------------------------------------------------------------------------------
     def place(self, p: PlaceOrder, ts: int) -> None:
@@ -106,7 +130,7 @@ class QueueFillModel:
             return
         if p.post_only and p.order_type is OrderType.LIMIT and self._crosses(p.side, p.price_ticks):
             self.post_only_rejects += 1
-            best = self.book.asks.peekitem(0)[0] if p.side is Side.BUY else self.book.bids.peekitem(-1)[0]
+            best = self.book.asks.best() if p.side is Side.BUY else self.book.bids.best()
             self.out.append(OrderReject(p.client_id, f"post-only {p.side.name} at {p.price_ticks} would cross the "
                                                      f"book (best {'ask' if p.side is Side.BUY else 'bid'} {best})",
                                         ts, REJECT_POST_ONLY))
@@ -123,23 +147,27 @@ class QueueFillModel:
             return
         levels = self.book.bids if p.side is Side.BUY else self.book.asks
         self.orders[p.client_id] = _Resting(p.client_id, p.side, p.price_ticks, remaining,
-                                            levels.get(p.price_ticks, 0), vid)
+                                            levels.lots.get(p.price_ticks, 0), vid)
+        self._reindex()
 
     def _crosses(self, side: Side, price: int) -> bool:
         if side is Side.BUY:
-            return bool(self.book.asks) and self.book.asks.peekitem(0)[0] <= price
-        return bool(self.book.bids) and self.book.bids.peekitem(-1)[0] >= price
+            return bool(self.book.asks) and self.book.asks.best() <= price
+        return bool(self.book.bids) and self.book.bids.best() >= price
 
     def cancel(self, c: CancelOrder, ts: int) -> None:
         o = self.orders.pop(c.client_id, None)
         if o is None:
             self.out.append(CancelReject(c.client_id, "order not found (filled or never placed)", ts))
         else:
+            self._reindex()
             self.out.append(CancelAck(c.client_id, ts))
 
     def _take(self, cid: int, side: Side, limit: int, lots: int, ts: int) -> int:
         """Take liquidity from the recorded opposite side up to `limit` (0 = none). Returns what is left."""
         levels = self.book.asks if side is Side.BUY else self.book.bids
+        if not levels or (limit and (levels.best() > limit if side is Side.BUY else levels.best() < limit)):
+            return lots  # nothing to take at the limit (a resting quote: the usual case)
         if side is Side.BUY:
             prices = levels.irange(maximum=limit) if limit else levels.irange()
         else:
@@ -169,21 +197,27 @@ class QueueFillModel:
         done = o.remaining == 0
         if done:
             del self.orders[o.client_id]
+            self._reindex()
         self._fill(o.client_id, o.side, float(o.price), lots, True, done, ts)
 
     # ---- the recorded market -----------------------------------------------------------------------
     def on_trade(self, price: int, lots: int, aggressor: int, ts: int) -> None:
-        if aggressor == 0:
-            # no side known: the trade hit whichever of our sides it reached
-            sides: tuple[Side, ...] = (Side.BUY, Side.SELL)
-        else:
-            sides = (Side.SELL,) if aggressor > 0 else (Side.BUY,)  # a buy aggressor hits asks
         key = (-1 if aggressor > 0 else 1, price)  # the book side the trade took from
-        self.traded_at[key] = self.traded_at.get(key, 0) + lots
+        traded = self.traded_at
+        traded[key] = traded.get(key, 0) + lots
         if not self.orders:
             return
+        # a buy aggressor hits asks, a sell aggressor bids; no side known: whichever of our sides it reached.
+        # Only our sells at or below the price, or our buys at or above it, can be reached at all.
+        hits_asks = aggressor >= 0 and price >= self.min_ask
+        hits_bids = aggressor <= 0 and price <= self.max_bid
+        if not (hits_asks or hits_bids):
+            return
         for o in list(self.orders.values()):
-            if o.side not in sides:
+            if o.side is Side.SELL:
+                if not hits_asks:
+                    continue
+            elif not hits_bids:
                 continue
             through = (o.side is Side.SELL and price > o.price) or (o.side is Side.BUY and price < o.price)
             if through:
@@ -196,7 +230,7 @@ class QueueFillModel:
 
     def on_level(self, side: Side, price: int, old: int, new: int) -> None:
         """A recorded level changed from `old` to `new` lots (after the book mirror applied it)."""
-        traded = self.traded_at.pop((int(side), price), 0)
+        traded = self.traded_at.pop((int(side), price), 0) if self.traded_at else 0
         cancelled = (old - new) - traded
         if cancelled <= 0 or old <= 0:
             return
@@ -206,10 +240,15 @@ class QueueFillModel:
 
     def on_book_moved(self, ts: int) -> None:
         """The opposite best price reached one of ours: the market went through us."""
-        if not self.book.two_sided():
+        if not self.orders:
             return
-        best_bid = self.book.bids.peekitem(-1)[0]
-        best_ask = self.book.asks.peekitem(0)[0]
+        book = self.book
+        if not (book.bids.ladder and book.asks.ladder):
+            return
+        best_bid = book.bids.ladder[-1]
+        best_ask = -book.asks.ladder[-1]
+        if best_bid < self.min_ask and best_ask > self.max_bid:
+            return  # neither best price reached any of ours
         for o in list(self.orders.values()):
             if (o.side is Side.SELL and best_bid >= o.price) or (o.side is Side.BUY and best_ask <= o.price):
                 self._maker_fill(o, o.remaining, ts)
@@ -220,6 +259,23 @@ class QueueFillModel:
 
 
 _SIDES = {1: Side.BUY, -1: Side.SELL, 0: None}
+
+
+def _bid_ask_split(side: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per message: the index of its first ask row when its rows are all bid rows then all ask rows (the
+    readers write them so), else -1 (the rows are then sorted out one by one)."""
+    if len(ends) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    bid = side > 0
+    ask = side < 0
+    n_bid = np.add.reduceat(bid.astype(np.int64), starts)
+    n_ask = np.add.reduceat(ask.astype(np.int64), starts)
+    bid_after_ask = np.zeros(len(side), dtype=np.int64)
+    bid_after_ask[1:] = bid[1:] & ask[:-1]
+    bid_after_ask[starts] = 0  # across a message boundary
+    ok = (n_bid + n_ask == ends - starts) & (np.add.reduceat(bid_after_ask, starts) == 0)
+    return np.where(ok, starts + n_bid, -1)
 
 
 class ReplayVenue(Venue):
@@ -233,18 +289,25 @@ class ReplayVenue(Venue):
         self.maker_fee_bps = cfg.maker_fee_bps
         self.speed = speed
         ev = data.events
-        # plain Python lists: per-row access to numpy scalars costs several times more
-        self._ts = ev["ts_ns"].tolist()
-        self._kind = ev["kind"].tolist()
+        # plain Python lists (per-row access to numpy scalars costs several times more): the rows' side, price
+        # and size; what a message's rows share (time, kind, flags, sequence numbers) once per message
         self._side = ev["side"].tolist()
-        self._flags = ev["flags"].tolist()
         self._price = ev["price"].tolist()
         self._qty = ev["qty"].tolist()
-        self._seq = ev["seq"].tolist()
-        self._seq2 = ev["seq2"].tolist()
-        self._ends = message_bounds(ev).tolist()
+        self._rows_total = len(ev)
+        ends = message_bounds(ev)
+        starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
+        self._ends = ends.tolist()
+        self._starts = starts.tolist()
+        first = ev[starts]
+        self._ts = first["ts_ns"].tolist()
+        self._kind = first["kind"].tolist()
+        self._flags = first["flags"].tolist()
+        self._seq = first["seq"].tolist()
+        self._seq2 = first["seq2"].tolist()
+        self._split = _bid_ask_split(ev["side"], ends).tolist()
         self._msg = 0
-        self.clock = SimClock(int(self._ts[0]) if len(ev) else 0)
+        self.clock = SimClock(int(self._ts[0]) if self._ts else 0)
         self.latency_ns = int(cfg.latency_ms * 1_000_000)
         self.mirror = L2Book()  # the venue's own copy of the recorded book, for queue positions
         self.model = QueueFillModel(self.mirror, self.instrument, cfg.maker_fee_bps, cfg.taker_fee_bps)
@@ -253,13 +316,15 @@ class ReplayVenue(Venue):
         self.messages_done = 0
         self.bbo_messages = 0
         self.use_top = cfg.use_book_ticker
+        self.paced = math.isfinite(speed)
         self.pacer = Pacer(speed, yield_every=1024)
         self.lateness = self.pacer.lateness
+        self._steps = 0
         self._stopped = False
 
     @property
     def rows_total(self) -> int:
-        return len(self._ts)
+        return self._rows_total
 
     @property
     def messages_total(self) -> int:
@@ -282,104 +347,177 @@ class ReplayVenue(Venue):
     async def next_batch(self) -> list[Event] | None:
         if self._stopped:
             return None
-        while self._msg < len(self._ends):
-            start = self._ends[self._msg - 1] if self._msg else 0
-            end = self._ends[self._msg]
-            ts = self._ts[start]
-            await self.pacer.wait_until(ts)
-            self._msg += 1
+        starts, ends, tss, kinds = self._starts, self._ends, self._ts, self._kind
+        inflight = self._inflight
+        clock = self.clock
+        while self._msg < len(ends):
+            i = self._msg
+            start = starts[i]
+            end = ends[i]
+            ts = tss[i]
+            if self.paced:
+                await self.pacer.wait_until(ts)
+            else:  # as fast as possible: only let other tasks (console, progress, signals) run now and then
+                self._steps += 1
+                if not self._steps & 1023:
+                    await asyncio.sleep(0)
+            self._msg = i + 1
             self.rows_done += end - start
             self.messages_done += 1
-            out = self._arrivals(ts)
-            self.clock.advance_to(max(ts, self.clock.now_ns()))
-            kind = self._kind[start]
+            out = self._arrivals(ts) if inflight and inflight[0][0] <= ts else []
+            if ts > clock.now_ns():
+                clock.advance_to(ts)
+            kind = kinds[i]
             if kind == KIND_BBO:
                 self.bbo_messages += 1
                 if not self.use_top:
                     if out:
                         return out
                     continue
-            out.extend(self._market(kind, start, end, ts))
-            return out
+                ev = self._top(i, start, end, ts)
+            elif kind == KIND_TRADE:
+                ev = self._trades(start, end, ts)
+            elif kind == KIND_DIFF:
+                ev = self._diff(i, start, end, ts)
+            elif kind == KIND_SNAP:
+                ev = self._snapshot(i, start, end, ts)
+            else:
+                return out
+            if out:
+                out.extend(ev)
+                return out
+            return ev
         # the recording is over: actions still in flight arrive, then the venue ends
-        if self._inflight:
-            return self._arrivals(self._inflight[-1][0] + 1)
+        if inflight:
+            return self._arrivals(inflight[-1][0] + 1)
         return None
 
     def _arrivals(self, until_ns: int) -> list[Event]:
         model = self.model
         model.out = []
+        clock = self.clock
         while self._inflight and self._inflight[0][0] <= until_ns:
             t, a = self._inflight.popleft()
-            self.clock.advance_to(max(t, self.clock.now_ns()))
+            if t > clock.now_ns():
+                clock.advance_to(t)
             if isinstance(a, PlaceOrder):
                 model.place(a, t)
             else:
                 model.cancel(a, t)
         return model.out
 
-    def _top(self, start: int, end: int, ts: int) -> list[Event]:
+    def _top(self, i: int, start: int, end: int, ts: int) -> list[Event]:
         """A best bid/offer update: the mirror moves its top (L2Book.apply_top), the queue model sees the
         levels it removed or resized (cancels ahead of us advance us; a top through our price fills us)."""
-        model = self.model
-        model.out = []
-        bid = ask = None
-        for i in range(start, end):
-            if self._side[i] > 0:
-                bid = (self._price[i], self._qty[i])
-            elif self._side[i] < 0:
-                ask = (self._price[i], self._qty[i])
-        if bid is None or ask is None:
-            return model.out
-        ev = BookTop(self._seq[start], bid[0], bid[1], ask[0], ask[1], ts)
-        mirror = self.mirror
-        changed: list[tuple[Side, int, int, int]] = []
-        if model.orders and not mirror.stale and ev.seq > mirror.seq and ev.seq > mirror.top_seq:
-            for p in mirror.bids.irange(minimum=bid[0], reverse=True):
-                changed.append((Side.BUY, p, mirror.bids[p], bid[1] if p == bid[0] else 0))
-            for p in mirror.asks.irange(maximum=ask[0]):
-                changed.append((Side.SELL, p, mirror.asks[p], ask[1] if p == ask[0] else 0))
-        if mirror.apply_top(ev):
-            for side, p, old, new in changed:
-                model.on_level(side, p, old, new)
-            model.on_book_moved(ts)
-        return model.out + [ev]
-
-    def _market(self, kind: int, start: int, end: int, ts: int) -> list[Event]:
-        model = self.model
-        model.out = []
-        side = self._side
-        price = self._price
-        qty = self._qty
-        if kind == KIND_BBO:
-            return self._top(start, end, ts)
-        if kind == KIND_TRADE:
-            trades = []
-            for i in range(start, end):
-                p, q, s = price[i], qty[i], side[i]
-                model.on_trade(p, q, s, ts)
-                trades.append(Trade(float(p), q, _SIDES[s], ts))
-            return model.out + trades
-        rows = list(zip(side[start:end], price[start:end], qty[start:end], strict=True))
-        bids = [(p, q) for s, p, q in rows if s > 0]
-        asks = [(p, q) for s, p, q in rows if s < 0]
-        if kind == KIND_SNAP:
-            if self._flags[start] & FLAG_EMPTY:
-                bids, asks = [], []
-            ev: Event = BookSnapshot(self._seq[start], bids, asks, ts)
-            self.mirror.apply_snapshot(ev)
-            model.traded_at.clear()
-        elif kind == KIND_DIFF:
-            ev = BookDiff(self._seq[start], self._seq2[start], bids, asks, ts)
-            old_b = {p: self.mirror.bids.get(p, 0) for p, _ in bids}
-            old_a = {p: self.mirror.asks.get(p, 0) for p, _ in asks}
-            mb, ma = self.mirror.bids, self.mirror.asks
-            if self.mirror.apply_diff(ev):  # levels behind a newer top are left as they are: compare after
-                for p, _ in bids:
-                    model.on_level(Side.BUY, p, old_b[p], mb.get(p, 0))
-                for p, _ in asks:
-                    model.on_level(Side.SELL, p, old_a[p], ma.get(p, 0))
+        side, price, qty = self._side, self._price, self._qty
+        if end - start == 2 and side[start] > 0 and side[start + 1] < 0:  # the usual bid row, ask row
+            bid, ask = start, start + 1
         else:
-            return model.out
+            bid = ask = None
+            for i in range(start, end):
+                if side[i] > 0:
+                    bid = i
+                elif side[i] < 0:
+                    ask = i
+            if bid is None or ask is None:
+                return []
+        bp, bq, ap, aq = price[bid], qty[bid], price[ask], qty[ask]
+        ev = BookTop(self._seq[i], bp, bq, ap, aq, ts)
+        mirror = self.mirror
+        model = self.model
+        if not model.orders:  # nothing of ours can move: the mirror only
+            mirror.apply_top(ev)
+            return [ev]
+        model.out = []
+        changed: list[tuple[Side, int, int, int]] = []
+        if not mirror.stale and ev.seq > mirror.seq and ev.seq > mirror.top_seq:
+            # the levels at or better than the new top: the top resizes its own and removes the rest
+            lots = mirror.bids.lots
+            for p in mirror.bids.at_or_better(bp):
+                changed.append((Side.BUY, p, lots[p], bq if p == bp else 0))
+            lots = mirror.asks.lots
+            for p in mirror.asks.at_or_better(ap):
+                changed.append((Side.SELL, p, lots[p], aq if p == ap else 0))
+        if mirror.apply_top(ev):
+            for s, p, old, new in changed:
+                model.on_level(s, p, old, new)
+            model.on_book_moved(ts)
+        out = model.out
+        out.append(ev)
+        return out
+
+    def _trades(self, start: int, end: int, ts: int) -> list[Event]:
+        model = self.model
+        model.out = []
+        side, price, qty = self._side, self._price, self._qty
+        trades = []
+        for i in range(start, end):
+            p, q, s = price[i], qty[i], side[i]
+            model.on_trade(p, q, s, ts)
+            trades.append(Trade(float(p), q, _SIDES[s], ts))
+        out = model.out
+        out.extend(trades)
+        return out
+
+    def _rows(self, i: int, start: int, end: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        price, qty = self._price, self._qty
+        split = self._split[i]
+        if split >= 0:  # its bid rows, then its ask rows: two slices
+            return list(zip(price[start:split], qty[start:split])), list(zip(price[split:end], qty[split:end]))
+        side = self._side
+        bids: list[tuple[int, int]] = []
+        asks: list[tuple[int, int]] = []
+        for i in range(start, end):
+            s = side[i]
+            if s > 0:
+                bids.append((price[i], qty[i]))
+            elif s < 0:
+                asks.append((price[i], qty[i]))
+        return bids, asks
+
+    def _snapshot(self, i: int, start: int, end: int, ts: int) -> list[Event]:
+        model = self.model
+        model.out = []
+        if self._flags[i] & FLAG_EMPTY:
+            bids, asks = [], []
+        else:
+            bids, asks = self._rows(i, start, end)
+        ev = BookSnapshot(self._seq[i], bids, asks, ts)
+        self.mirror.apply_snapshot(ev)
+        model.traded_at.clear()
         model.on_book_moved(ts)
-        return model.out + [ev]
+        out = model.out
+        out.append(ev)
+        return out
+
+    def _diff(self, i: int, start: int, end: int, ts: int) -> list[Event]:
+        model = self.model
+        model.out = []
+        bids, asks = self._rows(i, start, end)
+        ev = BookDiff(self._seq[i], self._seq2[i], bids, asks, ts)
+        mirror = self.mirror
+        mb, ma = mirror.bids.lots, mirror.asks.lots
+        if not model.orders and not model.traded_at:
+            mirror.apply_diff(ev)  # no order of ours, no trade to set against a level: the mirror only
+        else:
+            # the queue model sees every row of an applied diff (each one settles the trades at its level);
+            # only the levels where we rest can move a queue position
+            ours_b, ours_a = model.bid_prices, model.ask_prices
+            old_b = {p: mb.get(p, 0) for p, _ in bids if p in ours_b}
+            old_a = {p: ma.get(p, 0) for p, _ in asks if p in ours_a}
+            if mirror.apply_diff(ev):  # levels behind a newer top are left as they are: compare after
+                traded = model.traded_at
+                for p, _ in bids:
+                    if p in old_b:
+                        model.on_level(Side.BUY, p, old_b[p], mb.get(p, 0))
+                    elif traded:
+                        traded.pop((1, p), None)
+                for p, _ in asks:
+                    if p in old_a:
+                        model.on_level(Side.SELL, p, old_a[p], ma.get(p, 0))
+                    elif traded:
+                        traded.pop((-1, p), None)
+        model.on_book_moved(ts)
+        out = model.out
+        out.append(ev)
+        return out

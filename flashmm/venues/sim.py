@@ -535,6 +535,7 @@ class SimVenue(Venue):
         self.maker_fee_bps = cfg.maker_fee_bps
         self.clock = self.market.clock
         self.speed = speed
+        self.paced = math.isfinite(speed)
         self.pacer = Pacer(speed)
         self.lateness = self.pacer.lateness  # paced runs: how late each block was handed over (event-loop lag)
         self._stopped = False

@@ -1,0 +1,360 @@
+"""REFERENCE ONLY (tests): flashmm/core/calibration.py as main had it at 8cce107, before its hot-path loops were
+made cheaper; tests/test_calibration.py checks that the faster code keeps exactly the same state. Not used by
+FlashMM.
+
+What the quoter learns online from the market and from its own fills, each bounded and shown.
+
+- `TradeIntensity`: the fill-intensity curve lambda(delta) = A exp(-k delta) of GLFT, fitted as hftbacktest's
+  GLFT tutorial does: each market trade's distance from the mid (bps) at the time it printed; the rate of
+  trades reaching at least delta, for a grid of delta, over a decaying window; log-linear least squares.
+- `AdverseSelection`: how far the mid moves against a passive fill within `horizon_s`, in bps. The prior is
+  the market's own trade impact (the mid's move in the aggressor's direction after each trade); our fills'
+  measured adverse selection (effective - realised spread, core.metrics) takes over as they accumulate.
+- `VolatilityRegime`: calm / volatile / trending from a short and a long volatility (EWMA of squared
+  one-second mid returns, or GARCH(1,1) targeting the long variance) and the short-horizon drift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+# distance grid for the intensity fit, bps from the mid
+_DELTAS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
+
+
+class TradeIntensity:
+    """See the module docstring. `fit()` returns (A per second, k per bps), clipped to the given bounds; the
+    bounds are also what it returns before `min_trades` trades have been seen (the configured A and k)."""
+
+    __slots__ = ("halflife_ns", "counts", "time_s", "trades", "_last_ns", "min_trades", "a_bounds", "k_bounds",
+                 "default", "a", "k")
+
+    def __init__(self, default_a: float, default_k: float, halflife_s: float = 300.0, min_trades: int = 50,
+                 a_bounds: tuple[float, float] = (0.05, 50.0), k_bounds: tuple[float, float] = (0.1, 10.0)) -> None:
+        self.halflife_ns = halflife_s * 1e9
+        self.counts = np.zeros(len(_DELTAS))
+        self.time_s = 0.0
+        self.trades = 0
+        self._last_ns = -1
+        self.min_trades = min_trades
+        self.a_bounds = a_bounds
+        self.k_bounds = k_bounds
+        self.default = (default_a, default_k)
+        self.a, self.k = default_a, default_k
+
+    def _decay_to(self, now_ns: int) -> None:
+        if self._last_ns >= 0 and now_ns > self._last_ns:
+            dt = now_ns - self._last_ns
+            d = 0.5 ** (dt / self.halflife_ns)
+            self.counts *= d
+            self.time_s = self.time_s * d + dt / 1e9
+        self._last_ns = max(self._last_ns, now_ns)
+
+    def on_trade(self, price_ticks: float, mid_ticks: float, now_ns: int) -> None:
+        if mid_ticks <= 0:
+            return
+        self._decay_to(now_ns)
+        dist = abs(price_ticks - mid_ticks) / mid_ticks * 1e4
+        self.counts += _DELTAS <= dist + 1e-12
+        self.trades += 1
+
+    def fit(self, now_ns: int) -> tuple[float, float]:
+        self._decay_to(now_ns)
+        if self.trades < self.min_trades or self.time_s <= 0:
+            return self.default
+        rate = self.counts / self.time_s
+        ok = rate > 1e-9
+        if ok.sum() < 3:
+            return self.a, self.k
+        x = _DELTAS[ok]
+        y = np.log(rate[ok])
+        w = np.sqrt(self.counts[ok])  # bins with more trades weigh more
+        slope, intercept = np.polyfit(x, y, 1, w=w)
+        a = float(np.clip(math.exp(intercept), *self.a_bounds))
+        k = float(np.clip(-slope, *self.k_bounds))
+        self.a, self.k = a, k
+        return a, k
+
+
+class AdverseSelection:
+    """See the module docstring. Values in bps, positive when the market moved against the passive side."""
+
+    __slots__ = ("horizon_ns", "prior_weight", "_alpha", "impact", "impact_n", "ours", "ours_n", "_pending")
+
+    def __init__(self, horizon_s: float = 5.0, halflife_trades: float = 500.0, halflife_fills: float = 30.0,
+                 prior_weight_fills: float = 10.0) -> None:
+        self.horizon_ns = int(horizon_s * 1e9)
+        self.prior_weight = prior_weight_fills
+        self._alpha = (1 - 0.5 ** (1 / halflife_trades), 1 - 0.5 ** (1 / halflife_fills))
+        self.impact = 0.0  # EWMA of the market's trade impact, bps
+        self.impact_n = 0
+        self.ours = 0.0  # EWMA of our fills' adverse selection, bps
+        self.ours_n = 0
+        self._pending: deque[tuple[int, int, float]] = deque()  # (due, aggressor sign, mid)
+
+    def on_trade(self, aggressor: int, mid_ticks: float, now_ns: int) -> None:
+        if aggressor and mid_ticks > 0:
+            self._pending.append((now_ns + self.horizon_ns, aggressor, mid_ticks))
+
+    def resolve(self, now_ns: int, mid_ticks: float) -> None:
+        """The market's trades whose horizon passed, scored with the mid that held until now."""
+        pend = self._pending
+        a = self._alpha[0]
+        while pend and pend[0][0] <= now_ns:
+            _, sign, mid0 = pend.popleft()
+            impact = sign * (mid_ticks - mid0) / mid0 * 1e4
+            self.impact = impact if self.impact_n == 0 else self.impact + a * (impact - self.impact)
+            self.impact_n += 1
+
+    def on_our_fill(self, adverse_bps: float) -> None:
+        """One of our fills reached the horizon: its adverse selection (core.metrics.adverse_selection_bps)."""
+        a = self._alpha[1]
+        self.ours = adverse_bps if self.ours_n == 0 else self.ours + a * (adverse_bps - self.ours)
+        self.ours_n += 1
+
+    def estimate(self) -> float:
+        """Our fills' figure, shrunk toward the market's trade impact while they are few."""
+        if self.ours_n == 0:
+            return self.impact
+        w = self.ours_n / (self.ours_n + self.prior_weight)
+        return w * self.ours + (1 - w) * self.impact
+
+
+class VolatilityRegime:
+    """One-second mid returns (bps) on a venue-time grid: a short and a long variance (EWMA, or for the short
+    one GARCH(1,1) targeting the long variance), and the drift over the short half-life.
+
+    regime: "volatile" when the short volatility exceeds `volatile_ratio` x the long one; else "trending"
+    when the short drift exceeds `trend_z` short standard deviations of it; else "calm"."""
+
+    __slots__ = ("_next_ns", "_last_mid", "short_var", "long_var", "drift", "n", "_a_short", "_a_long", "garch",
+                 "garch_alpha", "garch_beta", "volatile_ratio", "trend_z", "regime", "_drift_n")
+
+    def __init__(self, short_halflife_s: float = 20.0, long_halflife_s: float = 600.0, garch: bool = False,
+                 volatile_ratio: float = 1.8, trend_z: float = 3.0, garch_alpha: float = 0.08,
+                 garch_beta: float = 0.9) -> None:
+        self._next_ns = -1
+        self._last_mid = math.nan
+        self.short_var = self.long_var = 0.0
+        self.drift = 0.0
+        self.n = 0
+        self._a_short = 1 - 0.5 ** (1 / short_halflife_s)
+        self._a_long = 1 - 0.5 ** (1 / long_halflife_s)
+        self.garch = garch
+        self.garch_alpha, self.garch_beta = garch_alpha, garch_beta
+        self.volatile_ratio = volatile_ratio
+        self.trend_z = trend_z
+        self.regime = "calm"
+        self._drift_n = short_halflife_s
+
+    def observe(self, now_ns: int, mid_ticks: float) -> None:
+        if self._next_ns < 0:
+            self._next_ns = (now_ns // 1_000_000_000 + 1) * 1_000_000_000
+            self._last_mid = mid_ticks
+            return
+        while self._next_ns <= now_ns:  # one return per second of venue time (zero while the mid stands)
+            r = (mid_ticks - self._last_mid) / self._last_mid * 1e4
+            self._last_mid = mid_ticks
+            self._next_ns += 1_000_000_000
+            self._update(r)
+            mid_ticks = self._last_mid  # later seconds in the same call saw no new mid
+
+    def _update(self, r: float) -> None:
+        r2 = r * r
+        if self.n == 0:
+            self.short_var = self.long_var = r2
+        else:
+            self.long_var += self._a_long * (r2 - self.long_var)
+            if self.garch:  # sigma2_t = omega + a r2 + b sigma2_{t-1}, omega = (1 - a - b) x long-run variance
+                a, b = self.garch_alpha, self.garch_beta
+                self.short_var = (1 - a - b) * self.long_var + a * r2 + b * self.short_var
+            else:
+                self.short_var += self._a_short * (r2 - self.short_var)
+        self.drift += self._a_short * (r - self.drift)
+        self.n += 1
+        if self.n < 30:
+            self.regime = "calm"
+        elif self.short_var > self.volatile_ratio ** 2 * self.long_var:
+            self.regime = "volatile"
+        elif abs(self.drift) > self.trend_z * math.sqrt(max(0.0, self.short_var - self.drift ** 2) / self._drift_n
+                                                         + 1e-18):
+            self.regime = "trending"
+        else:
+            self.regime = "calm"
+
+    @property
+    def sigma_bps(self) -> float:
+        """Short volatility, bps per sqrt(second)."""
+        return math.sqrt(self.short_var)
+
+    @property
+    def long_sigma_bps(self) -> float:
+        return math.sqrt(self.long_var)
+
+
+# distances of the virtual quotes, bps from the mid
+VIRTUAL_DELTAS_BPS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0,
+                                         15.0, 20.0, 25.0, 30.0)
+
+
+class VirtualFills:
+    """Fill rate and realised spread of passive quotes at each distance from the mid, measured on the
+    market's own tape: the adverse-selection curve the half-spread is chosen from.
+
+    Every `cadence_ms` of venue time, a virtual bid and ask stand at mid -/+ delta for each delta of
+    VIRTUAL_DELTAS_BPS, from `latency_s` after the decision, and behave like the engine's own quotes: a quote
+    the mid moves toward by more than `chase_frac` x delta is replaced (cancelled `latency_s` later, as the
+    order manager's tight refresh tolerance does), and none lives longer than `life_s`. A market trade at or
+    through a live virtual price fills it (a sell fills bids, a buy fills asks; an unknown side fills both);
+    `horizon_s` later its realised spread 2 x side x (mid_h - price) / mid, bps, is recorded. Counts and sums
+    decay with `halflife_s`. The quoter's half-spread is the tightest delta whose fills earned at least a
+    minimum realised spread (the curve made non-decreasing in delta first), among the deltas with at least
+    `min_fills` (decayed) fills: the zero crossing of the adverse-selection curve plus a margin (maximising
+    rate x edge instead chased the few large sweeps that fill the widest quotes, and moved with them); when
+    no delta earned enough there is no edge to quote for (`best()` says so). Queue position is ignored: at
+    these distances a fill comes from a trade through the price. Without the replacement rule, quotes left
+    standing for 2 s were filled by every slow 2.5 bps drift, and the curve said 2.5 bps lost where the
+    engine's own quotes at 2.5 bps earned (they follow such drifts)."""
+
+    __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
+                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills")
+
+    def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
+                 horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,
+                 deltas_bps: tuple[float, ...] = VIRTUAL_DELTAS_BPS, chase_frac: float = 0.1) -> None:
+        self.deltas = np.array(deltas_bps)
+        self.cadence_ns = int(cadence_ms * 1e6)
+        self.latency_ns = int(latency_s * 1e9)
+        self.life_ns = int(life_s * 1e9)
+        self.horizon_ns = int(horizon_s * 1e9)
+        self.halflife_ns = halflife_s * 1e9
+        self.min_fills = min_fills
+        self.chase = max(chase_frac, 1e-9)
+        # live grid points: [t0, mid0, bids filled up to, asks filled up to, bids replaced up to,
+        #                    asks replaced up to, bid replacement times, ask replacement times]
+        self._live: deque[list] = deque()
+        self._pending: deque[tuple[int, int, int, float, float]] = deque()  # (due, side, delta index, price, mid0)
+        self._next_ns = -1
+        self.n = np.zeros(len(self.deltas))  # decayed fill counts (both sides)
+        self.rs_sum = np.zeros(len(self.deltas))  # decayed sums of realised spread, bps
+        self.time_s = 0.0  # decayed elapsed time
+        self._last_ns = -1
+        self.fills = 0
+
+    def observe(self, now_ns: int, mid_ticks: float) -> None:
+        """The current mid (call on each market update): resolves pending fills, replaces the virtual quotes
+        the mid moved toward, opens grid points, expires old ones."""
+        if self._next_ns < 0:
+            self._next_ns = (now_ns // self.cadence_ns + 1) * self.cadence_ns
+            self._last_ns = now_ns
+        pend = self._pending
+        if pend and pend[0][0] <= now_ns:
+            self._decay_to(now_ns)
+            while pend and pend[0][0] <= now_ns:
+                _, side, i, price, mid0 = pend.popleft()
+                self.n[i] += 1.0
+                self.rs_sum[i] += 2e4 * side * (mid_ticks - price) / mid0
+        live = self._live
+        while live and live[0][0] + self.latency_ns + self.life_ns < now_ns:
+            live.popleft()
+        deltas = self.deltas
+        nd = len(deltas)
+        eff = now_ns + self.latency_ns
+        for g in live:
+            moved = (mid_ticks - g[1]) / g[1] * 1e4 / self.chase  # > 0: toward the asks
+            if moved < 0 and g[4] < nd:  # toward the bids: those within chase x delta are replaced
+                j = int(np.searchsorted(deltas, -moved, side="left"))
+                for i in range(g[4], j):
+                    g[6][i] = eff
+                g[4] = max(g[4], j)
+            elif moved > 0 and g[5] < nd:
+                j = int(np.searchsorted(deltas, moved, side="left"))
+                for i in range(g[5], j):
+                    g[7][i] = eff
+                g[5] = max(g[5], j)
+        while self._next_ns <= now_ns:
+            never = [1 << 62] * nd
+            live.append([self._next_ns, mid_ticks, 0, 0, 0, 0, never, list(never)])
+            self._next_ns += self.cadence_ns
+
+    def on_trade(self, price_ticks: float, aggressor: int, now_ns: int) -> None:
+        deltas = self.deltas
+        for g in self._live:
+            t0 = g[0]
+            if now_ns < t0 + self.latency_ns or now_ns > t0 + self.latency_ns + self.life_ns:
+                continue
+            mid0 = g[1]
+            depth = (mid0 - price_ticks) / mid0 * 1e4  # > 0: below the mid
+            if aggressor <= 0 and depth > 0:  # a sell (or unknown) at or through virtual bids
+                j = int(np.searchsorted(deltas, depth, side="right"))
+                gone = g[6]
+                for i in range(g[2], j):
+                    if gone[i] > now_ns:
+                        self._fill(now_ns, 1, i, mid0 * (1 - deltas[i] / 1e4), mid0)
+                g[2] = max(g[2], j)
+            if aggressor >= 0 and depth < 0:  # a buy (or unknown) at or through virtual asks
+                j = int(np.searchsorted(deltas, -depth, side="right"))
+                gone = g[7]
+                for i in range(g[3], j):
+                    if gone[i] > now_ns:
+                        self._fill(now_ns, -1, i, mid0 * (1 + deltas[i] / 1e4), mid0)
+                g[3] = max(g[3], j)
+
+    def _fill(self, now_ns: int, side: int, i: int, price: float, mid0: float) -> None:
+        self._pending.append((now_ns + self.horizon_ns, side, i, price, mid0))
+        self.fills += 1
+
+    def _decay_to(self, now_ns: int) -> None:
+        if now_ns > self._last_ns:
+            dt = now_ns - self._last_ns
+            d = 0.5 ** (dt / self.halflife_ns)
+            self.n *= d
+            self.rs_sum *= d
+            self.time_s = self.time_s * d + dt / 1e9
+            self._last_ns = now_ns
+
+    def curve(self) -> list[dict[str, float]]:
+        """Per distance: fills per second (one side), mean realised spread (bps), profit rate (bps/s)."""
+        out = []
+        for i, d in enumerate(self.deltas):
+            n = self.n[i]
+            rs = self.rs_sum[i] / n if n > 0 else 0.0
+            rate = n / 2 / self.time_s if self.time_s > 0 else 0.0
+            out.append({"delta_bps": float(d), "fills": float(n), "rate_per_s": rate, "realised_bps": rs,
+                        "profit_bps_per_s": rate * rs})
+        return out
+
+    def smoothed(self) -> np.ndarray:
+        """Mean realised spread per distance, made non-decreasing in the distance (pool-adjacent-violators,
+        weighted by fills): a deeper quote is filled only by larger moves, and one sweep that fills a few deep
+        quotes must not make a deep distance look worse than a shallower one."""
+        n = self.n
+        rs = np.where(n > 0, self.rs_sum / np.maximum(n, 1e-12), 0.0)
+        blocks: list[list[float]] = []  # [weighted mean, weight, count of distances]
+        for v, w in zip(rs, n, strict=True):
+            blocks.append([v, w, 1.0])
+            while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+                b = blocks.pop()
+                a = blocks[-1]
+                tot = a[1] + b[1]
+                a[0] = (a[0] * a[1] + b[0] * b[1]) / tot if tot > 0 else max(a[0], b[0])
+                a[1] = tot
+                a[2] += b[2]
+        return np.concatenate([np.full(int(c), m) for m, _, c in blocks])
+
+    def best(self, min_realised_bps: float) -> tuple[float | None, bool]:
+        """(half-spread in bps, has_edge): the tightest distance whose passive fills have earned at least
+        `min_realised_bps` of realised spread (on the smoothed curve), among distances with `min_fills`
+        (decayed) fills. (None, False) before any distance has that many; (the best-earning measured distance,
+        False) when none earned enough."""
+        ok = self.n >= self.min_fills
+        if not ok.any() or self.time_s <= 0:
+            return None, False
+        rs = np.where(ok, self.smoothed(), -np.inf)
+        good = np.flatnonzero(rs >= min_realised_bps)
+        if len(good):
+            return float(self.deltas[good[0]]), True
+        return float(self.deltas[int(np.argmax(rs))]), False
