@@ -153,6 +153,40 @@ def test_export_load_matches_eager(arch, tmp_path):
         loaded.predict_proba(x[5][:4])
 
 
+@pytest.mark.parametrize("arch", ("mlp_last", "tcn"))
+def test_a_model_with_an_expected_move_is_format_version_2(arch, tmp_path):
+    """Four outputs: the probabilities and the expected move in bps (the net's fourth output times the move
+    scale); a three-output model is still written and read as version 1."""
+    torch.manual_seed(4)
+    rng = np.random.default_rng(4)
+    model = artifact.Standardised(build_network(arch, 8, n_out=4), np.zeros(N_INPUTS), np.ones(N_INPUTS),
+                                  move_scale_bps=2.5).eval()
+    x = rng.normal(size=(16, 8, N_INPUTS)).astype(np.float32)
+    path = tmp_path / "v2.pt2"
+    artifact.save(model, torch.from_numpy(x[:2]), _meta(architecture=arch), path)
+    loaded = artifact.load(path)
+    assert loaded.meta["format_version"] == 2 and loaded.has_expected_move
+    assert loaded.meta["outputs"] == list(artifact.OUTPUTS_V2)
+    out = loaded.predict_proba_batch(x)
+    with torch.no_grad():
+        raw = model.logits(torch.from_numpy(x)).numpy()
+    assert out.shape == (16, 4)
+    np.testing.assert_allclose(out[:, :3].sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[:, 3], raw[:, 3] * 2.5, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(x[3]), out[3], atol=1e-5)
+    np.testing.assert_allclose(rebuild_eager(loaded)(torch.from_numpy(x)).detach().numpy(), out, atol=1e-5)
+    v1 = tmp_path / "v1.pt2"
+    artifact.save(artifact.Standardised(build_network(arch, 8), np.zeros(N_INPUTS), np.ones(N_INPUTS)),
+                  torch.from_numpy(x[:2]), _meta(architecture=arch), v1)
+    one = artifact.load(v1)
+    assert one.meta["format_version"] == 1 and not one.has_expected_move and one.predict_proba(x[0]).shape == (3,)
+    # a version 2 file whose program gives three outputs is refused, naming the file
+    bad = tmp_path / "bad.pt2"
+    _rewrite_meta(v1, bad, format_version=2)
+    with pytest.raises(ModelError, match="bad.pt2.*expected move"):
+        artifact.load(bad)
+
+
 @pytest.fixture(scope="module")
 def good_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "good.pt2"

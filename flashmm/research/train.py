@@ -63,17 +63,18 @@ ARCHITECTURES = ("mlp_last", "mlp_window", "gru", "tcn")
 
 
 # ---- architectures ------------------------------------------------------------------------------------
-# Each maps standardised inputs (batch, window, N_INPUTS) to (batch, 3) logits.
+# Each maps standardised inputs (batch, window, N_INPUTS) to (batch, n_out): three logits (down, flat, up) and,
+# with n_out = 4, the expected move in units of the model's move scale (artifact.Standardised).
 
 
 class MLPLast(nn.Module):
     """MLP on the last feature vector only (no history)."""
 
-    def __init__(self, window: int, hidden: int = 64, dropout: float = 0.1) -> None:
+    def __init__(self, window: int, hidden: int = 64, dropout: float = 0.1, n_out: int = len(CLASSES)) -> None:
         super().__init__()
         self.hidden = hidden
         self.f = nn.Sequential(nn.Linear(N_INPUTS, hidden), nn.GELU(), nn.Dropout(dropout),
-                               nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, len(CLASSES)))
+                               nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.f(z[:, -1, :])
@@ -82,11 +83,11 @@ class MLPLast(nn.Module):
 class MLPWindow(nn.Module):
     """MLP on the flattened window."""
 
-    def __init__(self, window: int, hidden: int = 64, dropout: float = 0.1) -> None:
+    def __init__(self, window: int, hidden: int = 64, dropout: float = 0.1, n_out: int = len(CLASSES)) -> None:
         super().__init__()
         self.hidden = hidden
         self.f = nn.Sequential(nn.Flatten(), nn.Linear(window * N_INPUTS, hidden), nn.GELU(), nn.Dropout(dropout),
-                               nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, len(CLASSES)))
+                               nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.f(z)
@@ -95,12 +96,12 @@ class MLPWindow(nn.Module):
 class GRUNet(nn.Module):
     """One-layer GRU over the window; the last hidden state -> logits."""
 
-    def __init__(self, window: int, hidden: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, window: int, hidden: int = 32, dropout: float = 0.1, n_out: int = len(CLASSES)) -> None:
         super().__init__()
         self.hidden = hidden
         self.gru = nn.GRU(N_INPUTS, hidden, batch_first=True)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, len(CLASSES))
+        self.head = nn.Linear(hidden, n_out)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out, _ = self.gru(z)
@@ -110,13 +111,13 @@ class GRUNet(nn.Module):
 class TCN(nn.Module):
     """Causal temporal convolution: kernel 3 at dilations 1, 2, 4 (receptive field 15 >= window)."""
 
-    def __init__(self, window: int, hidden: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, window: int, hidden: int = 32, dropout: float = 0.1, n_out: int = len(CLASSES)) -> None:
         super().__init__()
         self.hidden = hidden
         self.convs = nn.ModuleList([nn.Conv1d(N_INPUTS, hidden, 3, dilation=1), nn.Conv1d(hidden, hidden, 3, dilation=2),
                                     nn.Conv1d(hidden, hidden, 3, dilation=4)])
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, len(CLASSES))
+        self.head = nn.Linear(hidden, n_out)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = z.transpose(1, 2)  # (batch, inputs, time)
@@ -128,19 +129,26 @@ class TCN(nn.Module):
 _NETS = {"mlp_last": MLPLast, "mlp_window": MLPWindow, "gru": GRUNet, "tcn": TCN}
 
 
-def build_network(name: str, window: int, hidden: int | None = None) -> nn.Module:
+def build_network(name: str, window: int, hidden: int | None = None, n_out: int = len(CLASSES)) -> nn.Module:
     if name not in _NETS:
         raise ValueError(f"unknown architecture {name!r}; one of {sorted(_NETS)}")
-    return _NETS[name](window) if hidden is None else _NETS[name](window, hidden)
+    kw = {"n_out": n_out} if hidden is None else {"hidden": hidden, "n_out": n_out}
+    return _NETS[name](window, **kw)
 
 
 def rebuild_eager(loaded: artifact.LoadedModel) -> artifact.Standardised:
     """The eager module of a loaded model file: its architecture rebuilt from the metadata, weights and
-    normalisation buffers from the exported program's state dict."""
+    normalisation buffers from the exported program's state dict (a version 1 file made before the move scale
+    existed has no such buffer: it keeps the unused default)."""
     meta = loaded.meta
-    net = build_network(meta["architecture"], int(meta["window"]), (meta.get("arch_config") or {}).get("hidden"))
+    net = build_network(meta["architecture"], int(meta["window"]), (meta.get("arch_config") or {}).get("hidden"),
+                        n_out=loaded.n_outputs)
     m = artifact.Standardised(net, np.zeros(N_INPUTS), np.ones(N_INPUTS))
-    m.load_state_dict(dict(loaded.program.state_dict), strict=True)
+    state = dict(loaded.program.state_dict)
+    missing, unexpected = m.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "move_scale"]:
+        raise ValueError(f"{loaded.path}: weights do not fit {meta['architecture']} (missing {missing}, "
+                         f"unexpected {unexpected})")
     return m.eval()
 
 
