@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--duration", type=_positive(float), required=True, help="seconds of venue time")
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
+    rec.add_argument("--trade", action="store_true",
+                     help="FlashMM's engine trades while recording: the book with our own orders in it, as the live engine sees it")
     rec.add_argument("--config", help="config.toml path")
     bp = bench_sub.add_parser("parallel", help="backtests on every core vs one core: speed-up, identical results")
     bp.add_argument("--data", action="append", required=True, nargs="+", help="a data set; repeat for several")
@@ -298,9 +300,15 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         print_result(bench_parallel(cfg, args.data, args.json, args.workers, args.backend, args.configs), args.json)
         return 0
     if args.command == "record":
-        from flashmm.data.record import record
+        from flashmm.data.record import record, record_trading
         from flashmm.venues.factory import make_venue
 
+        if args.trade:
+            es = record_trading(cfg, args.duration, args.seed, Path(args.out))
+            e = es.meta["engine"]
+            print(f"recorded {len(es.events):,} rows, {es.messages:,} messages over {es.duration_s:.1f} s with FlashMM "
+                  f"trading ({e['fills']} fills, {e['orders_placed']} orders, PnL {e['pnl_usdc']:+.2f}) -> {args.out}")
+            return 0
         es = asyncio.run(record(make_venue(cfg, speed=float("inf")), args.duration, Path(args.out)))
         print(f"recorded {len(es.events):,} rows, {es.messages:,} messages over {es.duration_s:.1f} s -> {args.out}")
         return 0
