@@ -39,11 +39,11 @@ def _samples(times_idx, mids, x=None, source="synthetic") -> Samples:
 
 
 def _synthetic(n: int, seed: int, source: str, horizon: int = 4, band: float = 1.0) -> Samples:
-    """A random-walk mid (steps of 0 or +-2 bps) whose future move is written into imbalance_1: +0.8 before an
-    up move, -0.8 before a down move, 0 before flat (plus noise). A perfect model exists."""
+    """A random-walk mid (steps of 0 or +-2 ticks, about 2 bps) whose future move is written into imbalance_1:
+    +0.8 before an up move, -0.8 before a down move, 0 before none (plus noise). A perfect model exists."""
     rng = np.random.default_rng(seed)
     steps = rng.choice([-2.0, 0.0, 0.0, 0.0, 2.0], size=n)
-    mids = 10_000.0 * np.cumprod(1 + steps / 1e4)
+    mids = 10_000.0 + np.cumsum(steps)  # back to the same tick = no move at all
     y = labels(mids, horizon, band)
     x = rng.normal(0, 0.3, size=(n, N_INPUTS)).astype(np.float32)
     x[:, IMB] = np.where(y == 2, 0.8, np.where(y == 0, -0.8, 0.0)) + rng.normal(0, 0.05, n)
@@ -52,7 +52,8 @@ def _synthetic(n: int, seed: int, source: str, horizon: int = 4, band: float = 1
 
 @pytest.fixture(scope="module")
 def tiny_data() -> TrainData:
-    return TrainData([split_samples(_synthetic(1500, 1, "syn-a")), split_samples(_synthetic(1500, 2, "syn-b"))])
+    return TrainData([split_samples(_synthetic(1500, 1, "syn-a"), band_bps=1.0),
+                      split_samples(_synthetic(1500, 2, "syn-b"), band_bps=1.0)], cadence_ms=500.0, band_bps=1.0)
 
 
 # ---- labels and windows -------------------------------------------------------------------------------
@@ -310,7 +311,8 @@ def test_training_is_deterministic(tiny_data):
     b = fit("mlp_last", tiny_data, seed=5, max_epochs=2, patience=2)
     for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
-    assert a.val["directional_accuracy"] > 0.9  # the synthetic signal is learnable
+    assert a.val["directional_accuracy"] > 0.9  # the synthetic signal is learnable: by the class head
+    assert a.val["move"]["directional_accuracy"] > 0.9 and a.val["move"]["ic"] > 0.5  # and by the expected move
 
 
 # ---- training, promotion, scoring a file ---------------------------------------------------------------
@@ -343,15 +345,23 @@ def test_train_writes_model_and_card(tiny_data, tmp_path):
     assert m.meta["val_directional_accuracy"] > 0.9 and len(m.meta["feature_mean"]) == N_INPUTS
     assert set(m.meta["ranges"]) == {"syn-a", "syn-b"} and m.meta["ranges"]["syn-a"]["test"]["n"] > 0
     card = r.card_path.read_text()
-    for part in ("pytest tiny", "## Held-out results", "Confusion", "ECE", "persistence", "logistic", "syn-b",
-                 "## Promotion log"):
+    for part in ("pytest tiny", "## Held-out results", "Confusion", "calibration", "persistence", "logistic", "syn-b",
+                 "online alpha", "linear regression", "## Promotion log"):
         assert part in card, part
     # eval-model on the same data: the test slice under the model's own split
     from flashmm.research.evaluate import eval_model
 
     out = eval_model(r.artifact_path, ["sim:120:3"], None, tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["pooled"]["n"] == out["pooled"]["n"] > 0
-    assert "logistic_imbalance" in out["pooled"]["baselines"]
+    assert "logistic" in out["pooled"]["baselines"]
+    from flashmm.research.evaluate import report_lines
+
+    text = "\n".join(report_lines(out))
+    for part in ("sign of imbalance", "linear regression", "logistic regression", "online alpha",
+                 "model - sign of imbalance", "IC ", "bps"):
+        assert part in text, part
+    assert {"model", "imbalance_sign", "linear_regression", "logistic", "online_alpha"} <= set(
+        out["pooled"]["move"]["predictors"])
 
 
 def test_promote_if_better_keeps_the_better_model(tiny_data, tmp_path):
