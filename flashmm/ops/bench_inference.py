@@ -57,9 +57,13 @@ def _latency(fn: Callable[[], Any], n: int, warmup: int = 300) -> dict[str, floa
 
 
 def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_out: str | os.PathLike | None = None,
-                    *, n: int = 5000, aoti: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Measure the model file at `model_path`; write the result to `json_out` when given."""
+                    *, n: int = 5000, aoti: bool = True, seed: int = 0, threads: int = 1) -> dict[str, Any]:
+    """Measure the model file at `model_path`; write the result to `json_out` when given. `threads`: torch's
+    intra-op threads, 1 as the engine serves (model.predictor.load_predictor): on a busy 2-core machine a pool
+    of 2 measured p99 in the hundreds of milliseconds (its threads wait for each other), one thread ~0.3 ms."""
     from flashmm.research.train import rebuild_eager
+
+    torch.set_num_threads(threads)
 
     path = Path(model_path)
     rss0 = _rss_mb()
@@ -150,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--no-aoti", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the engine serves)")
     a = ap.parse_args(argv)
-    r = bench_inference(a.model, a.json, n=a.n, aoti=not a.no_aoti)
+    r = bench_inference(a.model, a.json, n=a.n, aoti=not a.no_aoti, threads=a.threads)
     print(json.dumps(r, indent=1))
     return 0
 

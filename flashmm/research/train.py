@@ -374,8 +374,8 @@ def fit(arch: str, data: TrainData, *, seed: int = 0, max_epochs: int = 40, pati
             history.append({"epoch": epoch, "train_loss": tot / len(y), "val_ic": vm["ic"],
                             "val_directional_accuracy": vm["directional_accuracy"]})
             if log:
-                log(f"  {arch} epoch {epoch}: loss {tot / len(y):.4f} val IC {vm['ic']} directional "
-                    f"{vm['directional_accuracy']}")
+                log(f"  {arch} epoch {epoch}: loss {tot / len(y):.4f} val IC {_f(vm['ic'])} directional "
+                    f"{_pct(vm['directional_accuracy'])} ({time.perf_counter() - t0:.0f} s)")
             if key > best:
                 best, best_state, best_epoch, since = key, copy.deepcopy(model.state_dict()), epoch, 0
             else:
@@ -927,6 +927,8 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
     out = Path(out)
     log = log or (lambda *_: None)
     t_start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks on a shared machine: one thread is as fast and kinder than a pool
     if data is None:
         log(f"sampling {len(data_paths)} data sets, {len(sim_seeds)} x {sim_seconds:g} s of simulated market and "
             f"{len(trading_seeds)} x {trading_seconds:g} s of simulated market with FlashMM trading ...")
@@ -936,7 +938,7 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
         f"from {len(data.sources)} sources ({data.seconds_to_build:.1f} s)")
     fits: dict[str, FitResult] = {}
     for arch in architectures:
-        fits[arch] = fit(arch, data, seed=seed, max_epochs=max_epochs, patience=patience, hidden=hidden)
+        fits[arch] = fit(arch, data, seed=seed, max_epochs=max_epochs, patience=patience, hidden=hidden, log=log)
         v = fits[arch].val["move"]
         log(f"{arch}: {fits[arch].params} params, val IC {_f(v['ic'])} directional {_pct(v['directional_accuracy'])} "
             f"(epoch {fits[arch].best_epoch}/{fits[arch].epochs}, {fits[arch].seconds:.1f} s)")
@@ -954,6 +956,7 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
                    + (" --promote-if-better" if promote_if_better else ""))
     meta = make_meta(chosen, data, candidates, seed, command)
     meta["training"]["total_s"] = round(time.perf_counter() - t_start, 1)
+    torch.set_num_threads(threads)
     example = torch.from_numpy(np.ascontiguousarray(data.part("val").data.x[:2], dtype=np.float32))
     cur_path = Path(current) if current is not None else out.parent / "flashmm.pt2"
     same = promote_if_better and out.resolve() == cur_path.resolve()
