@@ -5,10 +5,10 @@ Runs, on the later 30 % of each recording (the model's test slice: it trained on
 commands the README shows, one per alpha ([strategy].alpha from the environment, as any key can be):
 
     FLASHMM_STRATEGY__ALPHA=model flashmm backtest --data D1 --data D2 ... --trade-from-fraction 0.7 --report model.json
-    flashmm backtest --data D1 ... --trade-from-fraction 0.7 --model none --report online.json   # the default alpha
-    FLASHMM_STRATEGY__ALPHA=none flashmm backtest --data D1 ... --trade-from-fraction 0.7 --model none --report none.json
+    flashmm backtest --data D1 ... --trade-from-fraction 0.7 --report online.json   # the default alpha
+    FLASHMM_STRATEGY__ALPHA=none flashmm backtest --data D1 ... --trade-from-fraction 0.7 --report none.json
 
-(`--model none` where the model does not price: the same trading, without running it), then writes the table
+(the model is loaded only where it prices: alpha = model), then writes the table
 into the model card (models/README.md, between its "does it help" markers) and --json. The engine follows each
 recording from its start (book, features and the online alpha warm) and trades from 70 % on.
 
@@ -32,8 +32,8 @@ SETS = ("binance-spot-btcusdt-20240808", "binance-usdm-btcusdt-20240808", "binan
         "bitstamp-btcusd-20150501")
 FROM = 0.7
 RUNS = (("model", {"FLASHMM_STRATEGY__ALPHA": "model"}, []),
-        ("online", {}, ["--model", "none"]),
-        ("none", {"FLASHMM_STRATEGY__ALPHA": "none"}, ["--model", "none"]))
+        ("online", {}, []),
+        ("none", {"FLASHMM_STRATEGY__ALPHA": "none"}, []))
 
 
 def commands(data_dir: Path, out_dir: Path) -> list[tuple[str, dict[str, str], list[str], Path]]:

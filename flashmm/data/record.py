@@ -72,7 +72,7 @@ class TradingRecorder:
 
     def __init__(self, cfg: Any, seed: int) -> None:
         from flashmm.core.engine import Engine
-        from flashmm.model.predictor import load_predictor
+        from flashmm.model.predictor import predictor_for
         from flashmm.telemetry.logging import AuditLog
         from flashmm.venues.sim import SimVenue
 
@@ -88,9 +88,8 @@ class TradingRecorder:
                 return batch
 
         self.venue = TappedSimVenue(cfg.sim, cfg.instrument.instrument(), seed, speed=float("inf"))
-        # the model is loaded only when it prices (alpha = model); otherwise the engine quotes without it
-        predictor = load_predictor(cfg.model) if cfg.strategy.alpha == "model" else None
-        self.engine = Engine(cfg, self.venue, predictor=predictor, audit=AuditLog(None), seed=seed, history_len=600)
+        self.engine = Engine(cfg, self.venue, predictor=predictor_for(cfg), audit=AuditLog(None), seed=seed,
+                             history_len=600)
 
     def event_set(self) -> EventSet:
         s = self.engine.summary()
