@@ -12,7 +12,7 @@ commands the README shows, one per alpha ([strategy].alpha from the environment,
 into the model card (models/README.md, between its "does it help" markers) and --json. The engine follows each
 recording from its start (book, features and the online alpha warm) and trades from 70 % on.
 
-    scripts/model_does_it_help.py [--data-dir DIR] [--out-dir DIR] [--json PATH] [--no-card]
+    scripts/model_does_it_help.py [--data-dir DIR] [--out-dir DIR] [--json PATH] [--no-card] [--from-json PATH]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +37,18 @@ RUNS = (("model", {"FLASHMM_STRATEGY__ALPHA": "model"}, []),
         ("none", {"FLASHMM_STRATEGY__ALPHA": "none"}, []))
 
 
+def _shown(p: Path) -> str:
+    """A path as a person would type it from here (relative when shorter)."""
+    rel = os.path.relpath(p)
+    return rel if len(rel) < len(str(p)) else str(p)
+
+
 def commands(data_dir: Path, out_dir: Path) -> list[tuple[str, dict[str, str], list[str], Path]]:
     out = []
     for alpha, env, extra in RUNS:
         report = out_dir / f"{alpha}.json"
-        args = ["backtest"] + [a for s in SETS for a in ("--data", str(data_dir / s))] + [
-            "--trade-from-fraction", f"{FROM:g}"] + extra + ["--report", str(report)]
+        args = ["backtest"] + [a for s in SETS for a in ("--data", _shown(data_dir / s))] + [
+            "--trade-from-fraction", f"{FROM:g}"] + extra + ["--report", _shown(report)]
         out.append((alpha, env, args, report))
     return out
 
@@ -49,10 +56,15 @@ def commands(data_dir: Path, out_dir: Path) -> list[tuple[str, dict[str, str], l
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=os.environ.get("FLASHMM_DATA_DIR", str(ROOT.parent / "shared" / "data")))
-    ap.add_argument("--out-dir", default="does-it-help")
+    ap.add_argument("--out-dir", default=str(Path(tempfile.gettempdir()) / "flashmm-does-it-help"),
+                    help="where the backtest reports go (default: a folder in the system's temporary directory)")
     ap.add_argument("--json", default="")
     ap.add_argument("--no-card", action="store_true")
+    ap.add_argument("--from-json", help="write the card from an earlier --json result instead of running")
     args = ap.parse_args()
+    if args.from_json:
+        write_card(json.loads(Path(args.from_json).read_text()))
+        return 0
     data = Path(args.data_dir)
     if not data.is_dir():
         print(f"data folder {data} is missing", file=sys.stderr)
