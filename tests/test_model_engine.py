@@ -117,14 +117,20 @@ def test_no_drift_on_matching_statistics():
 
 
 def test_a_model_that_raises_mid_run_falls_back_and_trading_goes_on():
-    engine, venue = _engine_with(FakeModel(raise_after=20))
+    # quoting must not depend on the measured edge here (with it, this market has no edge at times and the
+    # strategy stands aside, model or not)
+    cfg = Config()
+    cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"stand_aside_without_edge": False})})
+    engine, venue = _engine_with(FakeModel(raise_after=20), cfg)
     run_for(engine, 60)
-    mark = venue.mark()
+    quotes = engine.counters["quotes"]
     run_for(engine, 30)
     b = engine.risk.breakers["model"]
     assert b.state == "tripped" and "injected model failure" in b.reason
     assert engine.model_errors > 0
-    assert venue.places_since(mark)  # still quoting, model-free
+    # still quoting, model-free: quote cycles with quotes, orders resting (the order manager may keep the
+    # orders it has rather than place new ones, so new placements are not the test)
+    assert engine.counters["quotes"] > quotes and engine.oms.orders
     assert engine.last_proposal.prediction_skew_ticks == 0.0
 
 
