@@ -639,7 +639,7 @@ def render_card(meta: dict[str, Any], log_text: str = "", file_name: str = "flas
       f"+-{meta['target']['clip_bps']:g} bps in units of its training standard deviation "
       f"({meta['target']['move_scale_bps']:.3f} bps); AdamW (lr 2e-3, weight decay 1e-2), batch 256, early stopping on "
       f"the validation IC (patience 6), seed {meta['seed']}, deterministic algorithms on CPU "
-      f"({meta['torch_threads']} threads). {t['n_train']} train / {t['n_val']} validation / {t['n_test']} test windows "
+      f"({meta['torch_threads']} thread{'' if meta['torch_threads'] == 1 else 's'}). {t['n_train']} train / {t['n_val']} validation / {t['n_test']} test windows "
       f"(built in {t['build_dataset_s']} s). Chosen model: best epoch {t['best_epoch']} of {t['epochs_run']}, "
       f"{t['seconds']} s.")
     a("")
@@ -726,13 +726,20 @@ def render_card(meta: dict[str, Any], log_text: str = "", file_name: str = "flas
     a("")
     if bench:
         ss = bench["single_sample"]
-        a(f"Measured right after training ({bench.get('cpu_count')} CPU cores, torch {bench.get('torch')}, "
-          f"{bench.get('torch_threads')} threads), single-sample latency in microseconds:")
+        th = bench.get("torch_threads")
+        load = bench.get("loadavg_1m_at_start")
+        a(f"Measured by `flashmm bench inference` ({bench.get('cpu_count')} CPU cores shared with other work"
+          + (f", load average {load:g} at the start" if load is not None else "") + f", torch {bench.get('torch')}, "
+          f"{th} thread{'' if th == 1 else 's'} as the engine serves), single-sample latency in microseconds; on a "
+          "busy machine the p99 is the scheduler's (compare the plain Python work of the same length), not the "
+          "model's:")
         a("")
         a("| path | p50 | p90 | p99 |")
         a("|---|---|---|---|")
         rows = [("eager (Python module)", ss["eager"]), ("exported program", ss["exported"]),
                 ("predict_proba (the engine's call)", ss["predict_proba"])]
+        if "cpu_reference" in ss:
+            rows.append(("plain Python work of the same length (the machine's own tail)", ss["cpu_reference"]))
         for label, r in rows:
             a(f"| {label} | {r['p50_us']} | {r['p90_us']} | {r['p99_us']} |")
         a("")
