@@ -63,7 +63,9 @@ def main() -> int:
     ap.add_argument("--from-json", help="write the card from an earlier --json result instead of running")
     args = ap.parse_args()
     if args.from_json:
-        write_card(json.loads(Path(args.from_json).read_text()))
+        result = json.loads(Path(args.from_json).read_text())
+        result.setdefault("prediction_verdict", prediction_verdict())
+        write_card(result)
         return 0
     data = Path(args.data_dir)
     if not data.is_dir():
@@ -95,7 +97,8 @@ def main() -> int:
                          "max_abs_inventory_pct": s["inventory"]["max_abs_inventory_pct"],
                          "prediction_hit_rate": s.get("prediction_hit_rate"),
                          "traded_s": round(s["data"]["duration_s"] * (1 - s["traded_from_fraction"]), 1)})
-    result = {"commands": shown, "trade_from_fraction": FROM, "rows": rows, "verdict": verdict(rows)}
+    result = {"commands": shown, "trade_from_fraction": FROM, "rows": rows, "verdict": verdict(rows),
+              "prediction_verdict": prediction_verdict()}
     for r in rows:
         ci = r["realised_spread_ci95"]
         print(f"{r['data']:<34} {r['alpha']:<7} PnL {r['pnl']:+10.4f} {r['quote']:<5} fills {r['fills']:>5}  realised 5 s "
@@ -122,6 +125,18 @@ def verdict(rows: list[dict]) -> dict:
     return {"more_than_online": vs_online, "more_than_none": vs_none, "n": n, "met": earns, "text": text}
 
 
+def prediction_verdict() -> dict | None:
+    """The shipped model's own held-out verdict (in its file, written by training): does it beat the sign of the
+    imbalance, the linear and the logistic regression by more than the interval on the recorded test slices?"""
+    sys.path.insert(0, str(ROOT))
+    from flashmm.model.artifact import ModelError, load
+
+    try:
+        return load(ROOT / "models" / "flashmm.pt2").meta.get("verdict")
+    except ModelError:
+        return None
+
+
 def _f(v, fmt):
     return "n/a" if v is None else format(v, fmt)
 
@@ -145,7 +160,17 @@ def write_card(result: dict) -> None:
                      f"{b['inventory']:+.4f} / {b['fees']:+.4f} | {r['fills']} | {_f(r['realised_spread_5s_bps'], '+.2f')}"
                      f"{f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ''} | {_f(r['orders_per_fill'], '.1f')} | "
                      f"{_f(r['max_abs_inventory_pct'], '.3f')} |")
-    lines += ["", "Verdict, computed from the table: " + result["verdict"]["text"], "", END]
+    lines += ["", "Verdict, computed from the table: " + result["verdict"]["text"]]
+    pv = result.get("prediction_verdict")
+    if pv is not None:
+        both = pv.get("beats_required") and result["verdict"]["met"]
+        lines += ["", f"**The model {'earns' if both else 'does not earn'} its place**: it must beat the sign of the "
+                  "imbalance and the regressions by more than the interval on held-out data (Held-out results above: "
+                  f"{'met' if pv.get('beats_required') else 'not met'}) and make more than without it on at least "
+                  f"three of four data sets here ({'met' if result['verdict']['met'] else 'not met'})."
+                  + ("" if both else " The default stays `[strategy].alpha = \"online\"`; the model stays an option "
+                     "(`alpha = \"model\"`).")]
+    lines += ["", END]
     card = ROOT / "models" / "README.md"
     text = card.read_text() if card.exists() else ""
     block = "\n".join(lines)
