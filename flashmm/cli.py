@@ -154,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tr = sub.add_parser("train", help="build the dataset, choose the architecture by validation, export, write the model card")
     tr.add_argument("--data", action="append", required=True, nargs="+",
-                    help="data sets (file or folder each; sim:SECONDS:SEED, sim-trading:SECONDS:SEED)")
+                    help="data sets (file or folder each; sim:SECONDS:SEED[:PRESET], sim-trading:SECONDS:SEED[:PRESET])")
     tr.add_argument("--out", default="models/flashmm.pt2", help="exported model path (default models/flashmm.pt2)")
     tr.add_argument("--sim-seconds", type=_positive(float), default=1800.0, help="simulated seconds per seed (default 1800)")
-    tr.add_argument("--sim-seeds", type=int, nargs="*", default=[101, 102, 103],
-                    help="seeds of the simulated market (default 101 102 103; none: leave it out)")
+    tr.add_argument("--sim-seeds", type=int, nargs="*", default=[101, 102],
+                    help="seeds of the simulated market, on each preset (default 101 102; none: leave it out)")
     tr.add_argument("--trading-seconds", type=_positive(float), default=1800.0,
                     help="simulated seconds per seed with FlashMM trading in the market (default 1800)")
-    tr.add_argument("--trading-seeds", type=int, nargs="*", default=[201, 202, 203],
-                    help="seeds of the simulated market with FlashMM trading (default 201 202 203; none: leave it out)")
+    tr.add_argument("--trading-seeds", type=int, nargs="*", default=[201, 202],
+                    help="seeds of the simulated market with FlashMM trading, on each preset (default 201 202; none: leave it out)")
+    tr.add_argument("--sim-presets", nargs="*", default=["thin", "deep"], choices=["thin", "deep"],
+                    help="simulator presets the seeds run on (default both)")
     tr.add_argument("--promote-if-better", action="store_true",
                     help="replace the current model only if the candidate scores better on the same held-back slice")
     _add_data_options(tr)
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("eval-model", help="score a model on data (its held-back test slice) with baselines")
     ev.add_argument("--model", help="model file (default: the shipped models/flashmm.pt2)")
     ev.add_argument("--data", action="append", required=True, nargs="+",
-                    help="data sets, sim:SECONDS:SEED or sim-trading:SECONDS:SEED")
+                    help="data sets, sim:SECONDS:SEED[:PRESET] or sim-trading:SECONDS:SEED[:PRESET]")
     ev.add_argument("--json", required=True, help="write the results to PATH")
     ev.add_argument("--part", default="test", choices=("test", "val", "all"),
                     help="which time slice of each data set to score (default: the model's held-out test slice)")
@@ -237,6 +239,7 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         data = [p for group in args.data for p in group]
         result = train(data, args.out, sim_seconds=args.sim_seconds, sim_seeds=args.sim_seeds,
                        trading_seconds=args.trading_seconds, trading_seeds=args.trading_seeds,
+                       sim_presets=args.sim_presets,
                        promote_if_better=args.promote_if_better, command=" ".join(["flashmm"] + sys.argv[1:]), cfg=cfg)
         print(f"{result.architecture}: model -> {result.artifact_path}, card -> {result.card_path}")
         return 0

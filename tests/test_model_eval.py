@@ -180,12 +180,18 @@ def test_a_trading_recording_holds_our_orders_in_the_book(tmp_path):
     path = tmp_path / "own.npz"
     write_flashmm(es, path)
     s = samples_from_events(load_events([path], tmp_path / "cache"), 250.0)
-    assert s.source == "sim-trading-seed11" and len(s.times_ns) > 100
+    assert s.source == "sim-trading-thin-seed11" and len(s.times_ns) > 100
 
 
 def test_source_specs():
     s = source_samples("sim-trading:20:3", 250.0, None)
-    assert s.source == "sim-trading-seed3" and len(s.times_ns) > 50 and s.meta["engine"]["orders_placed"] > 0
-    for bad in ("sim-trading:x:3", "sim:10", "sim:-5:1"):
+    assert s.source == "sim-trading-thin-seed3" and len(s.times_ns) > 50 and s.meta["engine"]["orders_placed"] > 0
+    deep = source_samples("sim-trading:20:3:deep", 250.0, None)
+    assert deep.source == "sim-trading-deep-seed3" and deep.meta["preset"] == "deep"
+    assert source_samples("sim:20:3:deep", 250.0, None).source == "sim-deep-seed3"
+    # the presets are different markets: the deep book sits at one tick, the thin one wider
+    spread = MODEL_INPUTS.index("spread_bps")
+    assert np.median(deep.x[:, spread]) < np.median(s.x[:, spread])
+    for bad in ("sim-trading:x:3", "sim:10", "sim:-5:1", "sim:10:1:nope", "sim:10:1:deep:x"):
         with pytest.raises(DataError):
             source_samples(bad, 250.0, None)

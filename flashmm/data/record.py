@@ -96,6 +96,7 @@ class TradingRecorder:
         return EventSet(self.writer.array(), self.venue.instrument, "flashmm",
                         [f"recorded from {self.venue.name} with FlashMM trading"],
                         meta={"venue": self.venue.name, "duration_s": s.get("uptime_s"), "seed": self.seed,
+                              "preset": self.cfg.sim.preset,
                               **self.counts, "note": _NOTE, "engine_trading": True, "alpha": self.cfg.strategy.alpha,
                               "engine": {k: s.get(k) for k in ("fills", "orders_placed", "pnl_usdc",
                                                                "max_abs_inventory_pct")}})

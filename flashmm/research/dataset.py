@@ -121,12 +121,14 @@ def _observe(alpha: OnlineAlpha, feats: FeatureEngine, book: L2Book, ts: int) ->
 
 def samples_from_events(es: EventSet, cadence_ms: float, source: str | None = None) -> Samples:
     """A recording sampled as the engine sees it. The source is named after the reader (binance-spot, bitstamp,
-    ...); FlashMM's own recordings after what they hold: `sim-trading-seedN` when FlashMM traded in them
+    ...); FlashMM's own recordings after what they hold: `sim-trading-PRESET-seedN` when FlashMM traded in them
     (`flashmm record --trade`), `flashmm-seedN` for the market alone."""
     if source is None:
         source = es.source
         if es.source == "flashmm":
             kind = "sim-trading" if es.meta.get("engine_trading") else "flashmm"
+            if es.meta.get("preset"):
+                kind += f"-{es.meta['preset']}"
             source = f"{kind}-seed{es.meta['seed']}" if "seed" in es.meta else kind
     s = sample_stream(_market_events(es.events), cadence_ms, source)
     s.meta.update({"files": es.files, "symbol": es.instrument.symbol})
@@ -149,21 +151,29 @@ def sim_events(seconds: float, seed: int, cfg: SimConfig | None = None,
                 yield ev
 
 
-def samples_from_sim(seconds: float, seed: int, cadence_ms: float) -> Samples:
-    s = sample_stream(sim_events(seconds, seed), cadence_ms, f"sim-seed{seed}")
-    s.meta.update({"seconds": seconds, "seed": seed, "symbol": "SEI/USDC"})
+def samples_from_sim(seconds: float, seed: int, cadence_ms: float, preset: str | None = None) -> Samples:
+    """The simulated market alone ([sim] defaults of `preset`, default the default preset), named
+    `sim-PRESET-seedN`."""
+    cfg = SimConfig(preset=preset) if preset else SimConfig()
+    s = sample_stream(sim_events(seconds, seed, cfg), cadence_ms, f"sim-{cfg.preset}-seed{seed}")
+    s.meta.update({"seconds": seconds, "seed": seed, "symbol": "SEI/USDC", "preset": cfg.preset})
     return s
 
 
-def samples_from_sim_trading(seconds: float, seed: int, cadence_ms: float, cfg: Any = None) -> Samples:
+def samples_from_sim_trading(seconds: float, seed: int, cadence_ms: float, cfg: Any = None,
+                             preset: str | None = None) -> Samples:
     """The simulated market with FlashMM's engine trading in it (configuration `cfg`, default the built-in
-    one), recorded in memory as `flashmm record --trade` records it, then sampled: the book with our orders."""
+    one; `preset` replaces its [sim] by that preset's market), recorded in memory as `flashmm record --trade`
+    records it, then sampled: the book with our orders. Named `sim-trading-PRESET-seedN`."""
     from flashmm.config import Config
     from flashmm.data.record import record_trading
 
-    es = record_trading(cfg if cfg is not None else Config(), seconds, seed)
-    s = samples_from_events(es, cadence_ms, f"sim-trading-seed{seed}")
-    s.meta.update({"seconds": seconds, "seed": seed})
+    cfg = cfg if cfg is not None else Config()
+    if preset:
+        cfg = cfg.model_copy(update={"sim": SimConfig(preset=preset)})
+    es = record_trading(cfg, seconds, seed)
+    s = samples_from_events(es, cadence_ms, f"sim-trading-{cfg.sim.preset}-seed{seed}")
+    s.meta.update({"seconds": seconds, "seed": seed, "preset": cfg.sim.preset})
     return s
 
 

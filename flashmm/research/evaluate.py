@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from flashmm.config import Config
+from flashmm.config import SIM_PRESETS, Config
 from flashmm.model.inputs import CLASSES, MODEL_INPUTS, N_INPUTS
 from flashmm.research.dataset import (
     Dataset,
@@ -576,23 +576,28 @@ def is_real(source: str) -> bool:
 
 def source_samples(spec: str, cadence_ms: float, cache_dir: str | os.PathLike | None,
                    cfg: Config | None = None) -> Samples:
-    """A data path (file or folder of one data set), `sim:SECONDS:SEED` for the simulated market, or
-    `sim-trading:SECONDS:SEED` for the simulated market with FlashMM's engine trading in it (the book with our
-    orders, as `flashmm record --trade` records it; the engine runs with `cfg`, default the built-in
-    configuration). With `cfg`, recordings load as the configuration says ([replay].symbol, instruments_file,
+    """A data path (file or folder of one data set), `sim:SECONDS:SEED[:PRESET]` for the simulated market, or
+    `sim-trading:SECONDS:SEED[:PRESET]` for the simulated market with FlashMM's engine trading in it (the book
+    with our orders, as `flashmm record --trade` records it; the engine runs with `cfg`, default the built-in
+    configuration). PRESET: a simulator preset (thin, deep), default the configured (or default) one. With `cfg`, recordings load as the configuration says ([replay].symbol, instruments_file,
     [instrument]). A data set that yields no sample is a DataError saying so, not an empty result."""
     from flashmm.data.readers import DataError
 
     if spec.startswith(("sim:", "sim-trading:")):
+        parts = spec.split(":")
         try:
-            kind, secs, seed = spec.split(":")
-            seconds, seed_n = float(secs), int(seed)
+            if len(parts) not in (3, 4):
+                raise ValueError
+            kind, seconds, seed_n = parts[0], float(parts[1]), int(parts[2])
         except ValueError:
-            raise DataError(f"{spec}: expected sim:SECONDS:SEED or sim-trading:SECONDS:SEED") from None
+            raise DataError(f"{spec}: expected sim:SECONDS:SEED[:PRESET] or sim-trading:SECONDS:SEED[:PRESET]") from None
         if not (seconds > 0 and math.isfinite(seconds)):
             raise DataError(f"{spec}: SECONDS must be a positive number")
-        s = (samples_from_sim(seconds, seed_n, cadence_ms) if kind == "sim"
-             else samples_from_sim_trading(seconds, seed_n, cadence_ms, cfg))
+        preset = parts[3] if len(parts) == 4 else None
+        if preset is not None and preset not in SIM_PRESETS:
+            raise DataError(f"{spec}: unknown simulator preset {preset!r} (one of {', '.join(SIM_PRESETS)})")
+        s = (samples_from_sim(seconds, seed_n, cadence_ms, preset) if kind == "sim"
+             else samples_from_sim_trading(seconds, seed_n, cadence_ms, cfg, preset))
     else:
         from flashmm.data.loader import load_configured, load_events
 

@@ -5,8 +5,9 @@ target, [strategy].alpha_horizon_s), as an expected value, which the engine take
 with [strategy].alpha = "model"; beside it, a down / unchanged / up head (probabilities for the console and an
 auxiliary task).
 
-Data: each source (a recorded data set; one seed of the simulated market; one seed of the simulated market
-with FlashMM's engine trading in it, so that the book carries our own orders as it does live) is sampled on
+Data: each source (a recorded data set; one seed of the simulated market, on each of its presets, thin and deep;
+one seed of the simulated market with FlashMM's engine trading in it, so that the book carries our own orders as
+it does live, on each preset too) is sampled on
 the 250 ms grid by the engine's own book and feature code (`dataset`), cut into 8-sample windows (2 s) labelled
 by the mid's move over the next 4 steps (1 s), and split by time into train / validation / test (60/10/30) with
 an embargo of window + horizon steps after each boundary: the test slice is the later 30 % that the held-out
@@ -70,9 +71,10 @@ HORIZON_STEPS = 4  # 1 s: the online alpha's horizon
 BAND_BPS = 0.0  # classes: down / unchanged / up
 FRACTIONS = (0.6, 0.1)  # train 60 %, validation 10 %, test the later 30 % (what held-out backtests trade)
 SIM_SECONDS = 1800.0
-SIM_SEEDS = (101, 102, 103)
+SIM_SEEDS = (101, 102)
 TRADING_SECONDS = 1800.0
-TRADING_SEEDS = (201, 202, 203)
+TRADING_SEEDS = (201, 202)
+SIM_PRESETS = ("thin", "deep")  # every seed on each simulator preset
 ARCHITECTURES = ("mlp_last", "mlp_window", "gru", "tcn")
 HUBER_DELTA = 1.0  # in units of the move's training standard deviation
 MOVE_LOSS_WEIGHT = 1.0
@@ -250,14 +252,15 @@ def build_dataset(data_paths: list[str], sim_seconds: float = SIM_SECONDS, sim_s
                   horizon_steps: int = HORIZON_STEPS, band_bps: float = BAND_BPS,
                   fractions: tuple[float, float] = FRACTIONS, cfg: Config | None = None,
                   trading_seconds: float = TRADING_SECONDS, trading_seeds: list[int] | tuple[int, ...] = TRADING_SEEDS,
-                  log: Any = None) -> TrainData:
-    """Every data path (one data set each; `sim:SECONDS:SEED` and `sim-trading:SECONDS:SEED` also accepted), plus
-    `sim_seeds` simulated markets of `sim_seconds` each and `trading_seeds` simulated markets of
-    `trading_seconds` each with FlashMM's engine trading in them (configuration `cfg`) -> per-source time
-    splits, ready to pool."""
+                  sim_presets: list[str] | tuple[str, ...] = SIM_PRESETS, log: Any = None) -> TrainData:
+    """Every data path (one data set each; `sim:SECONDS:SEED[:PRESET]` and `sim-trading:SECONDS:SEED[:PRESET]`
+    also accepted), plus, on each of `sim_presets`, `sim_seeds` simulated markets of `sim_seconds` each and
+    `trading_seeds` simulated markets of `trading_seconds` each with FlashMM's engine trading in them
+    (configuration `cfg`) -> per-source time splits, ready to pool."""
     t0 = time.perf_counter()
-    specs = ([str(p) for p in data_paths] + [f"sim:{sim_seconds:g}:{int(s)}" for s in sim_seeds]
-             + [f"sim-trading:{trading_seconds:g}:{int(s)}" for s in trading_seeds])
+    specs = ([str(p) for p in data_paths]
+             + [f"sim:{sim_seconds:g}:{int(s)}:{pr}" for pr in sim_presets for s in sim_seeds]
+             + [f"sim-trading:{trading_seconds:g}:{int(s)}:{pr}" for pr in sim_presets for s in trading_seeds])
     samples: list[Samples] = []
     for spec in specs:
         t1 = time.perf_counter()
@@ -917,7 +920,8 @@ def _bench_subprocess(model_path: Path, log: Any) -> dict[str, Any] | None:
 
 def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float = SIM_SECONDS,
           sim_seeds: list[int] | tuple[int, ...] = SIM_SEEDS, trading_seconds: float = TRADING_SECONDS,
-          trading_seeds: list[int] | tuple[int, ...] = TRADING_SEEDS, cache_dir: str | os.PathLike | None = None,
+          trading_seeds: list[int] | tuple[int, ...] = TRADING_SEEDS,
+          sim_presets: list[str] | tuple[str, ...] = SIM_PRESETS, cache_dir: str | os.PathLike | None = None,
           promote_if_better: bool = False, current: str | os.PathLike | None = None,
           architectures: tuple[str, ...] | list[str] = ARCHITECTURES, seed: int = 0, max_epochs: int = 40,
           patience: int = 6, hidden: int | None = None, data: TrainData | None = None, command: str | None = None,
@@ -937,10 +941,11 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small networks on a shared machine: one thread is as fast and kinder than a pool
     if data is None:
-        log(f"sampling {len(data_paths)} data sets, {len(sim_seeds)} x {sim_seconds:g} s of simulated market and "
-            f"{len(trading_seeds)} x {trading_seconds:g} s of simulated market with FlashMM trading ...")
+        log(f"sampling {len(data_paths)} data sets and, on the {' and '.join(sim_presets)} simulator presets, "
+            f"{len(sim_seeds)} x {sim_seconds:g} s of simulated market and {len(trading_seeds)} x "
+            f"{trading_seconds:g} s with FlashMM trading each ...")
         data = build_dataset(data_paths, sim_seconds, sim_seeds, cache_dir, cfg=cfg, trading_seconds=trading_seconds,
-                             trading_seeds=trading_seeds, log=log)
+                             trading_seeds=trading_seeds, sim_presets=sim_presets, log=log)
     log(f"data: {len(data.part('train'))} train / {len(data.part('val'))} val / {len(data.part('test'))} test windows "
         f"from {len(data.sources)} sources ({data.seconds_to_build:.1f} s)")
     fits: dict[str, FitResult] = {}
@@ -960,6 +965,7 @@ def train(data_paths: list[str], out: str | os.PathLike, *, sim_seconds: float =
         command = ("python -m flashmm.research.train --data " + " ".join(map(str, data_paths)) + f" --out {out}"
                    f" --sim-seconds {sim_seconds:g} --sim-seeds {' '.join(map(str, sim_seeds))}"
                    f" --trading-seconds {trading_seconds:g} --trading-seeds {' '.join(map(str, trading_seeds))}"
+                   f" --sim-presets {' '.join(sim_presets)}"
                    + (" --promote-if-better" if promote_if_better else ""))
     meta = make_meta(chosen, data, candidates, seed, command)
     meta["training"]["total_s"] = round(time.perf_counter() - t_start, 1)
@@ -999,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-seeds", type=int, nargs="*", default=list(SIM_SEEDS))
     ap.add_argument("--trading-seconds", type=float, default=TRADING_SECONDS)
     ap.add_argument("--trading-seeds", type=int, nargs="*", default=list(TRADING_SEEDS))
+    ap.add_argument("--sim-presets", nargs="*", default=list(SIM_PRESETS), choices=("thin", "deep"))
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--promote-if-better", action="store_true")
     ap.add_argument("--current", default=None)
@@ -1009,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cmd = "python -m flashmm.research.train " + " ".join(sys.argv[1:] if argv is None else argv)
     train(a.data, a.out, sim_seconds=a.sim_seconds, sim_seeds=a.sim_seeds, trading_seconds=a.trading_seconds,
-          trading_seeds=a.trading_seeds, cache_dir=a.cache_dir, promote_if_better=a.promote_if_better,
+          trading_seeds=a.trading_seeds, sim_presets=a.sim_presets, cache_dir=a.cache_dir, promote_if_better=a.promote_if_better,
           current=a.current, architectures=tuple(a.architectures), seed=a.seed, max_epochs=a.max_epochs,
           command=cmd, bench=not a.no_bench)
     return 0
