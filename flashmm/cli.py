@@ -185,10 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--address", help="run the backtests on an existing Ray cluster (HOST:PORT)")
 
     tr = sub.add_parser("train", help="build the dataset, choose the architecture by validation, export, write the model card")
-    tr.add_argument("--data", action="append", required=True, nargs="+", help="real data sets (file or folder each)")
+    tr.add_argument("--data", action="append", required=True, nargs="+",
+                    help="data sets (file or folder each; sim:SECONDS:SEED[:PRESET], sim-trading:SECONDS:SEED[:PRESET])")
     tr.add_argument("--out", default="models/flashmm.pt2", help="exported model path (default models/flashmm.pt2)")
-    tr.add_argument("--sim-seconds", type=_positive(float), default=3600.0, help="simulated seconds per seed")
-    tr.add_argument("--sim-seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105, 106])
+    tr.add_argument("--sim-seconds", type=_positive(float), default=1800.0, help="simulated seconds per seed (default 1800)")
+    tr.add_argument("--sim-seeds", type=int, nargs="*", default=[101, 102],
+                    help="seeds of the simulated market, on each preset (default 101 102; none: leave it out)")
+    tr.add_argument("--trading-seconds", type=_positive(float), default=1800.0,
+                    help="simulated seconds per seed with FlashMM trading in the market (default 1800)")
+    tr.add_argument("--trading-seeds", type=int, nargs="*", default=[201, 202],
+                    help="seeds of the simulated market with FlashMM trading, on each preset (default 201 202; none: leave it out)")
+    tr.add_argument("--sim-presets", nargs="*", default=["thin", "deep"], choices=["thin", "deep"],
+                    help="simulator presets the seeds run on (default both)")
     tr.add_argument("--promote-if-better", action="store_true",
                     help="replace the current model only if the candidate scores better on the same held-back slice")
     _add_data_options(tr)
@@ -197,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("eval-model", help="score a model on data (its held-back test slice) with baselines")
     ev.add_argument("--model", help="model file (default: the shipped models/flashmm.pt2)")
-    ev.add_argument("--data", action="append", required=True, nargs="+", help="data sets, or sim:SECONDS:SEED")
+    ev.add_argument("--data", action="append", required=True, nargs="+",
+                    help="data sets, sim:SECONDS:SEED[:PRESET] or sim-trading:SECONDS:SEED[:PRESET]")
     ev.add_argument("--json", required=True, help="write the results to PATH")
     ev.add_argument("--part", default="test", choices=("test", "val", "all"),
                     help="which time slice of each data set to score (default: the model's held-out test slice)")
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--duration", type=_positive(float), required=True, help="seconds of venue time")
     rec.add_argument("--out", required=True, help="output file (.npz)")
     rec.add_argument("--seed", type=int, default=7)
+    rec.add_argument("--trade", action="store_true",
+                     help="FlashMM's engine trades while recording: the book with our own orders in it, as the live engine sees it")
     rec.add_argument("--config", help="config.toml path")
     bp = bench_sub.add_parser("parallel", help="backtests on every core vs one core: speed-up, identical results")
     bp.add_argument("--data", action="append", required=True, nargs="+", help="a data set; repeat for several")
@@ -265,6 +276,8 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
 
         data = [p for group in args.data for p in group]
         result = train(data, args.out, sim_seconds=args.sim_seconds, sim_seeds=args.sim_seeds,
+                       trading_seconds=args.trading_seconds, trading_seeds=args.trading_seeds,
+                       sim_presets=args.sim_presets,
                        promote_if_better=args.promote_if_better, command=" ".join(["flashmm"] + sys.argv[1:]), cfg=cfg)
         print(f"{result.architecture}: model -> {result.artifact_path}, card -> {result.card_path}")
         return 0
@@ -346,9 +359,15 @@ def _tools(args: argparse.Namespace, cfg: Config) -> int:
         print_result(bench_parallel(cfg, args.data, args.json, args.workers, args.backend, args.configs), args.json)
         return 0
     if args.command == "record":
-        from flashmm.data.record import record
+        from flashmm.data.record import record, record_trading
         from flashmm.venues.factory import make_venue
 
+        if args.trade:
+            es = record_trading(cfg, args.duration, args.seed, Path(args.out))
+            e = es.meta["engine"]
+            print(f"recorded {len(es.events):,} rows, {es.messages:,} messages over {es.duration_s:.1f} s with FlashMM "
+                  f"trading ({e['fills']} fills, {e['orders_placed']} orders, PnL {e['pnl_usdc']:+.2f}) -> {args.out}")
+            return 0
         es = asyncio.run(record(make_venue(cfg, speed=float("inf")), args.duration, Path(args.out)))
         print(f"recorded {len(es.events):,} rows, {es.messages:,} messages over {es.duration_s:.1f} s -> {args.out}")
         return 0

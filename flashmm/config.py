@@ -280,9 +280,9 @@ class StrategyConfig(_Section):
     order_refresh_time_s: float = Field(30.0, gt=0, description="Replace resting orders older than this even if unchanged.")
     vol_halflife_s: float = Field(30.0, gt=0, description="Half-life of the EWMA volatility estimate.")
     vol_floor_bps: float = Field(0.25, ge=0, description="Lower bound on volatility used for quoting, bps per sqrt(s).")
-    prediction_skew_bps: float = Field(2.5, ge=0, description="With alpha = \"model\": reservation shift at full confidence in the predicted direction, bps.")
+    prediction_skew_bps: float = Field(2.5, ge=0, description="With alpha = \"model\" and a direction model that has no expected move (format version 1): reservation shift at full confidence in the predicted direction, bps.")
     alpha: Literal["online", "imbalance", "model", "none"] = Field(
-        "online", description="Fair value = mid + alpha. online: the expected move over alpha_horizon_s from a ridge regression on depth, order-flow and trade-flow imbalance and momentum, learned online from the market (core/alpha.py); imbalance: imbalance_alpha_bps x the level-1 depth imbalance; model: the prediction model (prediction_skew_bps); none: the mid.")
+        "online", description="Fair value = mid + alpha. online: the expected move over alpha_horizon_s from a ridge regression on depth, order-flow and trade-flow imbalance and momentum, learned online from the market (core/alpha.py); imbalance: imbalance_alpha_bps x the level-1 depth imbalance; model: the prediction model's expected move over its horizon (within alpha_cap_bps; a direction model without one: prediction_skew_bps x confidence x direction); none: the mid.")
     alpha_horizon_s: float = Field(1.0, gt=0, description="Horizon of the online alpha's target (the mid's move), seconds.")
     alpha_halflife_s: float = Field(600.0, gt=0, description="Half-life of the online alpha's memory, seconds of venue time.")
     alpha_cap_bps: float = Field(3.0, ge=0, description="Largest fair-value shift the alpha may make, bps.")

@@ -39,11 +39,11 @@ def _samples(times_idx, mids, x=None, source="synthetic") -> Samples:
 
 
 def _synthetic(n: int, seed: int, source: str, horizon: int = 4, band: float = 1.0) -> Samples:
-    """A random-walk mid (steps of 0 or +-2 bps) whose future move is written into imbalance_1: +0.8 before an
-    up move, -0.8 before a down move, 0 before flat (plus noise). A perfect model exists."""
+    """A random-walk mid (steps of 0 or +-2 ticks, about 2 bps) whose future move is written into imbalance_1:
+    +0.8 before an up move, -0.8 before a down move, 0 before none (plus noise). A perfect model exists."""
     rng = np.random.default_rng(seed)
     steps = rng.choice([-2.0, 0.0, 0.0, 0.0, 2.0], size=n)
-    mids = 10_000.0 * np.cumprod(1 + steps / 1e4)
+    mids = 10_000.0 + np.cumsum(steps)  # back to the same tick = no move at all
     y = labels(mids, horizon, band)
     x = rng.normal(0, 0.3, size=(n, N_INPUTS)).astype(np.float32)
     x[:, IMB] = np.where(y == 2, 0.8, np.where(y == 0, -0.8, 0.0)) + rng.normal(0, 0.05, n)
@@ -52,7 +52,8 @@ def _synthetic(n: int, seed: int, source: str, horizon: int = 4, band: float = 1
 
 @pytest.fixture(scope="module")
 def tiny_data() -> TrainData:
-    return TrainData([split_samples(_synthetic(1500, 1, "syn-a")), split_samples(_synthetic(1500, 2, "syn-b"))])
+    return TrainData([split_samples(_synthetic(1500, 1, "syn-a"), band_bps=1.0),
+                      split_samples(_synthetic(1500, 2, "syn-b"), band_bps=1.0)], cadence_ms=500.0, band_bps=1.0)
 
 
 # ---- labels and windows -------------------------------------------------------------------------------
@@ -151,6 +152,40 @@ def test_export_load_matches_eager(arch, tmp_path):
     assert path.stat().st_size < 200_000
     with pytest.raises(ValueError):
         loaded.predict_proba(x[5][:4])
+
+
+@pytest.mark.parametrize("arch", ("mlp_last", "tcn"))
+def test_a_model_with_an_expected_move_is_format_version_2(arch, tmp_path):
+    """Four outputs: the probabilities and the expected move in bps (the net's fourth output times the move
+    scale); a three-output model is still written and read as version 1."""
+    torch.manual_seed(4)
+    rng = np.random.default_rng(4)
+    model = artifact.Standardised(build_network(arch, 8, n_out=4), np.zeros(N_INPUTS), np.ones(N_INPUTS),
+                                  move_scale_bps=2.5).eval()
+    x = rng.normal(size=(16, 8, N_INPUTS)).astype(np.float32)
+    path = tmp_path / "v2.pt2"
+    artifact.save(model, torch.from_numpy(x[:2]), _meta(architecture=arch), path)
+    loaded = artifact.load(path)
+    assert loaded.meta["format_version"] == 2 and loaded.has_expected_move
+    assert loaded.meta["outputs"] == list(artifact.OUTPUTS_V2)
+    out = loaded.predict_proba_batch(x)
+    with torch.no_grad():
+        raw = model.logits(torch.from_numpy(x)).numpy()
+    assert out.shape == (16, 4)
+    np.testing.assert_allclose(out[:, :3].sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[:, 3], raw[:, 3] * 2.5, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(x[3]), out[3], atol=1e-5)
+    np.testing.assert_allclose(rebuild_eager(loaded)(torch.from_numpy(x)).detach().numpy(), out, atol=1e-5)
+    v1 = tmp_path / "v1.pt2"
+    artifact.save(artifact.Standardised(build_network(arch, 8), np.zeros(N_INPUTS), np.ones(N_INPUTS)),
+                  torch.from_numpy(x[:2]), _meta(architecture=arch), v1)
+    one = artifact.load(v1)
+    assert one.meta["format_version"] == 1 and not one.has_expected_move and one.predict_proba(x[0]).shape == (3,)
+    # a version 2 file whose program gives three outputs is refused, naming the file
+    bad = tmp_path / "bad.pt2"
+    _rewrite_meta(v1, bad, format_version=2)
+    with pytest.raises(ModelError, match="bad.pt2.*expected move"):
+        artifact.load(bad)
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +311,8 @@ def test_training_is_deterministic(tiny_data):
     b = fit("mlp_last", tiny_data, seed=5, max_epochs=2, patience=2)
     for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
-    assert a.val["directional_accuracy"] > 0.9  # the synthetic signal is learnable
+    assert a.val["directional_accuracy"] > 0.9  # the synthetic signal is learnable: by the class head
+    assert a.val["move"]["directional_accuracy"] > 0.9 and a.val["move"]["ic"] > 0.5  # and by the expected move
 
 
 # ---- training, promotion, scoring a file ---------------------------------------------------------------
@@ -309,15 +345,23 @@ def test_train_writes_model_and_card(tiny_data, tmp_path):
     assert m.meta["val_directional_accuracy"] > 0.9 and len(m.meta["feature_mean"]) == N_INPUTS
     assert set(m.meta["ranges"]) == {"syn-a", "syn-b"} and m.meta["ranges"]["syn-a"]["test"]["n"] > 0
     card = r.card_path.read_text()
-    for part in ("pytest tiny", "## Held-out results", "Confusion", "ECE", "persistence", "logistic", "syn-b",
-                 "## Promotion log"):
+    for part in ("pytest tiny", "## Held-out results", "Confusion", "calibration", "persistence", "logistic", "syn-b",
+                 "online alpha", "linear regression", "## Promotion log"):
         assert part in card, part
     # eval-model on the same data: the test slice under the model's own split
     from flashmm.research.evaluate import eval_model
 
     out = eval_model(r.artifact_path, ["sim:120:3"], None, tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["pooled"]["n"] == out["pooled"]["n"] > 0
-    assert "logistic_imbalance" in out["pooled"]["baselines"]
+    assert "logistic" in out["pooled"]["baselines"]
+    from flashmm.research.evaluate import report_lines
+
+    text = "\n".join(report_lines(out))
+    for part in ("sign of imbalance", "linear regression", "logistic regression", "online alpha",
+                 "model - sign of imbalance", "IC ", "bps"):
+        assert part in text, part
+    assert {"model", "imbalance_sign", "linear_regression", "logistic", "online_alpha"} <= set(
+        out["pooled"]["move"]["predictors"])
 
 
 def test_promote_if_better_keeps_the_better_model(tiny_data, tmp_path):

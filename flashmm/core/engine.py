@@ -533,7 +533,7 @@ class Engine:
         GLFT + adverse selection, calibrated intensity, regime, inventory."""
         sc = self.cfg.strategy
         book = self.book
-        self.alpha_bps = alpha_bps = self._alpha(mid)
+        self.alpha_bps = alpha_bps = self._alpha(mid, prediction)
         half_bps = None
         if sc.half_spread == "measured" and sc.model != "symmetric":
             half_bps, self.has_edge = self.virtual.best(sc.min_realised_edge_bps)
@@ -543,7 +543,8 @@ class Engine:
         return self.quoter.propose(mid, mb if mb is not None else book.bids.peekitem(-1)[0],
                                    ma if ma is not None else book.asks.peekitem(0)[0],
                                    self.features.volatility_ticks, self.portfolio.position_lots,
-                                   prediction if self._use_model else None, widen,
+                                   prediction if self._use_model and prediction is not None
+                                   and prediction.expected_move_bps is None else None, widen,
                                    alpha_bps=alpha_bps, adverse_bps=self.adverse.estimate(),
                                    intensity=self._intensity if sc.calibrate_intensity else None,
                                    volatile=self.regime.regime == "volatile", half_bps=half_bps,
@@ -575,13 +576,17 @@ class Engine:
                                                       "intensity_a_k": self._intensity,
                                                       "adverse_bps": round(self.adverse.estimate(), 3)}))
 
-    def _alpha(self, mid: float) -> float:
-        """The fair value's shift from the mid, bps ([strategy].alpha; the model goes through `prediction`)."""
-        mode = self.cfg.strategy.alpha
+    def _alpha(self, mid: float, prediction: Prediction | None = None) -> float:
+        """The fair value's shift from the mid, bps ([strategy].alpha). With alpha = "model", a model's expected
+        move (bounded by alpha_cap_bps); a direction model without one goes through `prediction` instead."""
+        sc = self.cfg.strategy
+        mode = sc.alpha
         if mode == "online":
             return self.online_alpha.predict(self._alpha_x)
         if mode == "imbalance":
-            return self.cfg.strategy.imbalance_alpha_bps * self._alpha_x[0]
+            return sc.imbalance_alpha_bps * self._alpha_x[0]
+        if mode == "model" and prediction is not None and prediction.expected_move_bps is not None:
+            return max(-sc.alpha_cap_bps, min(sc.alpha_cap_bps, prediction.expected_move_bps))
         return 0.0
 
     def strategy_state(self) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 - `save(module, example, meta, path)` exports `module` with `torch.export.export` (batch dimension dynamic)
   and writes it with `torch.export.save(..., extra_files={"flashmm_meta.json": ...})`. The normalisation
-  (per-input mean and std, as buffers) and the softmax are inside the exported graph (`Standardised`),
-  so the file alone maps raw `inputs.model_inputs` windows to probabilities. The write is atomic (temp
-  file + rename): a reader never sees half a model.
+  (per-input mean and std, as buffers), the softmax and the scale of the expected move are inside the
+  exported graph (`Standardised`), so the file alone maps raw `inputs.model_inputs` windows to its outputs.
+  The write is atomic (temp file + rename): a reader never sees half a model.
+- Two output layouts, told apart by the format version: version 1 (direction models) outputs the three
+  probabilities (down, flat, up); version 2 adds a fourth column, the mid's expected move over the model's
+  horizon in bps (`OUTPUTS_V2`), which the engine uses as the fair value's shift. Both are served.
 - `load(path) -> LoadedModel` refuses, with a `ModelError` naming the file, anything that is not a
   FlashMM model it can serve: a missing, truncated or corrupt file, a file with no FlashMM metadata, a
-  different format version, inputs other than `inputs.MODEL_INPUTS`, other classes, or a program whose
-  output on a probe window is not three finite probabilities summing to one.
-- `LoadedModel.predict_proba(window)` is the hot path: (window, N_INPUTS) float32 in, 3 probabilities out
-  (down, flat, up). It copies into a preallocated tensor and runs under `torch.inference_mode`; no
-  other allocation than the output.
+  format version it does not read, inputs other than `inputs.MODEL_INPUTS`, other classes, or a program
+  whose output on a probe window is not three finite probabilities summing to one (plus, for version 2,
+  a finite expected move).
+- `LoadedModel.predict_proba(window)` is the hot path: (window, N_INPUTS) float32 in, the outputs out
+  (p_down, p_flat, p_up[, expected move bps]). It copies into a preallocated tensor and runs under
+  `torch.inference_mode`; no other allocation than the output.
 
 AOTInductor (`torch._inductor.aoti_compile_and_package`) was measured (see `bench_inference` and the model
 card): 2-3x faster per call (TCN p50 ~100 us vs ~230 us), but it compiles C++ with gcc for 8-30 s (TCN 8 s,
@@ -38,7 +42,10 @@ from torch import nn
 
 from flashmm.model.inputs import CLASSES, MODEL_INPUTS, N_INPUTS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what `save` writes for a model with an expected-move output
+READABLE_VERSIONS = (1, 2)
+OUTPUTS_V1 = ("p_down", "p_flat", "p_up")
+OUTPUTS_V2 = ("p_down", "p_flat", "p_up", "expected_move_bps")
 META_FILE = "flashmm_meta.json"
 _MAX_BATCH = 1 << 20
 
@@ -53,18 +60,21 @@ class ModelError(Exception):
 
 
 class Standardised(nn.Module):
-    """The whole model in one module: clamp((x - mean) / std) -> net -> softmax.
+    """The whole model in one module: clamp((x - mean) / std) -> net -> softmax (and the expected move).
 
-    `net` maps (batch, window, N_INPUTS) standardised inputs to (batch, 3) logits. `forward` returns
-    probabilities (what is exported); `logits` is for training."""
+    `net` maps (batch, window, N_INPUTS) standardised inputs to (batch, 3) logits, or to (batch, 4): three
+    logits and the expected move in units of `move_scale_bps`. `forward` returns what is exported:
+    (batch, 3) probabilities, or (batch, 4) probabilities and the expected move in bps; `logits` (the net's raw
+    output) is for training."""
 
-    def __init__(self, net: nn.Module, mean: Any, std: Any, clip: float = 8.0) -> None:
+    def __init__(self, net: nn.Module, mean: Any, std: Any, clip: float = 8.0, move_scale_bps: float = 1.0) -> None:
         super().__init__()
         self.net = net
         mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(N_INPUTS)
         std_t = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(N_INPUTS).clamp_min(1e-6)
         self.register_buffer("mean", mean_t.clone())
         self.register_buffer("std", std_t.clone())
+        self.register_buffer("move_scale", torch.tensor([float(move_scale_bps)], dtype=torch.float32))
         self.clip = float(clip)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +82,11 @@ class Standardised(nn.Module):
         return self.net(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(x), dim=-1)
+        out = self.logits(x)
+        probs = torch.softmax(out[:, : len(CLASSES)], dim=-1)
+        if out.shape[-1] == len(CLASSES):
+            return probs
+        return torch.cat([probs, out[:, len(CLASSES):] * self.move_scale], dim=-1)
 
 
 def _jsonable(o: Any) -> Any:
@@ -99,10 +113,11 @@ def meta_json(meta: dict) -> str:
 
 
 def save(module: nn.Module, example: torch.Tensor, meta: dict, path: str | os.PathLike) -> int:
-    """Export `module` (inputs (batch, window, N_INPUTS) -> (batch, 3) probabilities) with its metadata.
+    """Export `module` (inputs (batch, window, N_INPUTS) -> (batch, 3) probabilities, or (batch, 4) with the
+    expected move) with its metadata.
 
-    `meta` must carry at least `window`; `format_version`, `inputs` and `classes` are filled in here.
-    Returns the file size in bytes."""
+    `meta` must carry at least `window`; `format_version` (1 for three outputs, 2 for four), `outputs`,
+    `inputs` and `classes` are filled in here. Returns the file size in bytes."""
     path = Path(path)
     module = module.eval()
     if example.ndim != 3 or example.shape[2] != N_INPUTS:
@@ -110,12 +125,18 @@ def save(module: nn.Module, example: torch.Tensor, meta: dict, path: str | os.Pa
     window = int(example.shape[1])
     if int(meta.get("window", window)) != window:
         raise ValueError(f"meta window {meta.get('window')} != example window {window}")
-    meta = dict(meta)
-    meta.update(format_version=FORMAT_VERSION, inputs=list(MODEL_INPUTS), classes=list(CLASSES), window=window)
-    meta.setdefault("torch_version", torch.__version__)
     example = example.detach().to(torch.float32)
     if example.shape[0] < 2:  # a batch of 1 would be specialised to a constant; export with 2, serve any size
         example = example[:1].expand(2, -1, -1).contiguous()
+    with torch.no_grad():
+        n_out = int(module(example).shape[-1])
+    if n_out not in (len(OUTPUTS_V1), len(OUTPUTS_V2)):
+        raise ValueError(f"module outputs {n_out} columns, expected {len(OUTPUTS_V1)} or {len(OUTPUTS_V2)}")
+    version = 1 if n_out == len(OUTPUTS_V1) else 2
+    meta = dict(meta)
+    meta.update(format_version=version, inputs=list(MODEL_INPUTS), classes=list(CLASSES), window=window,
+                outputs=list(OUTPUTS_V1 if version == 1 else OUTPUTS_V2))
+    meta.setdefault("torch_version", torch.__version__)
     batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
     with torch.no_grad(), warnings.catch_warnings():
         # nn.GRU keeps a list of its weights (_flat_weights) that export reports as assigned attributes; the
@@ -124,7 +145,7 @@ def save(module: nn.Module, example: torch.Tensor, meta: dict, path: str | os.Pa
         ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
         want = module(example)
         got = ep.module()(example)
-    if got.shape != (example.shape[0], len(CLASSES)) or not torch.allclose(got, want, atol=1e-5, rtol=0):
+    if got.shape != (example.shape[0], n_out) or not torch.allclose(got, want, atol=1e-5, rtol=0):
         raise ModelError(path, "exported program does not reproduce the eager module's output")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.stem + ".", suffix=".tmp.pt2", dir=path.parent)
@@ -157,6 +178,7 @@ class LoadedModel:
         self.meta = meta
         self.program = program
         self.window = int(meta["window"])
+        self.n_outputs = len(OUTPUTS_V2) if meta.get("format_version") == 2 else len(OUTPUTS_V1)
         self.module = program.module()  # checks its inputs against the exported spec on every call
         # The hot path calls the graph's forward directly: it skips the module's call hooks (the input-spec
         # check, ~45 us per call; predict_proba checks the shape itself and always passes its own float32
@@ -170,8 +192,13 @@ class LoadedModel:
     def name(self) -> str:
         return f"{self.meta.get('architecture', '?')} {self.path.name} ({self.sha256[:8]})"
 
+    @property
+    def has_expected_move(self) -> bool:
+        return self.n_outputs == len(OUTPUTS_V2)
+
     def predict_proba(self, window: np.ndarray) -> np.ndarray:
-        """(window, N_INPUTS) raw model inputs, oldest row first -> (3,) p_down, p_flat, p_up (float32).
+        """(window, N_INPUTS) raw model inputs, oldest row first -> (3,) p_down, p_flat, p_up, or (4,) with the
+        expected move in bps for a version 2 model (float32).
 
         Reuses one input buffer: not for concurrent use from several threads (the engine calls it from its
         one event loop)."""
@@ -183,11 +210,11 @@ class LoadedModel:
         return out.numpy()[0]
 
     def predict_proba_batch(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-        """(n, window, N_INPUTS) -> (n, 3)."""
+        """(n, window, N_INPUTS) -> (n, 3), or (n, 4) for a version 2 model."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != self._xn.shape[1:]:
             raise ValueError(f"batch shape {x.shape} != (n, {self.window}, {N_INPUTS})")
-        out = np.empty((len(x), len(CLASSES)), dtype=np.float32)
+        out = np.empty((len(x), self.n_outputs), dtype=np.float32)
         with torch.inference_mode():
             for i in range(0, len(x), chunk):
                 xb = x[i : i + chunk]
@@ -243,8 +270,9 @@ def load(path: str | os.PathLike) -> LoadedModel:
     if not isinstance(meta, dict):
         raise ModelError(p, f"{META_FILE} is not an object")
     ver = meta.get("format_version")
-    if ver != FORMAT_VERSION:
-        raise ModelError(p, f"model format version {ver!r}, this FlashMM reads version {FORMAT_VERSION}")
+    if ver not in READABLE_VERSIONS:
+        raise ModelError(p, f"model format version {ver!r}, this FlashMM reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}")
     inputs = tuple(meta.get("inputs") or ())
     if inputs != MODEL_INPUTS:
         missing = [i for i in MODEL_INPUTS if i not in inputs]
@@ -263,8 +291,10 @@ def load(path: str | os.PathLike) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001
         raise ModelError(p, f"program does not run on a ({window}, {N_INPUTS}) window ({type(exc).__name__}: "
                             f"{str(exc)[:200]})") from exc
-    if probe.shape != (len(CLASSES),) or not np.all(np.isfinite(probe)) or abs(float(probe.sum()) - 1.0) > 1e-4:
-        raise ModelError(p, f"program output {probe!r} is not {len(CLASSES)} probabilities")
+    want = "3 probabilities" if m.n_outputs == len(OUTPUTS_V1) else "3 probabilities and an expected move"
+    if (probe.shape != (m.n_outputs,) or not np.all(np.isfinite(probe))
+            or abs(float(probe[: len(CLASSES)].sum()) - 1.0) > 1e-4):
+        raise ModelError(p, f"program output {probe!r} is not {want} (format version {ver})")
     return m
 
 

@@ -1,7 +1,8 @@
 """The seam between the engine and a prediction model.
 
-A predictor maps the engine's state to probabilities of a down / flat / up mid move over its horizon;
-confidence is the largest probability. `NoModelPredictor` is the honest fallback: it predicts nothing,
+A predictor maps the engine's state to probabilities of a down / flat / up mid move over its horizon
+and, for a model that has one (format version 2), the mid's expected move over that horizon in bps, which
+the engine uses as the fair value's shift; confidence is the largest probability. `NoModelPredictor` is the honest fallback: it predicts nothing,
 the strategy prices model-free, and the engine shows "FALLBACK (no model)". `ModelPredictor` runs an
 exported model (flashmm.model.artifact) on a window of inputs sampled exactly as in training, scores
 its own predictions once their horizon has passed (the live hit rate) and watches for drift.
@@ -30,6 +31,7 @@ class Prediction:
     p_down: float
     p_flat: float
     p_up: float
+    expected_move_bps: float | None = None  # the mid's expected move over the model's horizon (version 2 models)
 
     @property
     def confidence(self) -> float:
@@ -98,6 +100,9 @@ class ModelPredictor:
         self.cadence_ns = int(float(meta["cadence_ms"]) * 1_000_000)
         self.horizon_ns = int(float(meta["horizon_s"]) * 1e9)
         self.band_bps = float(meta["band_bps"])
+        # a model with an expected move is scored as the online alpha is: the sign of its expected move against
+        # every realised mid change; a direction model, on its directional calls against moves beyond its band
+        self.has_move = bool(getattr(loaded, "has_expected_move", False))
         self._rows: deque[np.ndarray] = deque(maxlen=self.window)
         self._state = np.zeros(N_INPUTS, dtype=np.float32)
         self._have = False
@@ -162,13 +167,14 @@ class ModelPredictor:
         else:
             for i, row in enumerate(self._rows):
                 self._buf[i] = row
-            p = self.model.predict_proba(self._buf)
-            pred = Prediction(float(p[0]), float(p[1]), float(p[2]))
+            pred = self._prediction(self.model.predict_proba(self._buf))
         self._speculative = None
         self.predictions += 1
-        direction = pred.p_up - pred.p_down
-        if pred.p_flat < max(pred.p_up, pred.p_down):  # a directional call: score it after the horizon
-            self._pending.append((now_ns + self.horizon_ns, mid, direction))
+        if self.has_move:
+            if pred.expected_move_bps:  # a call (zero is none): score it after the horizon
+                self._pending.append((now_ns + self.horizon_ns, mid, pred.expected_move_bps))
+        elif pred.p_flat < max(pred.p_up, pred.p_down):  # a directional call: score it after the horizon
+            self._pending.append((now_ns + self.horizon_ns, mid, pred.p_up - pred.p_down))
         self._cached = (self._rows_version, pred)
         return pred
 
@@ -189,14 +195,17 @@ class ModelPredictor:
         rows = list(self._rows)[-(self.window - 1):] + [state]
         for i, row in enumerate(rows):
             self._buf[i] = row
-        p = self.model.predict_proba(self._buf)
-        self._speculative = (self._rows_version + 1, state, Prediction(float(p[0]), float(p[1]), float(p[2])))
+        self._speculative = (self._rows_version + 1, state, self._prediction(self.model.predict_proba(self._buf)))
+
+    def _prediction(self, p: np.ndarray) -> Prediction:
+        move = float(p[3]) if self.has_move else None
+        return Prediction(float(p[0]), float(p[1]), float(p[2]), move)
 
     def _score(self, now_ns: int, mid: float) -> None:
         while self._pending and self._pending[0][0] <= now_ns:
             _, mid0, direction = self._pending.popleft()
             move_bps = (mid - mid0) / mid0 * 1e4
-            if abs(move_bps) > self.band_bps:  # only moves the model could be right or wrong about
+            if (move_bps != 0.0) if self.has_move else (abs(move_bps) > self.band_bps):  # moves it can be right about
                 if len(self._outcomes) == self._outcomes.maxlen:
                     self._hits -= self._outcomes[0]  # about to fall out of the window
                 hit = 1 if (move_bps > 0) == (direction > 0) else 0

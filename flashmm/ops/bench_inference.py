@@ -7,7 +7,9 @@ Single-sample latency (one (window, N_INPUTS) window, as the engine calls it) fo
   tensor, inference mode, numpy out);
 - `aoti` (optional): the program compiled ahead of time by AOTInductor (C++ via gcc), with its compile
   time, package size and the largest output difference from the exported program.
-Also batch throughput, the file size and the process RSS before and after loading.
+Also batch throughput, the file size, the process RSS before and after loading, and `noop_reference`: an
+empty call timed the same way, the machine's own latency tail at the time (on a busy shared machine the p99
+of any call is set by the scheduler).
 """
 
 from __future__ import annotations
@@ -57,9 +59,13 @@ def _latency(fn: Callable[[], Any], n: int, warmup: int = 300) -> dict[str, floa
 
 
 def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_out: str | os.PathLike | None = None,
-                    *, n: int = 5000, aoti: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Measure the model file at `model_path`; write the result to `json_out` when given."""
+                    *, n: int = 5000, aoti: bool = True, seed: int = 0, threads: int = 1) -> dict[str, Any]:
+    """Measure the model file at `model_path`; write the result to `json_out` when given. `threads`: torch's
+    intra-op threads, 1 as the engine serves (model.predictor.load_predictor): on a busy 2-core machine a pool
+    of 2 measured p99 in the hundreds of milliseconds (its threads wait for each other), one thread ~0.3 ms."""
     from flashmm.research.train import rebuild_eager
+
+    torch.set_num_threads(threads)
 
     path = Path(model_path)
     rss0 = _rss_mb()
@@ -101,6 +107,7 @@ def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_o
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
         "load_s": round(load_s, 3),
         "rss_mb_before_load": round(rss0, 1),
         "rss_mb_model_loaded": round(rss_loaded, 1),
@@ -111,6 +118,13 @@ def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_o
             "predict_proba": _latency(lambda: m.predict_proba(win), n),
         },
     }
+    # the machine's own tail: plain Python work as long as the engine's call, timed the same way; on a busy shared
+    # machine its p99 is the scheduler's (a preempted process), and so is most of the model's
+    p50 = res["single_sample"]["predict_proba"]["p50_us"]
+    t0 = time.perf_counter()
+    sum(range(100_000))
+    k = max(1, int(100_000 * p50 / 1e6 / max(time.perf_counter() - t0, 1e-9)))
+    res["single_sample"]["cpu_reference"] = {**_latency(lambda: sum(range(k)), n), "work": f"sum(range({k}))"}
     big = np.repeat(xs, 40, axis=0)  # 10240 windows
     t0 = time.perf_counter()
     m.predict_proba_batch(big)
@@ -138,6 +152,7 @@ def bench_inference(model_path: str | os.PathLike = "models/flashmm.pt2", json_o
         except Exception as exc:  # noqa: BLE001 - no compiler, unsupported op: report, do not fail the bench
             res["aoti"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     res["rss_mb_end"] = round(_rss_mb(), 1)
+    res["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(res, indent=1))
@@ -150,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--no-aoti", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the engine serves)")
     a = ap.parse_args(argv)
-    r = bench_inference(a.model, a.json, n=a.n, aoti=not a.no_aoti)
+    r = bench_inference(a.model, a.json, n=a.n, aoti=not a.no_aoti, threads=a.threads)
     print(json.dumps(r, indent=1))
     return 0
 

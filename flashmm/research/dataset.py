@@ -4,19 +4,26 @@ One path for both: market events -> L2Book -> FeatureEngine -> `model_inputs` (i
 bps, ratios, imbalances) -> `GridSampler` (the last state at or before each point of a fixed venue-time
 grid). Live, the predictor runs the same sampler on the engine's own book and features.
 
-Labels: the mid's move over the horizon H, in bps: down if < -band, up if > +band, else flat.
+Targets: the mid's move over the horizon H in bps (`Dataset.move_bps`: what the strategy's fair value shifts
+by, the online alpha's target), and its class: down if < -band, up if > +band, else flat.
 Splits are by time, in order (train, validation, test), with an embargo of H + window between them so
 no label looks across a boundary.
+
+Beside the model's inputs, `sample_stream` runs the engine's own online alpha (core.alpha.OnlineAlpha) over
+the same stream and records, at each grid point, the alpha the engine would have priced with: its prequential
+predictions, learned only from the past, for the evaluation to compare the model with on the same windows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from flashmm.config import SimConfig
+from flashmm.config import SimConfig, StrategyConfig
+from flashmm.core.alpha import OnlineAlpha, alpha_inputs
 from flashmm.core.book import L2Book
 from flashmm.core.domain import BookDiff, BookSnapshot, BookTop, Instrument, Side, Trade
 from flashmm.core.features import FeatureEngine
@@ -35,6 +42,7 @@ class Samples:
     mid_ticks: np.ndarray  # float64
     cadence_ms: float
     meta: dict = field(default_factory=dict)
+    online_alpha_bps: np.ndarray | None = None  # float64: the engine's online alpha at each grid point
 
 
 def _market_events(events: np.ndarray, use_top: bool = True) -> Iterator[BookSnapshot | BookDiff | BookTop | Trade]:
@@ -55,14 +63,33 @@ def _market_events(events: np.ndarray, use_top: bool = True) -> Iterator[BookSna
             yield book_event(kind, ts, seq, seq2, rows)
 
 
+def online_alpha_for(sc: StrategyConfig | None = None) -> OnlineAlpha:
+    """The engine's online alpha as [strategy] configures it (engine.Engine builds it the same way)."""
+    sc = sc or StrategyConfig()
+    return OnlineAlpha(sc.alpha_horizon_s, halflife_s=sc.alpha_halflife_s, cap_bps=sc.alpha_cap_bps)
+
+
 def sample_stream(stream: Iterable[BookSnapshot | BookDiff | BookTop | Trade], cadence_ms: float, source: str,
-                  vol_halflife_s: float = 30.0) -> Samples:
-    """Replay market events through the engine's book and features; sample on the grid."""
+                  vol_halflife_s: float = 30.0, alpha: OnlineAlpha | None = None) -> Samples:
+    """Replay market events through the engine's book and features; sample on the grid. With `alpha` (default:
+    the engine's, `online_alpha_for()`), the online alpha learns along the way as in the engine (one update per
+    venue timestamp, after all its events, like the engine's one per batch) and its prediction at each grid
+    point is kept in `online_alpha_bps`."""
     book = L2Book()
     feats = FeatureEngine(vol_halflife_s=vol_halflife_s)
     sampler = GridSampler(cadence_ms)
+    alpha = alpha if alpha is not None else online_alpha_for()
+    alphas: list[float] = []
+    cur_alpha = 0.0
+    pending_ts = -1  # a timestamp whose events changed the market and the alpha has not observed yet
     for ev in stream:
-        sampler.advance(ev.ts_ns)
+        ts = ev.ts_ns
+        if pending_ts >= 0 and ts != pending_ts:
+            cur_alpha = _observe(alpha, feats, book, pending_ts)
+            pending_ts = -1
+        n = sampler.advance(ts)
+        if n:
+            alphas.extend([cur_alpha] * n)
         if isinstance(ev, Trade):
             feats.on_trade(ev)
         else:
@@ -73,16 +100,40 @@ def sample_stream(stream: Iterable[BookSnapshot | BookDiff | BookTop | Trade], c
             else:
                 ok = book.apply_diff(ev)
             if ok:
-                feats.on_book(book, ev.ts_ns)
+                feats.on_book(book, ts)
         sampler.update(feats, book)
+        pending_ts = ts
     x = np.array(sampler.rows, dtype=np.float32).reshape(-1, N_INPUTS)
     return Samples(source, np.array(sampler.times, dtype=np.int64), x, np.array(sampler.mids, dtype=np.float64),
-                   cadence_ms, {"book_rejects": dict(book.rejects)})
+                   cadence_ms, {"book_rejects": dict(book.rejects), "online_alpha": alpha.scores()},
+                   np.array(alphas, dtype=np.float64))
 
 
-def samples_from_events(es: EventSet, cadence_ms: float) -> Samples:
-    s = sample_stream(_market_events(es.events), cadence_ms, es.source)
+def _observe(alpha: OnlineAlpha, feats: FeatureEngine, book: L2Book, ts: int) -> float:
+    """The engine's per-batch step: the alpha sees the market state (when usable) and predicts from it."""
+    if feats.ready and book.two_sided() and not book.stale:
+        mid = book.mid_ticks()
+        x = alpha_inputs(feats.values, mid)
+        alpha.observe(ts, x, mid)
+        return alpha.predict(x)
+    return 0.0
+
+
+def samples_from_events(es: EventSet, cadence_ms: float, source: str | None = None) -> Samples:
+    """A recording sampled as the engine sees it. The source is named after the reader (binance-spot, bitstamp,
+    ...); FlashMM's own recordings after what they hold: `sim-trading-PRESET-seedN` when FlashMM traded in them
+    (`flashmm record --trade`), `flashmm-seedN` for the market alone."""
+    if source is None:
+        source = es.source
+        if es.source == "flashmm":
+            kind = "sim-trading" if es.meta.get("engine_trading") else "flashmm"
+            if es.meta.get("preset"):
+                kind += f"-{es.meta['preset']}"
+            source = f"{kind}-seed{es.meta['seed']}" if "seed" in es.meta else kind
+    s = sample_stream(_market_events(es.events), cadence_ms, source)
     s.meta.update({"files": es.files, "symbol": es.instrument.symbol})
+    if es.meta.get("engine_trading"):
+        s.meta["engine"] = es.meta.get("engine")
     return s
 
 
@@ -100,9 +151,29 @@ def sim_events(seconds: float, seed: int, cfg: SimConfig | None = None,
                 yield ev
 
 
-def samples_from_sim(seconds: float, seed: int, cadence_ms: float) -> Samples:
-    s = sample_stream(sim_events(seconds, seed), cadence_ms, f"sim-seed{seed}")
-    s.meta.update({"seconds": seconds, "seed": seed, "symbol": "SEI/USDC"})
+def samples_from_sim(seconds: float, seed: int, cadence_ms: float, preset: str | None = None) -> Samples:
+    """The simulated market alone ([sim] defaults of `preset`, default the default preset), named
+    `sim-PRESET-seedN`."""
+    cfg = SimConfig(preset=preset) if preset else SimConfig()
+    s = sample_stream(sim_events(seconds, seed, cfg), cadence_ms, f"sim-{cfg.preset}-seed{seed}")
+    s.meta.update({"seconds": seconds, "seed": seed, "symbol": "SEI/USDC", "preset": cfg.preset})
+    return s
+
+
+def samples_from_sim_trading(seconds: float, seed: int, cadence_ms: float, cfg: Any = None,
+                             preset: str | None = None) -> Samples:
+    """The simulated market with FlashMM's engine trading in it (configuration `cfg`, default the built-in
+    one; `preset` replaces its [sim] by that preset's market), recorded in memory as `flashmm record --trade`
+    records it, then sampled: the book with our orders. Named `sim-trading-PRESET-seedN`."""
+    from flashmm.config import Config
+    from flashmm.data.record import record_trading
+
+    cfg = cfg if cfg is not None else Config()
+    if preset:
+        cfg = cfg.model_copy(update={"sim": SimConfig(preset=preset)})
+    es = record_trading(cfg, seconds, seed)
+    s = samples_from_events(es, cadence_ms, f"sim-trading-{cfg.sim.preset}-seed{seed}")
+    s.meta.update({"seconds": seconds, "seed": seed, "preset": cfg.sim.preset})
     return s
 
 

@@ -1,23 +1,33 @@
-"""Scores of a direction model on labelled windows, with the baselines it has to beat.
+"""Scores of a prediction model on labelled windows, with the baselines it has to beat.
 
-`evaluate(model_or_probs, dataset)` returns one dict:
-- `directional_accuracy`: on the samples whose TRUE move is not flat, the share where the predicted
-  direction (p_up > p_down: up, p_down > p_up: down) is the true one. A tie (p_up == p_down, e.g. a
-  baseline with no view) counts half: the expected score of a coin toss. `n_directional` says on how many.
-- `directional_accuracy_when_called`: the same, only where the model calls a direction (argmax up or down),
-  the definition of the engine's live hit rate.
-- `accuracy` (3-class), `macro_f1`, `per_class` precision / recall / F1 / support, `confusion`
-  (rows = true, columns = predicted, order down, flat, up), `ece` (expected calibration error over 10
-  equal-width bins of the max probability) and `reliability` (the bins), `class_balance`, and
-  `signal_bps` (mean realised move in bps in the predicted direction, over all samples: what a unit
-  position in the model's direction would have earned before costs).
-- `baselines`: the same scores for always-flat, last-move persistence (the sign of the mid move over
-  the previous horizon; flat if inside the band or unknown) and a class-weighted multinomial logistic
-  regression on the imbalances (fit on `train`, scored on the evaluated slice).
+Two views of the same windows:
+
+The move view (what the strategy uses: the fair value shifts by the predicted move). Every predictor is a
+number per window whose sign is its direction: the model's expected move in bps (a direction model without
+one: p_up - p_down), the sign of the level-1 depth imbalance, a linear (ridge) regression of the move on the
+same inputs and a logistic regression on the same inputs and labels (p_up - p_down), both fit on the train
+slice, the engine's online alpha (its prequential predictions over the same stream, `dataset.sample_stream`),
+last-move persistence, and no view at all (majority class, always flat). `move_scores`:
+- `directional_accuracy`: on the windows whose mid changed over the horizon (`n_moves`), the share where the
+  predictor's sign is the move's; a zero prediction (no view) counts half, the expected score of a coin toss;
+- `ic`: Pearson correlation of the prediction with the realised move over every window;
+- `bps_per_window`: the realised move in the predicted direction, averaged over every window (a unit position
+  on the sign for one horizon, before costs; zero predictions trade nothing).
+95 % intervals come from a moving-block bootstrap (`block_bootstrap`): blocks of `BLOCK_S` seconds of
+consecutive windows (the windows overlap and the inputs are persistent, so single windows are not independent),
+resampled within each data set, the same draws for every predictor so that the differences model - baseline
+have paired intervals. "Beats by more than its interval" = the difference's interval lies above zero.
+
+The class view (the model's down / flat / up head): `scores` gives `accuracy` (3-class), `macro_f1`,
+`per_class` precision / recall / F1 / support, `confusion` (rows = true, columns = predicted, order down, flat,
+up), `ece` (expected calibration error over 10 equal-width bins of the max probability) and `reliability`,
+`class_balance`, `directional_accuracy` on the samples whose TRUE class is not flat (predicted direction =
+p_up vs p_down; a tie counts half), `directional_accuracy_when_called` (only where the argmax is up or down)
+and `signal_bps`.
 
 `EvalSet` carries what `dataset.Dataset` does not and evaluation needs: the past move for persistence, the
-source of each sample and the band. `eval_set`, `split_eval_set` and `concat_sets` build them from the
-dataset module's own `windows` / `time_split` / `concat`.
+online alpha, the source of each sample and the band. `eval_set`, `split_eval_set` and `concat_sets` build them
+from the dataset module's own `windows` / `time_split` / `concat`.
 """
 
 from __future__ import annotations
@@ -32,14 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from flashmm.config import Config
-from flashmm.model.inputs import CLASSES, MODEL_INPUTS
+from flashmm.config import SIM_PRESETS, Config
+from flashmm.model.inputs import CLASSES, MODEL_INPUTS, N_INPUTS
 from flashmm.research.dataset import (
     Dataset,
     Samples,
     concat,
     samples_from_events,
     samples_from_sim,
+    samples_from_sim_trading,
     time_split,
     windows,
 )
@@ -47,6 +58,10 @@ from flashmm.research.dataset import (
 DOWN, FLAT, UP = 0, 1, 2
 N_BINS = 10
 IMBALANCE_INPUTS = ("imbalance_1", "imbalance_3", "imbalance_5")
+BLOCK_S = 10.0  # bootstrap block: 10 s of consecutive windows
+BOOTSTRAP_REPS = 1000
+MIN_BLOCKS = 10  # fewer blocks than this: no interval (a percentile interval over a handful of blocks means little)
+MOVE_CLIP_BPS = 20.0  # the regression baselines (and the model) fit the move clipped to +-20 bps
 
 
 # ---- evaluation sets ----------------------------------------------------------------------------------
@@ -55,12 +70,18 @@ IMBALANCE_INPUTS = ("imbalance_1", "imbalance_3", "imbalance_5")
 @dataclass
 class EvalSet:
     """A `dataset.Dataset` plus, per sample, the mid move over the previous horizon (nan where the grid has
-    a hole) and the source name; and the band the labels were made with."""
+    a hole), the engine's online alpha at the window's end (nan where it was not computed) and the source name;
+    and the band the labels were made with."""
 
     data: Dataset
     past_move_bps: np.ndarray
     sources: np.ndarray  # str per sample
     band_bps: float
+    online_alpha_bps: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.online_alpha_bps is None:
+            self.online_alpha_bps = np.full(len(self.data.y), np.nan)
 
     def __len__(self) -> int:
         return len(self.data.y)
@@ -68,7 +89,7 @@ class EvalSet:
     def where(self, mask: np.ndarray) -> EvalSet:
         d = self.data
         return EvalSet(Dataset(d.x[mask], d.y[mask], d.times_ns[mask], d.move_bps[mask], d.source),
-                       self.past_move_bps[mask], self.sources[mask], self.band_bps)
+                       self.past_move_bps[mask], self.sources[mask], self.band_bps, self.online_alpha_bps[mask])
 
     def source_names(self) -> list[str]:
         return list(dict.fromkeys(self.sources.tolist()))
@@ -98,7 +119,11 @@ def past_moves(s: Samples, d: Dataset, horizon_steps: int) -> np.ndarray:
 
 
 def eval_set(s: Samples, d: Dataset, horizon_steps: int, band_bps: float, name: str | None = None) -> EvalSet:
-    return EvalSet(d, past_moves(s, d, horizon_steps), np.full(len(d.y), name or s.source, dtype=object), band_bps)
+    alpha = np.full(len(d.y), np.nan)
+    if s.online_alpha_bps is not None and len(d.y):
+        alpha = s.online_alpha_bps[np.searchsorted(s.times_ns, d.times_ns)]
+    return EvalSet(d, past_moves(s, d, horizon_steps), np.full(len(d.y), name or s.source, dtype=object), band_bps,
+                   alpha)
 
 
 def split_eval_set(e: EvalSet, fractions: tuple[float, float], embargo_ns: int) -> tuple[EvalSet, EvalSet, EvalSet]:
@@ -107,7 +132,7 @@ def split_eval_set(e: EvalSet, fractions: tuple[float, float], embargo_ns: int) 
     out = []
     for p in parts:
         mask = np.isin(e.data.times_ns, p.times_ns)
-        out.append(EvalSet(p, e.past_move_bps[mask], e.sources[mask], e.band_bps))
+        out.append(EvalSet(p, e.past_move_bps[mask], e.sources[mask], e.band_bps, e.online_alpha_bps[mask]))
     return out[0], out[1], out[2]
 
 
@@ -116,7 +141,8 @@ def concat_sets(parts: list[EvalSet]) -> EvalSet:
     if not parts:
         raise ValueError("no samples")
     return EvalSet(concat([p.data for p in parts]), np.concatenate([p.past_move_bps for p in parts]),
-                   np.concatenate([p.sources for p in parts]), parts[0].band_bps)
+                   np.concatenate([p.sources for p in parts]), parts[0].band_bps,
+                   np.concatenate([p.online_alpha_bps for p in parts]))
 
 
 # ---- baselines ----------------------------------------------------------------------------------------
@@ -131,12 +157,13 @@ def class_weights(y: np.ndarray) -> np.ndarray:
     return w
 
 
-class ImbalanceLogit:
-    """Multinomial logistic regression on the last row's depth imbalances, class-weighted like the model.
+class InputsLogit:
+    """Multinomial logistic regression on the last row's inputs (default: all of MODEL_INPUTS), class-weighted.
     Fit by full-batch gradient descent on standardised inputs (convex; numpy only)."""
 
-    def __init__(self, l2: float = 1e-4, iters: int = 400, lr: float = 1.0) -> None:
-        self.cols = [MODEL_INPUTS.index(c) for c in IMBALANCE_INPUTS]
+    def __init__(self, l2: float = 1e-4, iters: int = 400, lr: float = 1.0,
+                 inputs: tuple[str, ...] = MODEL_INPUTS) -> None:
+        self.cols = [MODEL_INPUTS.index(c) for c in inputs]
         self.l2, self.iters, self.lr = l2, iters, lr
         self.mu = np.zeros(len(self.cols))
         self.sd = np.ones(len(self.cols))
@@ -146,7 +173,7 @@ class ImbalanceLogit:
     def _z(self, x: np.ndarray) -> np.ndarray:
         return (x[:, -1, self.cols].astype(np.float64) - self.mu) / self.sd
 
-    def fit(self, d: Dataset) -> ImbalanceLogit:
+    def fit(self, d: Dataset) -> InputsLogit:
         xs = d.x[:, -1, self.cols].astype(np.float64)
         self.mu = xs.mean(0)
         self.sd = np.maximum(xs.std(0), 1e-9)
@@ -164,6 +191,42 @@ class ImbalanceLogit:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return _softmax(self._z(x) @ self.w + self.b)
+
+
+class ImbalanceLogit(InputsLogit):
+    """The logistic regression on the depth imbalances only (imbalance_1/3/5)."""
+
+    def __init__(self, l2: float = 1e-4, iters: int = 400, lr: float = 1.0) -> None:
+        super().__init__(l2, iters, lr, IMBALANCE_INPUTS)
+
+
+class LinearMove:
+    """Ridge regression of the move (bps, clipped to +-`clip_bps` as the model's target is) on the last row's
+    inputs, standardised on the training data; closed form."""
+
+    def __init__(self, ridge: float = 1.0, clip_bps: float = MOVE_CLIP_BPS) -> None:
+        self.ridge, self.clip_bps = ridge, clip_bps
+        self.mu = np.zeros(N_INPUTS)
+        self.sd = np.ones(N_INPUTS)
+        self.beta = np.zeros(N_INPUTS + 1)
+
+    def _z(self, x: np.ndarray) -> np.ndarray:
+        z = (x[:, -1, :].astype(np.float64) - self.mu) / self.sd
+        return np.column_stack([np.ones(len(z)), np.clip(z, -8, 8)])
+
+    def fit(self, d: Dataset) -> LinearMove:
+        last = d.x[:, -1, :].astype(np.float64)
+        self.mu = last.mean(0)
+        self.sd = np.maximum(last.std(0), 1e-9)
+        z = self._z(d.x)
+        reg = self.ridge * np.eye(N_INPUTS + 1)
+        reg[0, 0] = 0.0
+        y = np.clip(d.move_bps, -self.clip_bps, self.clip_bps)
+        self.beta = np.linalg.solve(z.T @ z + reg, z.T @ y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._z(x) @ self.beta if len(x) else np.zeros(0)
 
 
 def _softmax(a: np.ndarray) -> np.ndarray:
@@ -187,6 +250,122 @@ def persistence_probs(e: EvalSet) -> np.ndarray:
     pm = np.nan_to_num(e.past_move_bps, nan=0.0)
     cls = np.where(pm > e.band_bps, UP, np.where(pm < -e.band_bps, DOWN, FLAT))
     return _onehot(cls)
+
+
+# ---- the move view: directional accuracy, IC, bps traded on the sign, with block-bootstrap intervals -----
+
+_STATS = ("n", "moves", "hits", "p", "y", "pp", "yy", "py", "sy")
+
+
+def _sample_stats(pred: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """(n, 9) per-window sufficient statistics of `move_scores` (order `_STATS`)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    move = np.asarray(move, dtype=np.float64)
+    mv = move != 0.0
+    hit = np.where(pred == 0.0, 0.5, (np.sign(pred) == np.sign(move)).astype(np.float64)) * mv
+    return np.column_stack([np.ones(len(pred)), mv, hit, pred, move, pred * pred, move * move, pred * move,
+                            np.sign(pred) * move])
+
+
+def _metrics(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Directional accuracy, IC and bps per window from summed statistics (..., 9); nan where undefined."""
+    n, moves, hits, p, y, pp, yy, py, sy = (t[..., i] for i in range(len(_STATS)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(moves > 0, hits / moves, np.nan)
+        vp = pp / n - (p / n) ** 2
+        vy = yy / n - (y / n) ** 2
+        ok = (vp > 1e-12 * pp / n) & (vy > 1e-12 * yy / n)
+        ic = np.where(ok, (py / n - (p / n) * (y / n)) / np.sqrt(np.where(ok, vp * vy, 1.0)), np.nan)
+        bps = np.where(n > 0, sy / n, np.nan)
+    return acc, ic, bps
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def move_scores(pred: np.ndarray, move: np.ndarray) -> dict[str, Any]:
+    """The move view's point estimates for one predictor (see the module doc)."""
+    t = _sample_stats(pred, move).sum(0)
+    acc, ic, bps = _metrics(t)
+    return {"n": int(t[0]), "n_moves": int(t[1]), "directional_accuracy": _num(acc), "ic": _num(ic),
+            "bps_per_window": _num(bps), "called": float(np.mean(np.asarray(pred) != 0)) if len(pred) else None}
+
+
+def block_ids(times_ns: np.ndarray, sources: np.ndarray, block_s: float = BLOCK_S) -> np.ndarray:
+    """A block number per window: consecutive `block_s` seconds of one source share one."""
+    ids = np.zeros(len(times_ns), dtype=np.int64)
+    nxt = 0
+    step = int(block_s * 1e9)
+    for name in dict.fromkeys(sources.tolist()):
+        m = sources == name
+        t = times_ns[m]
+        b = (t - t.min()) // step
+        _, inv = np.unique(b, return_inverse=True)
+        ids[m] = inv + nxt
+        nxt += int(inv.max()) + 1 if len(inv) else 0
+    return ids
+
+
+def block_bootstrap(preds: dict[str, np.ndarray], move: np.ndarray, blocks: np.ndarray, strata: np.ndarray,
+                    reference: str | None = None, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict[str, Any]:
+    """Point estimates and 95 % percentile intervals of `move_scores` for every predictor, and of the paired
+    differences `reference` - each other predictor. Blocks are resampled with replacement within each stratum
+    (data set), keeping each stratum's number of blocks; every predictor sees the same draws."""
+    uniq_blocks = np.unique(blocks)
+    nb = len(uniq_blocks)
+    bidx = np.searchsorted(uniq_blocks, blocks)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((reps, nb))
+    block_stratum = np.empty(nb, dtype=object)
+    block_stratum[bidx] = strata
+    rows = np.arange(reps)[:, None]
+    for name in dict.fromkeys(block_stratum.tolist()):
+        members = np.flatnonzero(block_stratum == name)
+        draw = members[rng.integers(0, len(members), size=(reps, len(members)))]
+        np.add.at(counts, (np.broadcast_to(rows, draw.shape), draw), 1.0)
+
+    def per_block(pred: np.ndarray) -> np.ndarray:
+        st = _sample_stats(pred, move)
+        out = np.zeros((nb, st.shape[1]))
+        np.add.at(out, bidx, st)
+        return out
+
+    stats = {k: per_block(v) for k, v in preds.items()}
+    rep_metrics = {k: _metrics(counts @ b) for k, b in stats.items()}
+
+    def ci(a: np.ndarray) -> list[float | None] | None:
+        a = a[np.isfinite(a)]
+        if nb < MIN_BLOCKS or len(a) < 0.9 * reps:  # too few blocks to resample, or undefined too often
+            return None
+        return [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]
+
+    out: dict[str, Any] = {"reps": reps, "n_blocks": nb, "predictors": {}, "differences": {}}
+    for k, v in preds.items():
+        sc = move_scores(v, move)
+        acc, ic, bps = rep_metrics[k]
+        sc.update(directional_accuracy_ci95=ci(acc), ic_ci95=ci(ic), bps_per_window_ci95=ci(bps))
+        out["predictors"][k] = sc
+    if reference is not None and reference in preds:
+        ra, ri, rb = rep_metrics[reference]
+        ref = out["predictors"][reference]
+        for k in preds:
+            if k == reference:
+                continue
+            a, i, b = rep_metrics[k]
+            o = out["predictors"][k]
+
+            def diff(x: float | None, y: float | None) -> float | None:
+                return None if x is None or y is None else x - y
+
+            d = {"directional_accuracy": diff(ref["directional_accuracy"], o["directional_accuracy"]),
+                 "directional_accuracy_ci95": ci(ra - a), "ic": diff(ref["ic"], o["ic"]), "ic_ci95": ci(ri - i),
+                 "bps_per_window": diff(ref["bps_per_window"], o["bps_per_window"]),
+                 "bps_per_window_ci95": ci(rb - b)}
+            d["beats"] = all(d[f"{m}_ci95"] is not None and d[f"{m}_ci95"][0] > 0
+                             for m in ("directional_accuracy", "ic"))
+            out["differences"][k] = d
+    return out
 
 
 # ---- metrics ------------------------------------------------------------------------------------------
@@ -264,8 +443,9 @@ def scores(probs: np.ndarray, y: np.ndarray, move_bps: np.ndarray | None = None)
 
 
 def predict(model_or_probs: Any, x: np.ndarray) -> np.ndarray:
-    """Probabilities from an (n, 3) array, a LoadedModel (predict_proba_batch), anything with
-    predict_proba over a batch, or a torch module that outputs probabilities (e.g. artifact.Standardised)."""
+    """Outputs from an (n, 3) or (n, 4) array, a LoadedModel (predict_proba_batch), anything with
+    predict_proba over a batch, or a torch module that outputs them (e.g. artifact.Standardised): three
+    probabilities (down, flat, up) and, for a model that has one, the expected move in bps."""
     if isinstance(model_or_probs, np.ndarray):
         p = model_or_probs
     elif hasattr(model_or_probs, "predict_proba_batch"):
@@ -286,9 +466,50 @@ def predict(model_or_probs: Any, x: np.ndarray) -> np.ndarray:
             mod.train()
         p = np.concatenate(outs) if outs else np.zeros((0, len(CLASSES)), np.float32)
     p = np.asarray(p, dtype=np.float64)
-    if p.shape != (len(x), len(CLASSES)):
-        raise ValueError(f"probabilities of shape {p.shape}, expected ({len(x)}, {len(CLASSES)})")
+    if p.ndim != 2 or p.shape[0] != len(x) or p.shape[1] not in (len(CLASSES), len(CLASSES) + 1):
+        raise ValueError(f"outputs of shape {p.shape}, expected ({len(x)}, {len(CLASSES)}) or ({len(x)}, "
+                         f"{len(CLASSES) + 1})")
     return p
+
+
+def model_move(out: np.ndarray) -> np.ndarray:
+    """The model's move prediction: its expected move in bps, or p_up - p_down for a direction model."""
+    return out[:, 3].copy() if out.shape[1] > len(CLASSES) else out[:, UP] - out[:, DOWN]
+
+
+def imbalance_sign(x: np.ndarray) -> np.ndarray:
+    return np.sign(x[:, -1, MODEL_INPUTS.index("imbalance_1")].astype(np.float64)) if len(x) else np.zeros(0)
+
+
+MOVE_LABELS = {"model": "model", "imbalance_sign": "sign of imbalance", "linear_regression": "linear regression",
+               "logistic": "logistic regression", "online_alpha": "online alpha", "persistence": "persistence"}
+
+
+def move_predictors(out: np.ndarray, e: EvalSet, linear: LinearMove | None = None,
+                    logit: InputsLogit | None = None) -> dict[str, np.ndarray]:
+    """Every predictor of the move view on `e`'s windows (see the module doc); the online alpha only where it
+    was computed for every window."""
+    d = e.data
+    preds = {"model": model_move(out), "imbalance_sign": imbalance_sign(d.x)}
+    if linear is not None:
+        preds["linear_regression"] = linear.predict(d.x)
+    if logit is not None:
+        p = logit.predict_proba(d.x)
+        preds["logistic"] = p[:, UP] - p[:, DOWN]
+    if len(e) and np.all(np.isfinite(e.online_alpha_bps)):
+        preds["online_alpha"] = e.online_alpha_bps.astype(np.float64)
+    preds["persistence"] = np.nan_to_num(e.past_move_bps, nan=0.0)
+    return preds
+
+
+def move_view(out: np.ndarray, e: EvalSet, linear: LinearMove | None = None, logit: InputsLogit | None = None,
+              block_s: float = BLOCK_S, reps: int = BOOTSTRAP_REPS) -> dict[str, Any]:
+    """`block_bootstrap` of every move predictor on `e`, the model as the reference of the differences."""
+    preds = move_predictors(out, e, linear, logit)
+    blocks = block_ids(e.data.times_ns, e.sources, block_s)
+    res = block_bootstrap(preds, e.data.move_bps, blocks, e.sources, reference="model", reps=reps)
+    res["block_s"] = block_s
+    return res
 
 
 def _compact(s: dict[str, Any]) -> dict[str, Any]:
@@ -298,22 +519,27 @@ def _compact(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(model_or_probs: Any, dataset: Dataset | EvalSet, *, train: Dataset | EvalSet | None = None,
-             logit: ImbalanceLogit | None = None, baselines: bool = True, per_source: bool = False,
-             majority: int | None = None) -> dict[str, Any]:
-    """Scores of a model (or its probabilities, rows aligned with `dataset`) on `dataset`, see the module doc.
+             logit: InputsLogit | None = None, linear: LinearMove | None = None, baselines: bool = True,
+             per_source: bool = False, majority: int | None = None, move: bool = True,
+             reps: int = BOOTSTRAP_REPS) -> dict[str, Any]:
+    """Scores of a model (or its outputs, rows aligned with `dataset`) on `dataset`, see the module doc.
 
-    Baselines: always-flat and the sign of the level-1 depth imbalance always; the majority class of the
-    training labels when `majority` (or `train`) is given; persistence when `dataset` is an EvalSet (it needs
-    the past mids); the imbalance logistic regression when `train` (fit there) or a fitted `logit` is given. `per_source`
-    (EvalSet only) adds the same dict per source under `sources`."""
+    Class view (top level): the model's head; baselines always-flat and the sign of the level-1 depth imbalance
+    always; the majority class of the training labels when `majority` (or `train`) is given; persistence when
+    `dataset` is an EvalSet (it needs the past mids); the logistic regression on the model's inputs when `train`
+    (fit there) or a fitted `logit` is given. Move view (`move`, EvalSet only, when `move` is true): every move
+    predictor with bootstrap intervals and the model's differences from each; the linear regression when `train`
+    or a fitted `linear` is given. `per_source` (EvalSet only) adds the same dict per source under `sources`."""
     e = dataset if isinstance(dataset, EvalSet) else None
     d = dataset.data if isinstance(dataset, EvalSet) else dataset
-    probs = predict(model_or_probs, d.x)
+    outputs = predict(model_or_probs, d.x)
+    probs = outputs[:, : len(CLASSES)]
     out = scores(probs, d.y, d.move_bps)
-    if logit is None and train is not None:
+    if train is not None:
         td = train.data if isinstance(train, EvalSet) else train
         if len(td.y):
-            logit = ImbalanceLogit().fit(td)
+            logit = logit if logit is not None else InputsLogit().fit(td)
+            linear = linear if linear is not None else LinearMove().fit(td)
     if majority is None and train is not None:
         td = train.data if isinstance(train, EvalSet) else train
         if len(td.y):
@@ -327,33 +553,51 @@ def evaluate(model_or_probs: Any, dataset: Dataset | EvalSet, *, train: Dataset 
         if e is not None:
             bl["persistence"] = _compact(scores(persistence_probs(e), d.y, d.move_bps))
         if logit is not None:
-            bl["logistic_imbalance"] = _compact(scores(logit.predict_proba(d.x), d.y, d.move_bps))
+            bl["logistic"] = _compact(scores(logit.predict_proba(d.x), d.y, d.move_bps))
         out["baselines"] = bl
+    if move and e is not None and len(e):
+        out["move"] = move_view(outputs, e, linear if baselines else None, logit if baselines else None, reps=reps)
     if per_source and e is not None:
         out["sources"] = {}
         for name in e.source_names():
             m = e.sources == name
-            out["sources"][name] = evaluate(probs[m], e.where(m), logit=logit, baselines=baselines, majority=majority)
+            out["sources"][name] = evaluate(outputs[m], e.where(m), logit=logit, linear=linear, baselines=baselines,
+                                            majority=majority, move=move, reps=reps)
     return out
 
 
 # ---- scoring a model file on data (flashmm eval-model) ------------------------------------------------
 
 
+def is_real(source: str) -> bool:
+    """A recorded market (not the simulator, with or without FlashMM trading in it)."""
+    return not str(source).startswith(("sim-", "sim:", "flashmm"))
+
+
 def source_samples(spec: str, cadence_ms: float, cache_dir: str | os.PathLike | None,
                    cfg: Config | None = None) -> Samples:
-    """A data path (file or folder of one data set), or `sim:SECONDS:SEED` for the simulated market. With
-    `cfg`, recordings load as the configuration says ([replay].symbol, instruments_file, [instrument]).
-    A data set that yields no sample is a DataError saying so, not an empty result."""
+    """A data path (file or folder of one data set), `sim:SECONDS:SEED[:PRESET]` for the simulated market, or
+    `sim-trading:SECONDS:SEED[:PRESET]` for the simulated market with FlashMM's engine trading in it (the book
+    with our orders, as `flashmm record --trade` records it; the engine runs with `cfg`, default the built-in
+    configuration). PRESET: a simulator preset (thin, deep), default the configured (or default) one. With `cfg`, recordings load as the configuration says ([replay].symbol, instruments_file,
+    [instrument]). A data set that yields no sample is a DataError saying so, not an empty result."""
     from flashmm.data.readers import DataError
 
-    if spec.startswith("sim:"):
+    if spec.startswith(("sim:", "sim-trading:")):
+        parts = spec.split(":")
         try:
-            _, secs, seed = spec.split(":")
-            seconds, seed_n = float(secs), int(seed)
+            if len(parts) not in (3, 4):
+                raise ValueError
+            kind, seconds, seed_n = parts[0], float(parts[1]), int(parts[2])
         except ValueError:
-            raise DataError(f"{spec}: expected sim:SECONDS:SEED") from None
-        s = samples_from_sim(seconds, seed_n, cadence_ms)
+            raise DataError(f"{spec}: expected sim:SECONDS:SEED[:PRESET] or sim-trading:SECONDS:SEED[:PRESET]") from None
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise DataError(f"{spec}: SECONDS must be a positive number")
+        preset = parts[3] if len(parts) == 4 else None
+        if preset is not None and preset not in SIM_PRESETS:
+            raise DataError(f"{spec}: unknown simulator preset {preset!r} (one of {', '.join(SIM_PRESETS)})")
+        s = (samples_from_sim(seconds, seed_n, cadence_ms, preset) if kind == "sim"
+             else samples_from_sim_trading(seconds, seed_n, cadence_ms, cfg, preset))
     else:
         from flashmm.data.loader import load_configured, load_events
 
@@ -366,13 +610,14 @@ def source_samples(spec: str, cadence_ms: float, cache_dir: str | os.PathLike | 
 
 
 def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: str | os.PathLike | None = None,
-               json_out: str | os.PathLike | None = None, *, part: str = "test", cfg: Config | None = None
-               ) -> dict[str, Any]:
-    """Score a model file on each data set (a path, or `sim:SECONDS:SEED`) and on all of them pooled.
+               json_out: str | os.PathLike | None = None, *, part: str = "test", cfg: Config | None = None,
+               reps: int = BOOTSTRAP_REPS) -> dict[str, Any]:
+    """Score a model file on each data set (a path, `sim:SECONDS:SEED` or `sim-trading:SECONDS:SEED`), on all
+    of them pooled, and on the recorded (real) data sets pooled when there are both kinds.
 
     `part`: "test" scores the last slice of each data set under the model's own time split (the slice its
-    training held back, if it was trained on this data), "all" scores every window. The logistic
-    baseline is fit on the train slice of the same data. Writes `json_out` when given."""
+    training held back, if it was trained on this data), "val" the validation slice, "all" every window. The
+    regression baselines are fit on the train slice of the same data. Writes `json_out` when given."""
     from flashmm.model.artifact import load
 
     if part not in ("test", "val", "all"):
@@ -400,11 +645,13 @@ def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: 
         trains.append(tr)
     pooled = concat_sets(scored)
     train_all = concat_sets(trains).data
-    logit = ImbalanceLogit().fit(train_all)
+    logit = InputsLogit().fit(train_all)
+    linear = LinearMove().fit(train_all)
     majority = int(np.bincount(train_all.y, minlength=len(CLASSES)).argmax())
-    res = evaluate(m, pooled, logit=logit, per_source=True, majority=majority)
+    res = evaluate(m, pooled, logit=logit, linear=linear, per_source=True, majority=majority, reps=reps)
     result = {
         "model": {"path": str(m.path), "sha256": m.sha256, "architecture": meta.get("architecture"),
+                  "format_version": meta.get("format_version"), "expected_move": m.has_expected_move,
                   "file_bytes": meta.get("file_bytes"), "window": window, "cadence_ms": cadence,
                   "horizon_s": meta.get("horizon_s"), "band_bps": band,
                   "val_directional_accuracy": meta.get("val_directional_accuracy")},
@@ -412,7 +659,12 @@ def eval_model(model_path: str | os.PathLike, data_paths: list[str], cache_dir: 
         "part": part,
         "pooled": {k: v for k, v in res.items() if k != "sources"},
         "sources": res["sources"],
+        "groups": {},
     }
+    real = np.array([is_real(n) for n in pooled.sources], dtype=bool)
+    if real.any() and not real.all():
+        g = evaluate(m, pooled.where(real), logit=logit, linear=linear, majority=majority, reps=reps)
+        result["groups"]["real"] = g
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=1))
@@ -427,38 +679,80 @@ def directional_ci95(acc: float | None, n: int) -> tuple[float, float] | None:
     return acc - half, acc + half
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _ci_s(ci: list[float] | None, fmt: str, scale: float = 1.0) -> str:
+    return f" [{format(ci[0] * scale, fmt)}, {format(ci[1] * scale, fmt)}]" if ci else ""
+
+
+def _val(x: float | None, fmt: str, scale: float = 1.0) -> str:
+    return "n/a" if x is None else format(x * scale, fmt)
+
+
 def report_lines(result: dict[str, Any]) -> list[str]:
-    """eval-model's plain report: the model and every baseline on the same windows, pooled and per source."""
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.1%}"
+    """eval-model's plain report: the model and every baseline on the same windows, pooled, on the recorded data
+    sets pooled, and per data set; then the model's paired differences from each baseline ('beats' when the
+    intervals of both the directional accuracy and the IC differences lie above zero)."""
+    labels = {"imbalance_sign": "sign of imbalance", "linear_regression": "linear regression",
+              "logistic": "logistic regression", "online_alpha": "online alpha", "persistence": "persistence",
+              "majority_class": "majority class", "always_flat": "always flat"}
+
+    def move_part(p: dict[str, Any] | None) -> str:
+        if p is None:
+            return ""
+        return (f"directional {_pct(p['directional_accuracy'])}{_ci_s(p.get('directional_accuracy_ci95'), '.1%')}   "
+                f"IC {_val(p['ic'], '+.3f')}{_ci_s(p.get('ic_ci95'), '+.3f')}   "
+                f"sign {_val(p['bps_per_window'], '+.3f')} bps{_ci_s(p.get('bps_per_window_ci95'), '+.3f')}")
+
+    def class_part(c: dict[str, Any] | None) -> str:
+        if c is None:
+            return ""
+        return f"   accuracy {_pct(c['accuracy'])}   macro-F1 {c['macro_f1']:.3f}"
 
     def block(name: str, s: dict[str, Any]) -> list[str]:
-        ci = directional_ci95(s["directional_accuracy"], s["n_directional"])
-        ci_s = f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
-        out = [f"{name}: {s['n']:,} windows, {s['n_directional']:,} with a move beyond the band",
-               f"  model                   directional {pct(s['directional_accuracy'])}{ci_s}   accuracy "
-               f"{pct(s['accuracy'])}   macro-F1 {s['macro_f1']:.3f}"]
-        names = {"imbalance_sign": "sign of imbalance", "logistic_imbalance": "logistic regression",
-                 "majority_class": "majority class", "always_flat": "always flat", "persistence": "persistence"}
-        for key, label in names.items():
-            b = s.get("baselines", {}).get(key)
-            if b is None:
+        mv = s.get("move", {})
+        preds = mv.get("predictors", {})
+        n_moves = preds.get("model", {}).get("n_moves")
+        out = [f"{name}: {s['n']:,} windows, {s['n_directional']:,} with a move beyond the band"
+               + (f", {n_moves:,} with a mid change" if n_moves is not None else "")]
+        model_p = preds.get("model")
+        head = move_part(model_p) if model_p else f"directional {_pct(s['directional_accuracy'])}"
+        out.append(f"  {'model':<24}{head}{class_part(s)}")
+        bl = s.get("baselines", {})
+        for key, label in labels.items():
+            p, c = preds.get(key), bl.get(key)
+            if p is None and c is None:
                 continue
-            extra = f" ({b['class']})" if "class" in b else ""
-            out.append(f"  {(label + extra):<24}directional {pct(b['directional_accuracy'])}   accuracy "
-                       f"{pct(b['accuracy'])}   macro-F1 {b['macro_f1']:.3f}")
+            extra = f" ({c['class']})" if c and "class" in c else ""
+            body = move_part(p) if p else f"directional {_pct(c['directional_accuracy'])}"
+            out.append(f"  {(label + extra):<24}{body}{class_part(c)}")
+        for key, d in mv.get("differences", {}).items():
+            out.append(f"  {('model - ' + labels.get(key, key)):<34}directional "
+                       f"{_val(d['directional_accuracy'], '+.1f', 100)} pts{_ci_s(d['directional_accuracy_ci95'], '+.1f', 100)}"
+                       f"   IC {_val(d['ic'], '+.3f')}{_ci_s(d['ic_ci95'], '+.3f')}   sign "
+                       f"{_val(d['bps_per_window'], '+.3f')} bps{_ci_s(d['bps_per_window_ci95'], '+.3f')}"
+                       f"   {'BEATS' if d['beats'] else 'does not beat'}")
         return out
 
     lines = block(f"pooled ({result['part']} slice)", result["pooled"])
+    for gname, g in result.get("groups", {}).items():
+        lines += block(f"{gname} data sets pooled ({result['part']} slice)", g)
     for name, s in result["sources"].items():
         lines += block(name, s)
+    mv = result["pooled"].get("move")
+    if mv:
+        lines.append(f"(95 % intervals: moving-block bootstrap, {mv['block_s']:g} s blocks resampled within each data "
+                     f"set, {mv['reps']} replicates; 'sign' = bps of the realised move per window traded on the "
+                     "prediction's sign, before costs)")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flashmm.research.evaluate", description="score a model file on data")
     ap.add_argument("--model", required=True)
-    ap.add_argument("--data", nargs="+", required=True, help="data set paths, or sim:SECONDS:SEED")
+    ap.add_argument("--data", nargs="+", required=True, help="data set paths, sim:SECONDS:SEED or sim-trading:SECONDS:SEED")
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--part", default="test", choices=("test", "val", "all"))
