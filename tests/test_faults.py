@@ -775,7 +775,9 @@ def _sei_env(tmp_path: Path, node, name: str, **extra: str) -> dict[str, str]:
                 "FLASHMM_SEI__RECONNECT_MIN_S": "0.1", "FLASHMM_SEI__RECONNECT_MAX_S": "0.5",
                 "FLASHMM_SEI__ENDPOINT_COOLDOWN_S": "0.3", "FLASHMM_RISK__BREAKER_COOLDOWN_S": "1.0",
                 "FLASHMM_RUN__STATUS_INTERVAL_S": "0.2",
-                "FLASHMM_RUN__LOCK_DIR": json.dumps(str(tmp_path / "locks")), **extra})
+                "FLASHMM_RUN__LOCK_DIR": json.dumps(str(tmp_path / "locks")),
+                # each daemon its own control socket (two hosts' daemons never share one; a live socket is refused)
+                "FLASHMM_CONTROL__SOCKET": json.dumps(str(tmp_path / f"run-{name}" / "flashmm.sock")), **extra})
     return env
 
 
