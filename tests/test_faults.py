@@ -980,9 +980,10 @@ def test_with_the_disk_full_controls_and_exit_still_cancel_and_confirm(tmp_path,
     assert s["breakers"]["io"]["trips"] >= 1 and str(audit) in s["breakers"]["io"]["reason"]
     assert audit.read_bytes() == audit_before  # nothing could be appended
     not_written = [json.loads(x) for x in r.stderr.splitlines() if '"audit_not_written"' in x]
-    assert [x["entry"]["action"] for x in not_written] == ["pause", "resume", "kill"]
+    # the shutdown path's own entry could not be written either; it went to stderr like the others
+    assert [x["entry"]["action"] for x in not_written] == ["pause", "resume", "kill", "shutdown"]
     sinks = seen["sinks"]
-    assert sinks["audit"]["errors"] >= 3 and sinks["audit"]["redirected"] == 3
+    assert sinks["audit"]["errors"] >= 4 and sinks["audit"]["redirected"] == 4
     assert sinks["log"]["errors"] >= 1 and sinks["log"]["redirected"] >= 1 and sinks["log"]["lost"] == 0
     assert "log_sink_failed" in r.stderr
     safe = ("log and audit files at a size limit (EFBIG): pause, resume, kill act and the venue confirms every cancel; "
@@ -999,8 +1000,10 @@ def test_with_the_audit_disk_full_the_console_pause_and_kill_keys_still_act(figu
     """The console with its audit log on /dev/full (every write ENOSPC, a full disk): `p` pauses and the
     venue confirms the cancels, `ctrl+k` kills; the console stays up, shows the io breaker, and the
     entries wait in memory (pressing `p` used to crash the whole console from audit.write)."""
+    from flashmm.control.commands import LocalControl
     from tests.conftest import _continue, make_engine
     from tui.app import FlashMMApp
+    from tui.source import LocalSource
 
     async def go() -> dict[str, float]:
         engine, venue = make_engine(seed=7, audit_path="/dev/full")
@@ -1008,7 +1011,7 @@ def test_with_the_audit_disk_full_the_console_pause_and_kill_keys_still_act(figu
         engine.start_ns = engine.clock.now_ns()
         engine.mode = Mode.RUNNING
         await _continue(engine, 30)
-        app = FlashMMApp(engine, live=False)
+        app = FlashMMApp(LocalSource(LocalControl(engine)), live=False)
         def resting() -> list:
             return [o for o in engine.oms.orders.values() if o.order_type is OrderType.LIMIT]
 
