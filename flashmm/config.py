@@ -286,7 +286,7 @@ class StrategyConfig(_Section):
     alpha_horizon_s: float = Field(1.0, gt=0, description="Horizon of the online alpha's target (the mid's move), seconds.")
     alpha_halflife_s: float = Field(600.0, gt=0, description="Half-life of the online alpha's memory, seconds of venue time.")
     alpha_cap_bps: float = Field(3.0, ge=0, description="Largest fair-value shift the alpha may make, bps.")
-    alpha_weight: float = Field(1.5, ge=0, description="Multiplier of the alpha in the fair value (0 = the mid).")
+    alpha_weight: float = Field(1.0, ge=0, description="Multiplier of the alpha in the fair value (0 = the mid).")
     imbalance_alpha_bps: float = Field(0.5, ge=0, description="With alpha = \"imbalance\": bps of fair-value shift per unit of level-1 depth imbalance.")
     half_spread: Literal["measured", "glft"] = Field(
         "measured", description="measured: the tightest distance at which passive quotes on this market's tape earned min_realised_edge_bps of realised spread (core/calibration.py VirtualFills; never tighter than GLFT; GLFT + the adverse-selection term until a distance is measured); glft: GLFT + the adverse-selection term.")
