@@ -302,7 +302,7 @@ class StrategyConfig(_Section):
     calibrate_intensity: bool = Field(True, description="Fit A and k from the market's trades online (bounded by a quarter and four times arrival_intensity / arrival_decay); false = the configured values.")
     intensity_halflife_s: float = Field(300.0, gt=0, description="Half-life of the trade-intensity fit, seconds of venue time.")
     volatility_model: Literal["ewma", "garch"] = Field("ewma", description="Short volatility of the regime detector: ewma, or garch (GARCH(1,1) targeting the long variance).")
-    volatile_widen: float = Field(4.0, ge=1, description="Half-spread multiplier while the regime is volatile (1 = no change).")
+    volatile_widen: float = Field(2.5, ge=1, description="Half-spread multiplier while the regime is volatile (1 = no change).")
     max_improve_ticks: int = Field(1, ge=-1, description="A quote inside the market's spread betters the market's best by at most this many ticks (0 = join it; -1 = no cap).")
     post_only: bool = Field(True, description="Never quote through the opposite best price.")
     quote_interval_ms: float = Field(0.0, ge=0, description="Least venue time between quote cycles; 0 = every market update.")
