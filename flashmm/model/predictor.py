@@ -125,9 +125,10 @@ class ModelPredictor:
         self.errors = 0
         self._rows_version = 0  # bumps whenever the window changes
         self._cached: tuple[int, Prediction] | None = None
-        # computed after the orders went out: the answer for the window as it will be if the next grid point
-        # records the current state (version, that state, prediction)
-        self._speculative: tuple[int, np.ndarray, Prediction] | None = None
+        # computed after the orders went out: the answers for the window as it will be if the next k grid points
+        # all record the current state (they do, unless the market moves first), for the likeliest k and k + 1
+        # (a 400 ms block on a 250 ms grid passes one or two points): [(version, that state, prediction)]
+        self._speculative: list[tuple[int, np.ndarray, Prediction]] = []
         self.speculative_hits = 0
         self._last_cycle_ns = -1
         self._cycle_ns = 0.0  # running interval between quote cycles
@@ -160,15 +161,17 @@ class ModelPredictor:
             return None  # warming up
         if self._cached is not None and self._cached[0] == self._rows_version:
             return self._cached[1]  # same window, same answer: the model runs once per grid step
-        spec = self._speculative
-        if spec is not None and spec[0] == self._rows_version and np.array_equal(self._rows[-1], spec[1]):
-            pred = spec[2]  # computed off the hot path after the last cycle, for exactly this window
-            self.speculative_hits += 1
-        else:
+        pred = None
+        for version, state, answer in self._speculative:
+            if version == self._rows_version and np.array_equal(self._rows[-1], state):
+                pred = answer  # computed off the hot path after the last cycle, for exactly this window
+                self.speculative_hits += 1
+                break
+        if pred is None:
             for i, row in enumerate(self._rows):
                 self._buf[i] = row
             pred = self._prediction(self.model.predict_proba(self._buf))
-        self._speculative = None
+        self._speculative = []
         self.predictions += 1
         if self.has_move:
             if pred.expected_move_bps:  # a call (zero is none): score it after the horizon
@@ -188,14 +191,22 @@ class ModelPredictor:
         self._last_cycle_ns = now_ns
         if self._cycle_ns > 0 and self._next_ns - now_ns > 1.5 * self._cycle_ns:
             return  # the window will not change by the next cycle: the cached answer serves it
-        if book.stale or not book.two_sided() or not features.ready or len(self._rows) < self.window - 1:
+        if book.stale or not book.two_sided() or not features.ready or self._next_ns < 0:
             return
+        # grid points likely to pass before the next cycle (each records the same state): k and k + 1
+        k = 1 if self._cycle_ns <= 0 else max(1, int((now_ns + self._cycle_ns - self._next_ns) // self.cadence_ns) + 1)
         state = np.zeros(N_INPUTS, dtype=np.float32)
         model_inputs(features.values, book.mid_ticks(), state)
-        rows = list(self._rows)[-(self.window - 1):] + [state]
-        for i, row in enumerate(rows):
-            self._buf[i] = row
-        self._speculative = (self._rows_version + 1, state, self._prediction(self.model.predict_proba(self._buf)))
+        rows = list(self._rows)
+        self._speculative = []
+        for steps in (k, k + 1):
+            if steps > self.window or len(rows) < self.window - steps:
+                continue
+            window = rows[len(rows) - (self.window - steps):] + [state] * steps
+            for i, row in enumerate(window):
+                self._buf[i] = row
+            self._speculative.append((self._rows_version + steps, state,
+                                      self._prediction(self.model.predict_proba(self._buf))))
 
     def _prediction(self, p: np.ndarray) -> Prediction:
         move = float(p[3]) if self.has_move else None
