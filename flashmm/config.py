@@ -190,6 +190,7 @@ class ReplayConfig(_Section):
     taker_fee_bps: float = Field(2.0, description="Fee on aggressive fills, bps of notional; set your tier.")
     cache_dir: str = Field("", description="Where parsed recordings are cached; empty = $XDG_CACHE_HOME/flashmm or ~/.cache/flashmm.")
     use_book_ticker: bool = Field(True, description="Apply the recording's best bid/offer updates (Binance bookTicker) to the book between depth diffs: the real-time top. false = depth diffs only (for comparison).")
+    enforce_post_only: bool = Field(True, description="Reject a post-only quote that would cross the recorded book on arrival, as Binance rejects GTX / LIMIT_MAKER orders. false = it takes liquidity and pays the taker fee, as the replay did before (for comparison only).")
     symbol: str = Field("", description="The symbol to replay from a recording holding several (empty = the recording's one symbol).")
     instruments_file: str = Field("", description="Instrument spec file (the format of flashmm/data/instruments.toml) adding to the built-in table.")
 

@@ -42,8 +42,8 @@ def _set(*messages) -> EventSet:
     return EventSet(w.array(), INST, "test", ["synthetic"])
 
 
-def _venue(es: EventSet, latency_ms: float = 0.0) -> ReplayVenue:
-    v = ReplayVenue(es, ReplayConfig(latency_ms=latency_ms, maker_fee_bps=1.0, taker_fee_bps=5.0))
+def _venue(es: EventSet, latency_ms: float = 0.0, **cfg) -> ReplayVenue:
+    v = ReplayVenue(es, ReplayConfig(latency_ms=latency_ms, maker_fee_bps=1.0, taker_fee_bps=5.0, **cfg))
     asyncio.run(v.start())
     first = asyncio.run(v.next_batch())
     assert isinstance(first[-1], BookSnapshot)
@@ -202,6 +202,19 @@ def test_a_post_only_order_that_would_cross_on_arrival_is_rejected_and_never_fil
     assert "would cross" in rejects[0].reason
     assert not _fills(ev) and 1 not in v.model.orders and 2 in v.model.orders
     assert v.model.post_only_rejects == 1 and v.model.position_lots == 0
+
+
+def test_without_post_only_enforcement_a_crossing_quote_takes_and_pays_the_taker_fee():
+    """[replay].enforce_post_only = false: the replay before issue 12 (for before/after figures only)."""
+    es = _set((4, KIND_BBO, [(1, 99, 10), (-1, 100, 7)], 11), (6, KIND_TRADE, [(-1, 99, 1)], 1))
+    v = _venue(es, latency_ms=5.0, enforce_post_only=False)
+    v.submit([PlaceOrder(1, B, 100, 5, post_only=True)])
+    _next(v)
+    ev = _next(v)
+    fills = [f for f in ev if isinstance(f, Fill)]
+    assert [(f.client_id, f.price_ticks, f.lots, f.is_maker) for f in fills] == [(1, 100.0, 5, False)]
+    assert fills[0].fee_quote == pytest.approx(100 * 0.01 * 5 * 5.0 / 1e4)  # taker 5 bps of notional
+    assert not [e for e in ev if isinstance(e, OrderReject)] and v.model.post_only_rejects == 0
 
 
 def test_a_flatten_market_order_still_crosses_and_pays_the_taker_fee():

@@ -89,8 +89,12 @@ class QueueFillModel:
     that such a message costs a few comparisons; the per-order logic runs only where it can change something.
     """
 
-    def __init__(self, book: L2Book, instrument, maker_fee_bps: float, taker_fee_bps: float) -> None:
+    def __init__(self, book: L2Book, instrument, maker_fee_bps: float, taker_fee_bps: float,
+                 enforce_post_only: bool = True) -> None:
         self.book = book
+        # False: a post-only order that crosses on arrival takes liquidity and pays the taker fee, as the replay
+        # did before post-only was enforced ([replay].enforce_post_only; for before/after comparisons only)
+        self.enforce_post_only = enforce_post_only
         self.instrument = instrument
         self.maker_fee_bps = maker_fee_bps
         self.taker_fee_bps = taker_fee_bps
@@ -128,7 +132,8 @@ class QueueFillModel:
         if self.book.stale or not self.book.two_sided():
             self.out.append(OrderReject(p.client_id, "market data unavailable (book not synchronised)", ts))
             return
-        if p.post_only and p.order_type is OrderType.LIMIT and self._crosses(p.side, p.price_ticks):
+        if p.post_only and self.enforce_post_only and p.order_type is OrderType.LIMIT \
+                and self._crosses(p.side, p.price_ticks):
             self.post_only_rejects += 1
             best = self.book.asks.best() if p.side is Side.BUY else self.book.bids.best()
             self.out.append(OrderReject(p.client_id, f"post-only {p.side.name} at {p.price_ticks} would cross the "
@@ -310,7 +315,8 @@ class ReplayVenue(Venue):
         self.clock = SimClock(int(self._ts[0]) if self._ts else 0)
         self.latency_ns = int(cfg.latency_ms * 1_000_000)
         self.mirror = L2Book()  # the venue's own copy of the recorded book, for queue positions
-        self.model = QueueFillModel(self.mirror, self.instrument, cfg.maker_fee_bps, cfg.taker_fee_bps)
+        self.model = QueueFillModel(self.mirror, self.instrument, cfg.maker_fee_bps, cfg.taker_fee_bps,
+                                    cfg.enforce_post_only)
         self._inflight: deque[tuple[int, OrderAction]] = deque()  # (arrival ns, action)
         self.rows_done = 0
         self.messages_done = 0
