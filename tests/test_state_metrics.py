@@ -150,6 +150,10 @@ def test_spread_improvement_is_null_with_a_reason_on_a_one_tick_book():
     value, why = spread_improvement(0.0016, 1.5, 1.01)  # BTCUSDT: one tick of 0.0016 bps
     assert value is None and "1.01 ticks < 2" in why
     assert spread_improvement(0.0, 0.0, 0.0) == (None, "no time quoting both sides")
+    # a mean above two ticks from rare wide moments on a book at one tick most of the time: still a one-tick book
+    value, why = spread_improvement(0.004, 9.9, 2.49, one_tick_share=0.9)
+    assert value is None and "one tick 90 %" in why
+    assert spread_improvement(10.0, 8.0, 4.0, one_tick_share=0.4) == (pytest.approx(20.0), "")
 
 
 def test_time_at_touch_market_ticks_taker_share_and_orders_per_fill_by_hand():
@@ -161,6 +165,10 @@ def test_time_at_touch_market_ticks_taker_share_and_orders_per_fill_by_hand():
     # touch = (1*2 + 0.5*2 + 0*4) / 8 = 3 / 8; market ticks = (4*2 + 2*2 + 2*4) / 8 = 2.5
     assert time_at_touch_pct(tw.touch_ns, tw.time_ns) == pytest.approx(37.5)
     assert tw.market_ticks == pytest.approx(2.5)
+    assert tw.one_tick_share == 0.0  # never at one tick
+    tw.observe(9 * NS_PER_S, 10.0, 12.0, 1.0)  # one tick for 3 s (8 s .. 9 s were not quoted)
+    tw.observe(12 * NS_PER_S, None, None)
+    assert tw.one_tick_share == pytest.approx(3 / 11)
     assert time_at_touch_pct(0.0, 0.0) is None
     assert taker_share_pct(1, 4) == 25.0 and taker_share_pct(0, 0) is None
     assert orders_per_fill(30, 4) == 7.5 and orders_per_fill(3, 0) is None

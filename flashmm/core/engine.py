@@ -1061,7 +1061,7 @@ class Engine:
         InfluxDB and backtest reports."""
         counts = counts if counts is not None else self.all_counters()
         sp = self.spreads
-        improvement, why = spread_improvement(sp.market_bps, sp.ours_bps, sp.market_ticks)
+        improvement, why = spread_improvement(sp.market_bps, sp.ours_bps, sp.market_ticks, sp.one_tick_share)
         opf = orders_per_fill(counts.get("orders_placed", 0), counts["fills"])
         taker = taker_share_pct(counts["taker_fills"], counts["fills"])
         touch = time_at_touch_pct(sp.touch_ns, sp.time_ns)
