@@ -302,7 +302,7 @@ class Session:
                     self.end_error = self.check_end(e) or ""
                 except Exception as exc:
                     errors.append(f"checking what the run processed: {type(exc).__name__}: {exc}")
-            if not clean and e.oms.orders or not clean and errors:
+            if not clean and (e.oms.orders or errors):  # orders left, or a failed cancel we cannot vouch for
                 code = ExitCode.ORDERS_LEFT
             elif self.start_error or self.end_error:
                 code = ExitCode.START
