@@ -260,7 +260,9 @@ def test_a_parallel_backtest_equals_the_serial_one(ray_two_workers, real, tmp_pa
                                      show_progress=False, workers=workers, backend=backend)
         assert reports[name]["parallel"]["backend"] == name
     serial = [trading_figures(s) for s in reports["serial"]["data_sets"]]
-    assert serial[0]["fills"] > 0 and serial[0]["model"] != "FALLBACK (no model)"
+    # trading to compare (the 60 s USD-M slice may see no fill under today's defaults; the AAPL fixture fills),
+    # priced with the model on both
+    assert sum(s["fills"] for s in serial) > 0 and all(s["model"] != "FALLBACK (no model)" for s in serial)
     for name in ("ray", "process"):
         assert [trading_figures(s) for s in reports[name]["data_sets"]] == serial, name
     workers = {t["worker"] for t in reports["process"]["parallel"]["tasks"]}
