@@ -542,6 +542,7 @@ class SeiVenue(Venue):
         self.height = self.engine_height = latest
         self._sent_height = -1
         self._need_snapshot = True
+        self.reconcile_soon = True  # the engine closes the old chain's orders now, not at the next 5 s round
         self._queue.put_nowait(out)
 
     async def _on_ws_message(self, raw: str | bytes) -> None:
