@@ -69,7 +69,7 @@ def test_each_real_data_set_backtests_with_sane_metrics(reports, source, strateg
     assert sec["max_drawdown_usdc"] >= 0
     assert sec["rows_per_s"] > 0 and sec["replay_speed_vs_real_time"] > 1
     if strategy == "symmetric":
-        assert sec["prediction_hit_rate"] is None and sec["model"] == "FALLBACK (no model)"
+        assert sec["prediction_hit_rate"] is None and sec["model"] == "none: symmetric"
     r = sec["realised_spread_bps"]
     assert (r["fills"] > 0) == (r["5s"] is not None) and r["fills"] <= sec["fills"]
     if r["fills"] >= 2:

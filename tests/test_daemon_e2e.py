@@ -50,7 +50,7 @@ def test_seeded_daemon_run_trades_and_writes_an_honest_summary(tmp_path):
     assert 0 < t["p50"] <= t["p99"] <= t["p999"]
     assert set(s["stage_latency_us"]) == {"book", "features", "predict", "quote", "risk", "orders", "submit"}
     # the quoter prices with the online alpha by default: no model is loaded, and that is no fault
-    assert s["model"] == "FALLBACK (no model)" and s["breakers"]["model"]["state"] == "ok"
+    assert s["model"] == "none: online alpha" and s["breakers"]["model"]["state"] == "ok"
     assert s["strategy_state"]["alpha"] == "online" and s["strategy_state"]["alpha_live"]["points"] > 100
     assert s["breakers"]["feed"]["trips"] == 0
     # structlog JSON on stderr, one object a line

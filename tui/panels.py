@@ -190,7 +190,8 @@ def header(snap: EngineSnapshot, width: int, quitting: bool = False, link: tuple
         parts.append((f" {snap.fault} ", "bold red", 10))
     parts.append((f" {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(snap.ts_ns / 1e9))} UTC ", "", 3))
     parts.append((f" up {duration(snap.uptime_s)} ", "", 4))
-    parts.append((f" model: {snap.predictor} ", "yellow" if snap.prediction is None else "green", 5))
+    parts.append((f" model: {snap.predictor} ", "green" if snap.prediction is not None
+                  else "default" if snap.predictor.startswith("none") else "yellow", 5))
     if o is not None and o.clients:
         parts.append((f" {o.clients} attached ", "dim", 2))
     while sum(len(t) + 1 for t, _, _ in parts) > width and any(k < 10 for _, _, k in parts):
@@ -598,7 +599,9 @@ def latency(snap: EngineSnapshot, width: int, height: int) -> Lines:
 def model(snap: EngineSnapshot, width: int, height: int) -> Lines:
     pred = snap.prediction
     out = Lines()
-    if pred is None:
+    if pred is None and snap.predictor.startswith("none"):  # the configuration prices without a model
+        out += [Text(snap.predictor[:width], "bold"), Text("no model loaded: not asked for", "dim")]
+    elif pred is None:
         out += [Text("FALLBACK (no model)", "bold black on yellow"), Text("model-free pricing: no prediction skew", "dim")]
     else:
         out.append(Text(snap.predictor[:width], "bold green"))

@@ -62,11 +62,12 @@ class Predictor(Protocol):
 class NoModelPredictor:
     """No model loaded: the engine prices model-free and says so."""
 
-    name = "FALLBACK (no model)"
     available = False
 
-    def __init__(self, reason: str = "no model: model-free pricing") -> None:
+    def __init__(self, reason: str = "no model: model-free pricing", name: str = "FALLBACK (no model)") -> None:
         self.reason = reason
+        # FALLBACK: a model was wanted and could not be used; "none: ...": the configuration prices without one
+        self.name = name
 
     def on_market(self, ts_ns: int) -> None:
         return None
@@ -268,9 +269,10 @@ def predictor_for(cfg: Config) -> Predictor:
     ([strategy].alpha = "model"; the symmetric baseline never does); otherwise no model is loaded (torch not
     imported, nothing computed on the hot path), and the console says why."""
     if cfg.strategy.model == "symmetric":
-        return NoModelPredictor("symmetric baseline: no model")
+        return NoModelPredictor("symmetric baseline: no model", name="none: symmetric")
     if cfg.strategy.alpha != "model":
-        return NoModelPredictor(f"not used: [strategy].alpha = {cfg.strategy.alpha}")
+        what = {"online": "online alpha", "imbalance": "imbalance alpha", "none": "no alpha"}[cfg.strategy.alpha]
+        return NoModelPredictor(f"not used: [strategy].alpha = {cfg.strategy.alpha}", name=f"none: {what}")
     return load_predictor(cfg.model)
 
 
