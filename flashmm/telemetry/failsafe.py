@@ -181,13 +181,16 @@ class RotatingWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)  # at start: an error here is a start-up error
         self._open()
 
-    def _open(self) -> None:
+    def _close(self) -> None:
         if self._fd is not None:
             try:
                 os.close(self._fd)
             except OSError:
                 pass
-        self._fd = None
+            self._fd = None
+
+    def _open(self) -> None:
+        self._close()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         st = os.fstat(self._fd)
         self._regular = stat.S_ISREG(st.st_mode)  # /dev/null, a terminal: written, never rotated (renamed)
@@ -222,12 +225,7 @@ class RotatingWriter:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                try:
-                    os.close(self._fd)
-                except OSError:
-                    pass
-                self._fd = None
+            self._close()
 
     def _write_all(self, data: bytes) -> None:
         if self._fd is None:
@@ -272,12 +270,7 @@ class RotatingWriter:
             self.state.redirected += 1
 
     def _rotate(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        self._close()
         for i in range(self.backups - 1, 0, -1):
             src = self.path.with_name(f"{self.path.name}.{i}")
             if src.exists():
