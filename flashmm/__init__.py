@@ -5,3 +5,9 @@ Nothing under this package imports the console (`textual`): the engine runs head
 """
 
 __version__ = "0.1.0"
+
+# Before any hot-path module is imported: use each compiled copy only while it matches its source
+# (flashmm/speedups.py).
+from flashmm import speedups as _speedups  # noqa: E402
+
+_speedups.guard()

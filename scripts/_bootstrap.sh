@@ -23,4 +23,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     fi
     echo "$want" > "$stamp"
 fi
+# The hot path compiled from its own source (flashmm/speedups.py): a no-op when up to date; where Cython or a C
+# compiler is missing it says so and everything runs in pure Python (slower, the same results).
+if [ -z "${FLASHMM_PURE_PYTHON:-}" ] && [ "${FLASHMM_COMPILE:-1}" != "0" ]; then
+    "$VENV/bin/python" -m flashmm.compile build || true
+fi
 export PATH="$VENV/bin:$PATH"

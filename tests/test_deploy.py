@@ -274,3 +274,9 @@ def test_the_five_alert_rules_exist_at_the_seed_thresholds():
     assert (t["op"], t["value"], t["window_s"], t["reducer"]) == ("lt", 1, 30, "count")
     assert r["noDataState"] == "Alerting"  # no point at all for 30 s fires it
     assert len(rules) == 5
+
+
+def test_the_image_compiles_the_hot_path():
+    text = DOCKERFILE.read_text()
+    assert "python -m flashmm.compile build" in text
+    assert text.index("pip install .") < text.index("python -m flashmm.compile build")  # it compiles the installed copy

@@ -5,6 +5,9 @@ leave every pin as it is. A deliberate change of behaviour regenerates them: scr
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,27 @@ def test_replay_results_equal_their_pins(case, pins, data_dir, cache_dir):
             f"{got['orders_sent']} / {got['fills']} / {got['pnl_quote']}). A speed-up must not change them. "
             f"If the engine's behaviour changed on purpose (strategy, quote cycle), regenerate the pins with "
             f"`{REGENERATE}` and commit tests/pins/replay_results.json with the reason.")
+
+
+def test_pure_python_replays_to_the_same_pins(pins, data_dir, tmp_path):
+    """The compiled modules (flashmm/speedups.py) are the same source: with FLASHMM_PURE_PYTHON=1 every case
+    replays to the same pins as above, where the suite runs the compiled build."""
+    code = (
+        "import json, sys\n"
+        "from flashmm import speedups\n"
+        "from flashmm.data.loader import load_configured\n"
+        "from flashmm.research.digest import PIN_CASES, replay_digest\n"
+        "out = {'loaded_compiled': None}\n"
+        "for case in PIN_CASES:\n"
+        "    cfg = case.config()\n"
+        f"    cfg = cfg.model_copy(update={{'replay': cfg.replay.model_copy(update={{'cache_dir': {str(tmp_path)!r}}})}})\n"
+        f"    out[case.name] = replay_digest(cfg, load_configured(cfg, [str(__import__('pathlib').Path({str(data_dir)!r}) / case.folder)]))\n"
+        "out['loaded_compiled'] = speedups.status()['loaded_compiled']\n"
+        "print(json.dumps(out))\n")
+    env = {**os.environ, "FLASHMM_PURE_PYTHON": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])  # the last line: the engine may log above it
+    assert got.pop("loaded_compiled") == [], "FLASHMM_PURE_PYTHON=1 still loaded compiled modules"
+    moved = [name for name in pins if got[name] != pins[name]]
+    assert not moved, f"pure Python differs from the pins on {moved}"

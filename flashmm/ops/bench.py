@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from flashmm import speedups
 from flashmm.config import Config
 from flashmm.core.engine import Engine
 from flashmm.telemetry.histogram import LatencyHistogram
@@ -85,6 +86,7 @@ def bench_latency(cfg: Config, seconds: float, json_path: str | Path, busy_cores
         "rss_mb": round(_rss_mb(), 1),
         "targets": {"tick_to_quote_p99_us": 1000, "rss_mb": 400},
         "python": platform.python_version(),
+        "hot_path": speedups.summary_line(),  # compiled or pure Python (flashmm/speedups.py)
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": os.cpu_count(),
         "load_avg_1min": quiet["load_avg_1min"],
@@ -234,6 +236,7 @@ def bench_ui_overhead(cfg: Config, seconds: float, speed: float, rounds: int, js
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "hot_path": speedups.summary_line(),  # compiled or pure Python (flashmm/speedups.py)
         "target_p99_difference_us": 1000,
         "note": "tick-to-quote is measured inside the engine's batch handler (wall time); block lateness is how "
                 "late the paced venue handed each block over (event-loop lag): a console repaint or a snapshot "
@@ -298,6 +301,7 @@ def bench_backtest(cfg: Config, data: list[str], json_path: str | Path,
                        "model_runs_computed_ahead": getattr(model_engine.predictor, "speculative_hits", None)},
         "rss_mb": round(_rss_mb(), 1),
         "python": platform.python_version(),
+        "hot_path": speedups.summary_line(),  # compiled or pure Python (flashmm/speedups.py)
     }
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

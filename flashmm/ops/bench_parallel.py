@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from flashmm import speedups
 from flashmm.config import Config
 from flashmm.research.parallel import Job, ParallelRunner, available_cores, trading_figures
 from flashmm.telemetry.logging import configure_logging
@@ -90,6 +91,7 @@ def bench_parallel(cfg: Config, data_groups: list[list[str]], json_path: str | P
                            "before_parallel": [round(x, 2) for x in load_parallel],
                            "after": [round(x, 2) for x in load_after]},
         "python": platform.python_version(),
+        "hot_path": speedups.summary_line(),  # compiled or pure Python (flashmm/speedups.py)
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "note": "serial: one job after another in this process (torch single-threaded, as in every worker); "
                 "parallel: the same jobs as Ray tasks or processes, one per worker; parallel_wall_s excludes "

@@ -1,0 +1,244 @@
+"""The hot path compiled: the same Python source, built by Cython into extension modules beside it.
+
+Nothing here is a second implementation. `MODULES` (the book, the features, the engine and its strategy,
+calibration, risk and order manager, the replay venue, the histograms) are compiled from their own `.py`
+files unchanged, so live trading, paper trading and replays run the same code whether or not it is compiled,
+and `tests/test_replay_pins.py` holds both to the same fills, orders and PnL to the last digit (the README's
+throughput section has the measured speed-up).
+
+- `python -m flashmm.compile build` compiles the modules whose compiled copy is missing or older than their
+  source (needs Cython and a C compiler; `./scripts/run` and `./scripts/test` do it when they bootstrap, and
+  carry on in pure Python, saying so, where it cannot be done). `status` lists what is in use.
+- A compiled module is only used while it matches its source: the build records each source's SHA-256 in
+  `_compiled.json`, and `guard()` (run when `flashmm` is imported) loads the `.py` instead of any compiled
+  module whose source changed since, or whose origin is unknown. An edit is never silently shadowed by a
+  stale build; it only runs slower until the next build.
+- `FLASHMM_PURE_PYTHON=1` loads every module from its source (the pinned-results test runs both ways).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MANIFEST = PACKAGE_DIR / "_compiled.json"
+PURE_ENV = "FLASHMM_PURE_PYTHON"
+
+# The modules on the per-message and per-quote path (measured with cProfile: see the README's throughput
+# section). Event classes (core/domain.py) stay interpreted: dataclasses, and their construction is generated
+# code either way.
+MODULES: tuple[str, ...] = (
+    "flashmm.core.book",
+    "flashmm.core.features",
+    "flashmm.core.engine",
+    "flashmm.core.calibration",
+    "flashmm.core.alpha",
+    "flashmm.core.execution",
+    "flashmm.core.strategy",
+    "flashmm.core.risk",
+    "flashmm.core.metrics",
+    "flashmm.core.state",
+    "flashmm.core.guards",
+    "flashmm.venues.replay",
+    "flashmm.venues.sim",
+    "flashmm.telemetry.histogram",
+)
+
+COMPILER_DIRECTIVES = {"language_level": 3, "binding": True}
+
+_status: dict[str, object] = {}
+
+
+def source_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path:
+    return package_dir.joinpath(*module.split(".")[1:]).with_suffix(".py")
+
+
+def compiled_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
+    """The compiled copy beside the source, if any (this interpreter's extension suffix)."""
+    src = source_of(module, package_dir)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = src.with_name(src.stem + suffix)
+        if p.exists():
+            return p
+    return None
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_manifest(path: Path = MANIFEST) -> dict[str, str]:
+    """module -> SHA-256 of the source its compiled copy was built from ({} when unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): str(v) for k, v in data.get("sources", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def plan(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR, manifest: Path = MANIFEST,
+         pure: bool = False) -> dict[str, object]:
+    """Which modules may load their compiled copy (`compiled`), which must load their source although a
+    compiled copy exists (`from_source`: all of them when `pure`, else the `stale` ones, whose source differs
+    from what was compiled or whose build is unrecorded), and which have none (`not_built`)."""
+    recorded = read_manifest(manifest)
+    compiled: list[str] = []
+    stale: list[str] = []
+    from_source: dict[str, Path] = {}
+    not_built: list[str] = []
+    for mod in modules:
+        if compiled_of(mod, package_dir) is None:
+            not_built.append(mod)
+            continue
+        src = source_of(mod, package_dir)
+        if pure:
+            from_source[mod] = src
+        elif recorded.get(mod) != digest(src):
+            stale.append(mod)
+            from_source[mod] = src
+        else:
+            compiled.append(mod)
+    return {"compiled": compiled, "stale": stale, "from_source": from_source, "not_built": not_built}
+
+
+class _FromSource(importlib.abc.MetaPathFinder):
+    """Loads the listed modules from their `.py` even where a compiled copy sits beside it."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - the finder protocol
+        p = self.paths.get(fullname)
+        return importlib.util.spec_from_file_location(fullname, p) if p is not None else None
+
+
+def guard() -> None:
+    """Decide, before any of MODULES is imported, which of them come from their compiled copy."""
+    if _status:
+        return
+    pure = os.environ.get(PURE_ENV, "").strip() not in ("", "0")
+    p = plan(pure=pure)
+    if p["from_source"]:
+        sys.meta_path.insert(0, _FromSource(p["from_source"]))  # type: ignore[arg-type]
+    _status.update({"compiled": p["compiled"], "stale": p["stale"], "pure_python_forced": pure,
+                    "not_built": p["not_built"]})
+
+
+def status() -> dict[str, object]:
+    """Which of MODULES run compiled in this process (`compiled` lists those actually loaded from a build)."""
+    guard()
+    loaded = [m for m in _status["compiled"] if m in sys.modules  # type: ignore[union-attr]
+              and not str(getattr(sys.modules[m], "__file__", "")).endswith(".py")]
+    return {**_status, "loaded_compiled": loaded, "modules": len(MODULES)}
+
+
+def summary_line() -> str:
+    s = status()
+    n = len(s["compiled"])  # type: ignore[arg-type]
+    if s["pure_python_forced"]:
+        return f"pure Python ({PURE_ENV}=1)"
+    if n == len(MODULES):
+        return f"compiled ({n} modules)"
+    parts = [f"{n} of {len(MODULES)} modules compiled"]
+    if s["stale"]:
+        parts.append(f"stale, run from source: {', '.join(s['stale'])}")  # type: ignore[arg-type]
+    if s["not_built"]:
+        parts.append("build: python -m flashmm.compile build")
+    return "; ".join(parts)
+
+
+def needs_build() -> list[str]:
+    recorded = read_manifest()
+    return [m for m in MODULES if compiled_of(m) is None or recorded.get(m) != digest(source_of(m))]
+
+
+def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str]:
+    """Compile `modules` (default: those missing or stale) in place; returns what was built. Raises
+    ImportError without Cython, and the compiler's error when compiling fails (nothing is recorded then)."""
+    import tempfile
+
+    from Cython import __version__ as cython_version
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    todo = needs_build() if modules is None else list(modules)
+    if not todo:
+        return []
+    jobs = jobs or os.cpu_count() or 1
+    digests = {m: digest(source_of(m)) for m in todo}  # the sources as they were compiled
+    with tempfile.TemporaryDirectory(prefix="flashmm-build-") as tmp:
+        log = Path(tmp) / "build.log"
+        # Cython's and the C compiler's chatter (thousands of lines of warnings about generated code) goes to a
+        # log, shown only when the build fails
+        with open(log, "w") as out:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = os.dup(1), os.dup(2)
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            try:
+                exts = [Extension(m, [str(source_of(m))]) for m in todo]
+                exts = cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=tmp, nthreads=jobs,
+                                 quiet=True, force=True)
+                dist = Distribution({"name": "flashmm-speedups", "ext_modules": exts})
+                cmd = build_ext(dist)
+                cmd.build_lib = str(PACKAGE_DIR.parent)  # flashmm/core/book.<suffix> beside core/book.py
+                cmd.build_temp = str(Path(tmp) / "temp")
+                cmd.parallel = jobs
+                cmd.ensure_finalized()
+                cmd.run()
+                failed = None
+            except BaseException as exc:  # noqa: BLE001 - re-raised below with the compiler's words
+                failed = exc
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+        if failed is not None:
+            if isinstance(failed, ImportError | KeyboardInterrupt):
+                raise failed
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"{type(failed).__name__}: {failed}\n{tail}") from failed
+    recorded = read_manifest()
+    recorded.update(digests)
+    MANIFEST.write_text(json.dumps({"cython": cython_version, "python": sys.version.split()[0],
+                                    "sources": dict(sorted(recorded.items()))}, indent=1) + "\n")
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flashmm.compile", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="compile the modules whose compiled copy is missing or stale")
+    b.add_argument("--jobs", type=int, default=None)
+    b.add_argument("--all", action="store_true", help="recompile every module")
+    sub.add_parser("status", help="print which modules are compiled, stale or not built (JSON)")
+    args = ap.parse_args(argv)
+    if args.cmd == "status":
+        print(json.dumps(status(), indent=1))
+        return 0
+    try:
+        built = build(list(MODULES) if args.all else None, args.jobs)
+    except ImportError as exc:
+        print(f"flashmm: not compiled ({exc}); running in pure Python (slower, same results)", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a compiler failure: say so, the source still runs
+        print(f"flashmm: compiling failed ({type(exc).__name__}: {exc}); running in pure Python (slower, same "
+              f"results)", file=sys.stderr)
+        return 1
+    print(f"flashmm: compiled {len(built)} module{'' if len(built) == 1 else 's'}" if built else "flashmm: compiled modules up to date",
+          file=sys.stderr)
+    return 0
