@@ -51,7 +51,9 @@ MODULES: tuple[str, ...] = (
     "flashmm.telemetry.histogram",
 )
 
-COMPILER_DIRECTIVES = {"language_level": 3, "binding": True}
+# annotation_typing off: a `float` or `int` annotation in the source must not turn into a C type or an exact type
+# check (Python semantics to the last digit); the types the compiled build may use are declared in `.pxd` files.
+COMPILER_DIRECTIVES = {"language_level": 3, "binding": True, "annotation_typing": False}
 
 _status: dict[str, object] = {}
 
@@ -71,7 +73,12 @@ def compiled_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of a module's source and of its `.pxd` (types for the compiled build only), where it has one."""
+    h = hashlib.sha256(path.read_bytes())
+    pxd = path.with_suffix(".pxd")
+    if pxd.exists():
+        h.update(b"\0pxd\0" + pxd.read_bytes())
+    return h.hexdigest()
 
 
 def read_manifest(path: Path = MANIFEST) -> dict[str, str]:

@@ -1,0 +1,41 @@
+# Types for the compiled build only (flashmm/speedups.py); book.py is the source and runs unchanged without it.
+# Prices and sizes stay Python integers (no C overflow, the same arithmetic); what the declarations buy is direct
+# access to the attributes and containers and C-level calls between these methods.
+import cython
+
+cdef class Levels:
+    cdef public dict lots
+    cdef public list ladder
+    cdef public object sign
+    cdef public object floor
+
+    cpdef best(self)
+    @cython.locals(book=dict, ladder=list)
+    cpdef set(self, price, lots)
+    @cython.locals(book=dict, ladder=list)
+    cpdef apply(self, rows)
+    @cython.locals(book=dict, ladder=list)
+    cpdef drop_better_than(self, price)
+    @cython.locals(ladder=list, i=Py_ssize_t)
+    cpdef list at_or_better(self, price)
+    @cython.locals(ladder=list, book=dict)
+    cpdef list top(self, n)
+
+
+cdef class L2Book:
+    cdef public Levels bids, asks
+    cdef public object seq, ts_ns, updates, top_seq, top_bid, top_ask
+    cdef public bint stale
+    cdef public object stale_reason
+    cdef public object rejects
+
+    cpdef bint apply_diff(self, diff) except -1
+    @cython.locals(bids=Levels, asks=Levels)
+    cpdef bint apply_top(self, top) except -1
+    @cython.locals(b=list, a=list)
+    cpdef bint crossed(self) except -1
+    cpdef bint two_sided(self) except -1
+    cpdef mid_ticks(self)
+    cpdef spread_ticks(self)
+    cpdef list top_bids(self, n)
+    cpdef list top_asks(self, n)
