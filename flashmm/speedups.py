@@ -24,6 +24,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -72,6 +73,27 @@ def compiled_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
     return None
 
 
+_CIMPORT = re.compile(r"^\s*(?:from\s+(\w+(?:\.\w+)+)\s+cimport\b|cimport\s+(\w+(?:\.\w+)+))", re.M)
+
+
+def cimports(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """The modules whose compiled types this module's `.pxd` uses (`from flashmm.core.book cimport L2Book`): its
+    compiled copy only works beside their compiled copies."""
+    pxd = source_of(module, package_dir).with_suffix(".pxd")
+    if not pxd.exists():
+        return []
+    return sorted({a or b for a, b in _CIMPORT.findall(pxd.read_text())})
+
+
+def module_digest(module: str, package_dir: Path = PACKAGE_DIR) -> str:
+    """What a compiled copy was built from: the module's source and `.pxd`, and the `.pxd` files it cimports."""
+    h = hashlib.sha256(digest(source_of(module, package_dir)).encode())
+    for dep in cimports(module, package_dir):
+        pxd = source_of(dep, package_dir).with_suffix(".pxd")
+        h.update(b"\0" + dep.encode() + b"\0" + (pxd.read_bytes() if pxd.exists() else b""))
+    return h.hexdigest()
+
+
 def digest(path: Path) -> str:
     """SHA-256 of a module's source and of its `.pxd` (types for the compiled build only), where it has one."""
     h = hashlib.sha256(path.read_bytes())
@@ -91,10 +113,11 @@ def read_manifest(path: Path = MANIFEST) -> dict[str, str]:
 
 
 def plan(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR, manifest: Path = MANIFEST,
-         pure: bool = False) -> dict[str, object]:
+         pure: bool | frozenset[str] = False) -> dict[str, object]:
     """Which modules may load their compiled copy (`compiled`), which must load their source although a
-    compiled copy exists (`from_source`: all of them when `pure`, else the `stale` ones, whose source differs
-    from what was compiled or whose build is unrecorded), and which have none (`not_built`)."""
+    compiled copy exists (`from_source`: all of them when `pure` is True, those named when it is a set, the
+    `stale` ones, whose source differs from what was compiled or whose build is unrecorded, and the `held_back`
+    ones, which cimport a module that is not loaded compiled), and which have none (`not_built`)."""
     recorded = read_manifest(manifest)
     compiled: list[str] = []
     stale: list[str] = []
@@ -105,14 +128,27 @@ def plan(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR, ma
             not_built.append(mod)
             continue
         src = source_of(mod, package_dir)
-        if pure:
+        if pure is True or (pure and mod in pure):
             from_source[mod] = src
-        elif recorded.get(mod) != digest(src):
+        elif recorded.get(mod) != module_digest(mod, package_dir):
             stale.append(mod)
             from_source[mod] = src
         else:
             compiled.append(mod)
-    return {"compiled": compiled, "stale": stale, "from_source": from_source, "not_built": not_built}
+    # a compiled module built against another one's compiled types cannot load beside its source
+    held_back: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for mod in list(compiled):
+            dep = next((d for d in cimports(mod, package_dir) if d not in compiled), None)
+            if dep is not None:
+                compiled.remove(mod)
+                from_source[mod] = source_of(mod, package_dir)
+                held_back[mod] = dep
+                changed = True
+    return {"compiled": compiled, "stale": stale, "from_source": from_source, "not_built": not_built,
+            "held_back": held_back}
 
 
 class _FromSource(importlib.abc.MetaPathFinder):
@@ -126,15 +162,33 @@ class _FromSource(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, p) if p is not None else None
 
 
+def pure_setting(value: str) -> bool | frozenset[str]:
+    """FLASHMM_PURE_PYTHON: empty or 0 = use what is compiled; 1 = nothing compiled; a comma-separated list of
+    module names (flashmm.core.risk or core.risk) = those from source (to measure what compiling each one buys)."""
+    v = value.strip()
+    if v in ("", "0"):
+        return False
+    if v == "1":
+        return True
+    names = {n.strip() for n in v.split(",") if n.strip()}
+    chosen = frozenset(m for m in MODULES if m in names or m.removeprefix("flashmm.") in names)
+    unknown = names - {x for m in chosen for x in (m, m.removeprefix("flashmm."))}
+    if unknown:
+        raise ValueError(f"{PURE_ENV}: not a compiled module: {', '.join(sorted(unknown))} (1, 0, or names from "
+                         f"flashmm.speedups.MODULES)")
+    return chosen
+
+
 def guard() -> None:
     """Decide, before any of MODULES is imported, which of them come from their compiled copy."""
     if _status:
         return
-    pure = os.environ.get(PURE_ENV, "").strip() not in ("", "0")
+    pure = pure_setting(os.environ.get(PURE_ENV, ""))
     p = plan(pure=pure)
     if p["from_source"]:
         sys.meta_path.insert(0, _FromSource(p["from_source"]))  # type: ignore[arg-type]
-    _status.update({"compiled": p["compiled"], "stale": p["stale"], "pure_python_forced": pure,
+    _status.update({"compiled": p["compiled"], "stale": p["stale"], "held_back": p["held_back"],
+                    "pure_python_forced": sorted(pure) if isinstance(pure, frozenset) else pure,
                     "not_built": p["not_built"]})
 
 
@@ -149,13 +203,17 @@ def status() -> dict[str, object]:
 def summary_line() -> str:
     s = status()
     n = len(s["compiled"])  # type: ignore[arg-type]
-    if s["pure_python_forced"]:
+    if s["pure_python_forced"] is True:
         return f"pure Python ({PURE_ENV}=1)"
     if n == len(MODULES):
         return f"compiled ({n} modules)"
     parts = [f"{n} of {len(MODULES)} modules compiled"]
+    if s["pure_python_forced"]:
+        parts.append(f"from source by {PURE_ENV}: {', '.join(s['pure_python_forced'])}")  # type: ignore[arg-type]
     if s["stale"]:
         parts.append(f"stale, run from source: {', '.join(s['stale'])}")  # type: ignore[arg-type]
+    if s["held_back"]:
+        parts.append("from source with what they cimport: " + ", ".join(s["held_back"]))  # type: ignore[arg-type]
     if s["not_built"]:
         parts.append("build: python -m flashmm.compile build")
     return "; ".join(parts)
@@ -163,7 +221,7 @@ def summary_line() -> str:
 
 def needs_build() -> list[str]:
     recorded = read_manifest()
-    return [m for m in MODULES if compiled_of(m) is None or recorded.get(m) != digest(source_of(m))]
+    return [m for m in MODULES if compiled_of(m) is None or recorded.get(m) != module_digest(m)]
 
 
 def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str]:
@@ -180,7 +238,7 @@ def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str
     if not todo:
         return []
     jobs = jobs or os.cpu_count() or 1
-    digests = {m: digest(source_of(m)) for m in todo}  # the sources as they were compiled
+    digests = {m: module_digest(m) for m in todo}  # the sources as they were compiled
     with tempfile.TemporaryDirectory(prefix="flashmm-build-") as tmp:
         log = Path(tmp) / "build.log"
         # Cython's and the C compiler's chatter (thousands of lines of warnings about generated code) goes to a

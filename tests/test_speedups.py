@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from flashmm import speedups
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -28,7 +30,7 @@ def _package(tmp_path: Path) -> Path:
 
 def _manifest(root: Path, mods: tuple[str, ...]) -> Path:
     m = root / "_compiled.json"
-    m.write_text(json.dumps({"sources": {mod: speedups.digest(speedups.source_of(mod, root)) for mod in mods}}))
+    m.write_text(json.dumps({"sources": {mod: speedups.module_digest(mod, root) for mod in mods}}))
     return m
 
 
@@ -62,6 +64,52 @@ def test_a_build_with_no_record_is_not_trusted(tmp_path):
         p = speedups.plan(MODS, root, manifest)
         assert p["compiled"] == [] and p["stale"] == [MODS[0]]
         assert p["from_source"] == {MODS[0]: speedups.source_of(MODS[0], root)}
+
+
+def test_a_module_built_against_another_ones_types_follows_it_to_source(tmp_path):
+    """features.pxd cimports book's types: a compiled features beside a book loaded from source would not
+    import (binary incompatibility), so it is loaded from source too; a change of book.pxd rebuilds both."""
+    root = _package(tmp_path)
+    for mod in MODS:
+        _build(root, mod)
+    speedups.source_of(MODS[0], root).with_suffix(".pxd").write_text("cdef class A:\n    cdef public object x\n")
+    speedups.source_of(MODS[1], root).with_suffix(".pxd").write_text(f"from {MODS[0]} cimport A\n")
+    assert speedups.cimports(MODS[1], root) == [MODS[0]]
+    manifest = _manifest(root, MODS)
+    p = speedups.plan(MODS, root, manifest)
+    assert p["compiled"] == list(MODS) and p["held_back"] == {}
+
+    p = speedups.plan(MODS, root, manifest, pure=frozenset({MODS[0]}))
+    assert p["compiled"] == [MODS[2]] and p["held_back"] == {MODS[1]: MODS[0]}
+    assert sorted(p["from_source"]) == sorted(MODS[:2])
+
+    speedups.source_of(MODS[0], root).write_text("NAME = 'edited'\n")  # stale: beta follows it
+    p = speedups.plan(MODS, root, manifest)
+    assert p["stale"] == [MODS[0]] and p["held_back"] == {MODS[1]: MODS[0]}
+
+    root2 = _package(tmp_path / "second")
+    for mod in MODS:
+        _build(root2, mod)
+    speedups.source_of(MODS[1], root2).with_suffix(".pxd").write_text(f"from {MODS[0]} cimport A\n")
+    a_pxd = speedups.source_of(MODS[0], root2).with_suffix(".pxd")
+    a_pxd.write_text("cdef class A:\n    cdef public object x\n")
+    manifest2 = _manifest(root2, MODS)
+    a_pxd.write_text("cdef class A:\n    cdef public object x, y\n")  # the types changed: both are stale
+    assert speedups.plan(MODS, root2, manifest2)["stale"] == list(MODS[:2])
+
+
+def test_pure_python_for_some_modules(monkeypatch):
+    assert speedups.pure_setting("") is False and speedups.pure_setting("0") is False
+    assert speedups.pure_setting("1") is True
+    assert speedups.pure_setting("core.risk, flashmm.core.book") == frozenset({"flashmm.core.risk",
+                                                                                "flashmm.core.book"})
+    with pytest.raises(ValueError, match="not a compiled module: core.nothing"):
+        speedups.pure_setting("core.risk,core.nothing")
+    files = _loaded_from({speedups.PURE_ENV: "core.book"})
+    assert files["flashmm.core.book"].endswith(".py")
+    assert files["flashmm.core.features"].endswith(".py")  # it cimports the book's types
+    engine_compiled = "flashmm.core.engine" in speedups.status()["compiled"]  # see the last test
+    assert files["flashmm.core.engine"].endswith(SUFFIX if engine_compiled else ".py")
 
 
 def test_pure_python_loads_every_module_from_source(tmp_path):

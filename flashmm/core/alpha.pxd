@@ -1,0 +1,10 @@
+# Types for the compiled build only (flashmm/speedups.py); the .py is the source and runs unchanged without it.
+# Every attribute stays a Python object (the same semantics as the class's __slots__): what the declaration buys
+# is direct attribute access instead of a descriptor lookup.
+
+cdef class OnlineAlpha:
+    cdef public object horizon_ns, cadence_ns, decay, ridge, cap_bps, warmup
+    cdef public object _next_ns, _pending, _sxx, _sxy, n_targets, beta
+    cdef public object _since_fit, _x, _score_n, _score_hits, _score_hits_imb, _score_moves
+    cdef public object _pp, _yy, _py, _p, _y
+

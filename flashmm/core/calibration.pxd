@@ -1,0 +1,23 @@
+# Types for the compiled build only (flashmm/speedups.py); the .py is the source and runs unchanged without it.
+# Every attribute stays a Python object (the same semantics as the class's __slots__): what the declaration buys
+# is direct attribute access instead of a descriptor lookup.
+
+cdef class TradeIntensity:
+    cdef public object halflife_ns, counts, time_s, trades, _last_ns, min_trades
+    cdef public object a_bounds, k_bounds, default, a, k
+
+cdef class AdverseSelection:
+    cdef public object horizon_ns, prior_weight, _alpha, impact, impact_n, ours
+    cdef public object ours_n, _pending
+
+cdef class VolatilityRegime:
+    cdef public object _next_ns, _last_mid, short_var, long_var, drift, n
+    cdef public object _a_short, _a_long, garch, garch_alpha, garch_beta, volatile_ratio
+    cdef public object trend_z, regime, _drift_n
+
+cdef class VirtualFills:
+    cdef public object deltas, cadence_ns, latency_ns, life_ns, horizon_ns, halflife_ns
+    cdef public object min_fills, chase, _live, _pending, _next_ns, n
+    cdef public object rs_sum, time_s, _last_ns, fills, _deltas, _bid_reach
+    cdef public object _ask_reach, _chase_bid, _chase_ask, _best_key, _best
+

@@ -1,0 +1,7 @@
+# Types for the compiled build only (flashmm/speedups.py); the .py is the source and runs unchanged without it.
+# Every attribute stays a Python object (the same semantics as the class's __slots__): what the declaration buys
+# is direct attribute access instead of a descriptor lookup.
+
+cdef class LatencyHistogram:
+    cdef public object _counts, _new, _count, _total, _max, _min
+
