@@ -9,11 +9,15 @@ throughput section has the measured speed-up).
 - `python -m flashmm.compile build` compiles the modules whose compiled copy is missing or older than their
   source (needs Cython and a C compiler; `./scripts/run` and `./scripts/test` do it when they bootstrap, and
   carry on in pure Python, saying so, where it cannot be done). `status` lists what is in use.
-- A compiled module is only used while it matches its source: the build records each source's SHA-256 in
-  `_compiled.json`, and `guard()` (run when `flashmm` is imported) loads the `.py` instead of any compiled
-  module whose source changed since, or whose origin is unknown. An edit is never silently shadowed by a
-  stale build; it only runs slower until the next build.
-- `FLASHMM_PURE_PYTHON=1` loads every module from its source (the pinned-results test runs both ways).
+- Types for the compiled build live in `.pxd` files beside the source (extension types, typed containers);
+  the `.py` files carry none, and annotation typing is off, so the source's semantics are kept to the last digit.
+- A compiled module is only used while it matches what it was built from: the build records, in
+  `_compiled.json`, the SHA-256 of each module's source, its `.pxd` and the `.pxd` files it cimports, and
+  `guard()` (run when `flashmm` is imported) loads the `.py` instead of any compiled module whose inputs changed
+  since, or whose origin is unknown, and of every compiled module that cimports one loaded from source. An edit
+  is never silently shadowed by a stale build; it only runs slower until the next build.
+- `FLASHMM_PURE_PYTHON=1` loads every module from its source (the pinned-results test runs both ways); a
+  comma-separated list of module names loads those from source (what compiling each one buys).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = PACKAGE_DIR / "_compiled.json"
 PURE_ENV = "FLASHMM_PURE_PYTHON"
 
-# The modules on the per-message and per-quote path (measured with cProfile: see the README's throughput
-# section). Event classes (core/domain.py) stay interpreted: dataclasses, and their construction is generated
+# The modules on the per-message and per-quote path (measured with cProfile and py-spy: see the README's
+# throughput section). Event classes (core/domain.py) stay interpreted: dataclasses, and their construction is generated
 # code either way.
 MODULES: tuple[str, ...] = (
     "flashmm.core.book",
@@ -255,7 +259,7 @@ def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str
                                  quiet=True, force=True)
                 dist = Distribution({"name": "flashmm-speedups", "ext_modules": exts})
                 cmd = build_ext(dist)
-                cmd.build_lib = str(PACKAGE_DIR.parent)  # flashmm/core/book.<suffix> beside core/book.py
+                cmd.build_lib = str(Path(tmp) / "lib")
                 cmd.build_temp = str(Path(tmp) / "temp")
                 cmd.parallel = jobs
                 cmd.ensure_finalized()
@@ -275,11 +279,24 @@ def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str
                 raise failed
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise RuntimeError(f"{type(failed).__name__}: {failed}\n{tail}") from failed
+        # into place by rename, never by rewriting a file in place: a running daemon has the old copy mapped
+        # (overwriting it would crash it), and a process starting meanwhile sees the old or the new file whole
+        for m in todo:
+            built = Path(cmd.get_ext_fullpath(m))
+            dest = PACKAGE_DIR.parent / built.relative_to(Path(tmp) / "lib")
+            _replace(dest, built.read_bytes())
     recorded = read_manifest()
     recorded.update(digests)
-    MANIFEST.write_text(json.dumps({"cython": cython_version, "python": sys.version.split()[0],
-                                    "sources": dict(sorted(recorded.items()))}, indent=1) + "\n")
+    _replace(MANIFEST, (json.dumps({"cython": cython_version, "python": sys.version.split()[0],
+                                    "sources": dict(sorted(recorded.items()))}, indent=1) + "\n").encode())
     return todo
+
+
+def _replace(dest: Path, data: bytes) -> None:
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    part.write_bytes(data)
+    part.chmod(0o755 if dest.suffix == ".so" else 0o644)
+    os.replace(part, dest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flashmm: compiling failed ({type(exc).__name__}: {exc}); running in pure Python (slower, same "
               f"results)", file=sys.stderr)
         return 1
-    print(f"flashmm: compiled {len(built)} module{'' if len(built) == 1 else 's'}" if built else "flashmm: compiled modules up to date",
+    n = len(built)
+    print(f"flashmm: compiled {n} module{'' if n == 1 else 's'}" if n else "flashmm: compiled modules up to date",
           file=sys.stderr)
     return 0

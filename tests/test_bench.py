@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from flashmm import speedups
+
 
 def test_bench_latency_writes_its_json(tmp_path):
     out = tmp_path / "lat.json"
@@ -121,14 +123,16 @@ def test_bench_latency_with_a_busy_core_reports_quiet_and_busy_side_by_side(tmp_
 
 BENCH_BACKTEST_KEYS = {"benchmark", "data", "load_s", "cache", "quote_interval_ms", "rows", "messages", "wall_s",
                        "rows_per_s", "messages_per_s", "replay_speed_vs_real_time", "quote_cycles", "fills",
-                       "with_model", "rss_mb", "python"}
+                       "with_model", "rss_mb", "python",
+                       "hot_path"}  # added with the compiled build (which one ran: flashmm/speedups.py); none removed
 BENCH_BACKTEST_MODEL_KEYS = {"model", "wall_s", "rows_per_s", "messages_per_s", "replay_speed_vs_real_time",
                              "model_runs", "model_runs_computed_ahead"}
 
 
 def test_bench_backtest_json_keeps_the_keys_scripts_read(data_dir, tmp_path):
     """scripts/bench_vs_hftbacktest.py reads rows, rows_per_s, messages, messages_per_s, wall_s, load_s, cache;
-    the README's throughput table the rest. The set of keys is a contract: unchanged."""
+    the README's throughput table the rest. The set of keys is a contract: none removed or renamed, and an
+    addition is made here on purpose."""
     out = tmp_path / "b.json"
     env = dict(__import__("os").environ, FLASHMM_REPLAY__CACHE_DIR=json.dumps(str(tmp_path / "cache")))
     r = subprocess.run([sys.executable, "-m", "flashmm.cli", "bench", "backtest", "--data",
@@ -138,6 +142,7 @@ def test_bench_backtest_json_keeps_the_keys_scripts_read(data_dir, tmp_path):
     d = json.loads(out.read_text())
     assert set(d) == BENCH_BACKTEST_KEYS and set(d["with_model"]) == BENCH_BACKTEST_MODEL_KEYS
     assert d["rows"] == d["data"]["rows"] > 0 and d["rows_per_s"] > 0 and d["quote_interval_ms"] == 100
+    assert d["hot_path"] == speedups.summary_line()
 
 
 def test_bench_latency_paced_runs_the_market_at_the_given_speed(tmp_path):
