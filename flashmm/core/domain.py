@@ -45,6 +45,14 @@ class Instrument:
     lot_size: Decimal  # base currency (linear) or contracts (inverse) per lot
     multiplier: Decimal = Decimal(1)  # linear: units of base per lot unit; inverse: quote currency per contract
     inverse: bool = False
+    # the floats the accounting multiplies by on every quote cycle, converted once in __post_init__ (a Decimal
+    # product and two conversions per call cost more than the arithmetic around them); the same values
+    _tick_f: float = field(init=False, repr=False, compare=False)
+    _unit_f: float = field(init=False, repr=False, compare=False)  # lot_size x multiplier
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tick_f", float(self.price_tick))
+        object.__setattr__(self, "_unit_f", float(self.lot_size * self.multiplier))
 
     def price_to_ticks(self, price: Decimal | str) -> int:
         """Exact conversion; a price that is not a multiple of the tick is an error, never rounded."""
@@ -70,7 +78,7 @@ class Instrument:
 
     @property
     def tick_f(self) -> float:
-        return float(self.price_tick)
+        return self._tick_f
 
     @property
     def lot_f(self) -> float:
@@ -86,15 +94,15 @@ class Instrument:
         """Signed exposure of `lots` in the quote currency at `price_ticks` (what risk limits, order sizes
         and inventory % are measured in)."""
         if self.inverse:
-            return lots * float(self.lot_size * self.multiplier)
-        return price_ticks * float(self.price_tick) * lots * float(self.lot_size * self.multiplier)
+            return lots * self._unit_f
+        return price_ticks * self._tick_f * lots * self._unit_f
 
     def settle_value(self, price_ticks: float, lots: float) -> float:
         """Signed value of holding `lots` at `price_ticks`, in the settlement currency, such that the PnL of
         a trade bought at p and marked at m is settle_value(m, n) - settle_value(p, n). (Inverse: a long
         position is short the quote currency, hence the minus sign.)"""
         if self.inverse:
-            return -lots * float(self.lot_size * self.multiplier) / (price_ticks * float(self.price_tick))
+            return -lots * self._unit_f / (price_ticks * self._tick_f)
         return self.exposure(price_ticks, lots)
 
     def notional(self, price_ticks: float, lots: float) -> float:
@@ -103,7 +111,7 @@ class Instrument:
 
     def to_quote(self, amount_settle: float, mid_ticks: float) -> float:
         """A settlement-currency amount (PnL, fees) valued in the quote currency at `mid_ticks`."""
-        return amount_settle * mid_ticks * float(self.price_tick) if self.inverse else amount_settle
+        return amount_settle * mid_ticks * self._tick_f if self.inverse else amount_settle
 
     def lots_for(self, quote_amount: float, mid_ticks: float) -> float:
         """How many lots carry `quote_amount` of exposure at `mid_ticks` (fractional; callers round)."""

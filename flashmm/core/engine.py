@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flashmm.config import Config
 from flashmm.core.alpha import N_ALPHA, OnlineAlpha, alpha_inputs
-from flashmm.core.book import L2Book
+from flashmm.core.book import L2Book, Levels
 from flashmm.core.calibration import AdverseSelection, TradeIntensity, VirtualFills, VolatilityRegime
 from flashmm.core.clock import NS_PER_S
 from flashmm.core.domain import (
@@ -806,8 +806,9 @@ class Engine:
         horizon = now - int(r.reject_window_s * NS_PER_S)
         while self._rejects and self._rejects[0] < horizon:
             self._rejects.popleft()
-        self._set(b["venue_errors"], len(self._rejects) >= r.venue_reject_limit,
-                  f"{len(self._rejects)} rejections in {r.reject_window_s:g}s", now,
+        rejected = len(self._rejects) >= r.venue_reject_limit
+        self._set(b["venue_errors"], rejected,
+                  f"{len(self._rejects)} rejections in {r.reject_window_s:g}s" if rejected else "", now,
                   sticky_reason="position differs from the venue's record")
         if now - self._window_start_ns >= 10 * NS_PER_S:
             if self._window_t2q.count or self._window_ack.count:
@@ -965,14 +966,16 @@ class Engine:
                 out[o.price_ticks] = out.get(o.price_ticks, 0) + o.remaining
         return out
 
-    def market_best_ex_us(self) -> tuple[int | None, int | None]:
-        """Best bid and ask of everyone else: the market's own spread, without our orders."""
-        ours_b = self._our_lots_by_price(Side.BUY)
-        ours_a = self._our_lots_by_price(Side.SELL)
+    def market_best_ex_us(self, ours_b: dict[int, int] | None = None,
+                          ours_a: dict[int, int] | None = None) -> tuple[int | None, int | None]:
+        """Best bid and ask of everyone else: the market's own spread, without our orders (`ours_b`/`ours_a`:
+        our lots by price, when the caller has them already)."""
+        if ours_b is None:
+            ours_b = self._our_lots_by_price(Side.BUY)
+        if ours_a is None:
+            ours_a = self._our_lots_by_price(Side.SELL)
         bids, asks = self.book.bids, self.book.asks
-        bid = next((p for p in islice(bids.irange(reverse=True), 50) if bids[p] > ours_b.get(p, 0)), None)
-        ask = next((p for p in islice(asks.irange(), 50) if asks[p] > ours_a.get(p, 0)), None)
-        return bid, ask
+        return _best_not_ours(bids, ours_b, True), _best_not_ours(asks, ours_a, False)
 
     def _after_cycle(self, now: int) -> None:
         """Bookkeeping after the orders are out (not part of tick-to-quote): spreads, queue estimates,
@@ -1009,9 +1012,11 @@ class Engine:
         market_ticks = at_touch = 0.0
         if self.book.two_sided() and not self.book.stale:
             mid = self.book.mid_ticks()
-            mb, ma = self.market_best_ex_us()
-            our_b = max(self._our_lots_by_price(Side.BUY), default=None)
-            our_a = min(self._our_lots_by_price(Side.SELL), default=None)
+            ours_b = self._our_lots_by_price(Side.BUY)
+            ours_a = self._our_lots_by_price(Side.SELL)
+            mb, ma = self.market_best_ex_us(ours_b, ours_a)
+            our_b = max(ours_b, default=None)
+            our_a = min(ours_a, default=None)
             if mb is not None and ma is not None and our_b is not None and our_a is not None:
                 market = spread_bps(ma - mb, mid)
                 ours = spread_bps(our_a - our_b, mid)
@@ -1147,3 +1152,14 @@ class Engine:
             "recovered": self.recovered,  # what a restart took from the state store ({} without one)
             "venue_status": self.venue.status(),
         }
+
+
+def _best_not_ours(levels: Levels, ours: dict[int, int], bids: bool) -> int | None:
+    """The best price on one side of the book where someone other than us rests (None when there is none
+    among the best 50 levels): usually the best price itself, checked first without walking the side."""
+    if not levels:
+        return None
+    best = levels.best()
+    if levels.lots[best] > ours.get(best, 0):
+        return best
+    return next((p for p in islice(levels.irange(reverse=bids), 50) if levels[p] > ours.get(p, 0)), None)
