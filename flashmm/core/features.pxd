@@ -11,7 +11,8 @@ cdef class FeatureEngine:
     cdef public object _prev_top
     cdef public object _flow_ts
     cdef public bint ready
+    cdef double[:] _v
 
     @cython.locals(dt=double, d_vol=double, dm=double, a_mom=double, d_flow=double, mid=double, bids=list,
-                   asks=list, bl=list, al=list)
+                   asks=list, bl=list, al=list, v="double[:]")
     cpdef on_book(self, L2Book book, ts_ns)

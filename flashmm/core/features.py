@@ -39,11 +39,12 @@ class FeatureEngine:
     __slots__ = (
         "values", "vol_tau_s", "flow_tau_s", "mom_tau_s", "_last_ts", "_mid", "_ema_mid",
         "_var_sum", "_var_time", "_prev_top", "_ofi", "_depth", "_flow_signed", "_flow_total",
-        "_flow_ts", "ready",
+        "_flow_ts", "ready", "_v",
     )
 
     def __init__(self, vol_halflife_s: float = 30.0, flow_halflife_s: float = 5.0, momentum_halflife_s: float = 2.0):
         self.values = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
+        self._v = self.values  # the same array; the compiled build writes it as typed memory (features.pxd)
         ln2 = math.log(2.0)
         self.vol_tau_s = vol_halflife_s / ln2
         self.flow_tau_s = flow_halflife_s / ln2
@@ -64,7 +65,7 @@ class FeatureEngine:
     def on_book(self, book: L2Book, ts_ns: int) -> None:
         if book.stale or not book.two_sided():
             return
-        v = self.values
+        v = self._v
         bids = book.top_bids(5)
         asks = book.top_asks(5)
         bp, bq = bids[0]
@@ -119,7 +120,7 @@ class FeatureEngine:
         self._flow_signed = self._flow_signed * d + int(trade.aggressor) * trade.lots
         self._flow_total = self._flow_total * d + trade.lots
         self._flow_ts = trade.ts_ns
-        self.values[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
+        self._v[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
 
     @property
     def volatility_ticks(self) -> float:
