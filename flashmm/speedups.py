@@ -59,6 +59,13 @@ MODULES: tuple[str, ...] = (
 # annotation_typing off: a `float` or `int` annotation in the source must not turn into a C type or an exact type
 # check (Python semantics to the last digit); the types the compiled build may use are declared in `.pxd` files.
 COMPILER_DIRECTIVES = {"language_level": 3, "binding": True, "annotation_typing": False}
+# Where a .pxd types arithmetic as C doubles (the features' decayed sums), `a * b + c` is one C expression, and a C
+# compiler may fuse it into one multiply-add with a single rounding (gcc does by default wherever the target has
+# FMA: aarch64, or x86-64 built with -march=native): not the interpreter's two roundings, so not the same last
+# digit (measured: built with -march=native, the spot recording's volatility feature differed from the
+# interpreter's from the 14th significant digit on). Contraction off, and no -ffast-math from an inherited CFLAGS
+# (these come after it on the compiler's command line), keep every operation the interpreter's IEEE operation.
+EXTRA_COMPILE_ARGS: tuple[str, ...] = ("-fno-fast-math", "-ffp-contract=off")
 
 _status: dict[str, object] = {}
 
@@ -90,8 +97,10 @@ def cimports(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
 
 
 def module_digest(module: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """What a compiled copy was built from: the module's source and `.pxd`, and the `.pxd` files it cimports."""
+    """What a compiled copy was built from: the module's source and `.pxd`, the `.pxd` files it cimports, and how
+    (Cython's directives and the C compiler's flags that decide its arithmetic)."""
     h = hashlib.sha256(digest(source_of(module, package_dir)).encode())
+    h.update(b"\0build\0" + json.dumps([COMPILER_DIRECTIVES, EXTRA_COMPILE_ARGS], sort_keys=True).encode())
     for dep in cimports(module, package_dir):
         pxd = source_of(dep, package_dir).with_suffix(".pxd")
         h.update(b"\0" + dep.encode() + b"\0" + (pxd.read_bytes() if pxd.exists() else b""))
@@ -254,7 +263,7 @@ def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str
             os.dup2(out.fileno(), 1)
             os.dup2(out.fileno(), 2)
             try:
-                exts = [Extension(m, [str(source_of(m))]) for m in todo]
+                exts = [Extension(m, [str(source_of(m))], extra_compile_args=list(EXTRA_COMPILE_ARGS)) for m in todo]
                 exts = cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=tmp, nthreads=jobs,
                                  quiet=True, force=True)
                 dist = Distribution({"name": "flashmm-speedups", "ext_modules": exts})

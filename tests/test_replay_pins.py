@@ -75,3 +75,39 @@ def test_pure_python_replays_to_the_same_pins(pins, data_dir, tmp_path):
     assert got.pop("loaded_compiled") == [], "FLASHMM_PURE_PYTHON=1 still loaded compiled modules"
     moved = [name for name in pins if got[name] != pins[name]]
     assert not moved, f"pure Python differs from the pins on {moved}"
+
+
+def test_compiled_features_equal_the_interpreters_to_the_last_bit(data_dir, tmp_path):
+    """The feature vector after every update of the spot recording (79,665 book updates and the trades between
+    them), compiled here and in pure Python in a subprocess: the same bits. The compiled features are C doubles;
+    a C compiler that fuses a * b + c into one multiply-add (gcc wherever the target has FMA) gave different last
+    digits where the fills above did not show it (flashmm/speedups.py: EXTRA_COMPILE_ARGS)."""
+    from flashmm.config import Config
+    from flashmm.research.digest import feature_digest
+
+    folder = data_dir / "binance-spot-btcusdt-20240808"
+    cfg = Config()
+    cfg = cfg.model_copy(update={"replay": cfg.replay.model_copy(update={"cache_dir": str(tmp_path)})})
+    from flashmm import speedups
+
+    assert "flashmm.core.features" in speedups.status()["loaded_compiled"]  # compiled here, or nothing is compared
+    here = feature_digest(load_configured(cfg, [str(folder)]))
+    code = (
+        "import json\n"
+        "from flashmm import speedups\n"
+        "from flashmm.config import Config\n"
+        "from flashmm.data.loader import load_configured\n"
+        "from flashmm.research.digest import feature_digest\n"
+        "cfg = Config()\n"
+        f"cfg = cfg.model_copy(update={{'replay': cfg.replay.model_copy(update={{'cache_dir': {str(tmp_path)!r}}})}})\n"
+        f"out = feature_digest(load_configured(cfg, [{str(folder)!r}]))\n"
+        "out['loaded_compiled'] = speedups.status()['loaded_compiled']\n"
+        "print(json.dumps(out))\n")
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FLASHMM_PURE_PYTHON": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pure = json.loads(res.stdout.strip().splitlines()[-1])
+    assert pure.pop("loaded_compiled") == []
+    assert here["book_updates"] > 50_000
+    assert here == pure
+

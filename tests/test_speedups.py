@@ -145,3 +145,19 @@ def test_the_test_environment_runs_the_compiled_hot_path():
         f"the hot path is not (fully) compiled: {speedups.summary_line()}")
     files = _loaded_from({})
     assert all(f.endswith(SUFFIX) for f in files.values()), files
+
+
+def test_a_build_made_with_other_compiler_settings_is_stale(tmp_path, monkeypatch):
+    """How a module was compiled is part of what it was built from: a copy built before multiply-add contraction
+    was turned off (its features could differ from the interpreter's in the last digit where the target has FMA)
+    is not used once the flags change."""
+    assert "-ffp-contract=off" in speedups.EXTRA_COMPILE_ARGS
+    root = _package(tmp_path)
+    _build(root, MODS[0])
+    manifest = _manifest(root, MODS[:1])
+    assert speedups.plan(MODS[:1], root, manifest)["compiled"] == [MODS[0]]
+    monkeypatch.setattr(speedups, "EXTRA_COMPILE_ARGS", ())
+    assert speedups.plan(MODS[:1], root, manifest)["stale"] == [MODS[0]]
+    monkeypatch.setattr(speedups, "EXTRA_COMPILE_ARGS", ("-ffp-contract=off",))
+    monkeypatch.setattr(speedups, "COMPILER_DIRECTIVES", {**speedups.COMPILER_DIRECTIVES, "cdivision": True})
+    assert speedups.plan(MODS[:1], root, manifest)["stale"] == [MODS[0]]

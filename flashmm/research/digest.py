@@ -130,3 +130,36 @@ def replay_digest(cfg: Config, data: EventSet) -> dict[str, Any]:
         "breaker_trips": {b.name: b.trips for b in engine.risk.views() if b.trips},
         "digest": {"orders": _h(orders), "fills": _h(fills), "metrics": _h(metrics), "history": _h(history)},
     }
+
+
+def feature_digest(data: EventSet) -> dict[str, Any]:
+    """The feature vector after every market update of a recording (the engine's book and features, fed its
+    events in order), digested to the last bit. The fills of a replay depend on these floats only through the
+    quotes they move; this checks the floats themselves: the compiled build (whose features are C doubles) must
+    give the interpreter's every time, not only where a last-digit difference happens to change a quote."""
+    from flashmm.config import ReplayConfig
+    from flashmm.core.book import L2Book
+    from flashmm.core.domain import BookDiff, BookSnapshot, BookTop, Trade
+    from flashmm.core.features import FeatureEngine
+
+    venue = ReplayVenue(data, ReplayConfig())
+    book, features = L2Book(), FeatureEngine()
+    h = hashlib.sha256()
+    apply = {BookTop: book.apply_top, BookDiff: book.apply_diff, BookSnapshot: book.apply_snapshot}
+    updates = 0
+
+    async def go() -> None:
+        nonlocal updates
+        await venue.start()
+        while (batch := await venue.next_batch()) is not None:
+            for ev in batch:
+                if type(ev) is Trade:
+                    features.on_trade(ev)
+                    h.update(features.values.tobytes())
+                elif type(ev) in apply and apply[type(ev)](ev):
+                    features.on_book(book, ev.ts_ns)
+                    h.update(features.values.tobytes())
+                    updates += 1
+
+    asyncio.run(go())
+    return {"book_updates": updates, "features": h.hexdigest()}
