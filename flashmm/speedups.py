@@ -84,7 +84,7 @@ def compiled_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
     return None
 
 
-_CIMPORT = re.compile(r"^\s*(?:from\s+(\w+(?:\.\w+)+)\s+cimport\b|cimport\s+(\w+(?:\.\w+)+))", re.M)
+_CIMPORT = re.compile(r"^\s*(?:from\s+(\w+(?:\.\w+)+)\s+cimport\b|cimport\s+(\w+(?:\.\w+)+))", re.MULTILINE)
 
 
 def cimports(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
@@ -170,7 +170,7 @@ class _FromSource(importlib.abc.MetaPathFinder):
     def __init__(self, paths: dict[str, Path]) -> None:
         self.paths = paths
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - the finder protocol
+    def find_spec(self, fullname, path=None, target=None):  # the finder protocol
         p = self.paths.get(fullname)
         return importlib.util.spec_from_file_location(fullname, p) if p is not None else None
 

@@ -69,7 +69,7 @@ def test_pure_python_replays_to_the_same_pins(pins, data_dir, tmp_path):
         "out['loaded_compiled'] = speedups.status()['loaded_compiled']\n"
         "print(json.dumps(out))\n")
     env = {**os.environ, "FLASHMM_PURE_PYTHON": "1"}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])  # the last line: the engine may log above it
     assert got.pop("loaded_compiled") == [], "FLASHMM_PURE_PYTHON=1 still loaded compiled modules"
@@ -104,7 +104,7 @@ def test_compiled_features_equal_the_interpreters_to_the_last_bit(data_dir, tmp_
         "out['loaded_compiled'] = speedups.status()['loaded_compiled']\n"
         "print(json.dumps(out))\n")
     res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FLASHMM_PURE_PYTHON": "1"},
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     pure = json.loads(res.stdout.strip().splitlines()[-1])
     assert pure.pop("loaded_compiled") == []
