@@ -93,7 +93,8 @@ def cimports(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     pxd = source_of(module, package_dir).with_suffix(".pxd")
     if not pxd.exists():
         return []
-    return sorted({a or b for a, b in _CIMPORT.findall(pxd.read_text())})
+    package = module.split(".")[0]  # (C's libraries, `cimport libc.math`, are not built here)
+    return sorted({m for m in (a or b for a, b in _CIMPORT.findall(pxd.read_text())) if m.split(".")[0] == package})
 
 
 def module_digest(module: str, package_dir: Path = PACKAGE_DIR) -> str:

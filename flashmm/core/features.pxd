@@ -1,7 +1,12 @@
 # Types for the compiled build only (flashmm/speedups.py); features.py is the source and runs unchanged without it.
+# `math` is C's libm here (its exp and sqrt: what Python's math calls too); the features call it only where Python's
+# would not raise (exp of -dt / tau <= 0, sqrt of a sum of squares over a positive time).
 import cython
+cimport libc.math as math
 
 from flashmm.core.book cimport L2Book
+
+cpdef double _imbalance_of(b, a) except? -2
 
 cdef class FeatureEngine:
     cdef public object values
@@ -13,6 +18,5 @@ cdef class FeatureEngine:
     cdef public bint ready
     cdef double[:] _v
 
-    @cython.locals(dt=double, d_vol=double, dm=double, a_mom=double, d_flow=double, mid=double, bids=list,
-                   asks=list, bl=list, al=list, v="double[:]")
+    @cython.locals(dt=double, d_vol=double, dm=double, a_mom=double, d_flow=double, mid=double, v="double[:]")
     cpdef on_book(self, L2Book book, ts_ns)

@@ -28,6 +28,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "ask_queue_lots",
 )
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_NAN = float("nan")  # (not math.nan: the compiled build's `math` is C's libm, where nan is a function)
 
 
 def _imbalance_of(b: float, a: float) -> float:
@@ -50,8 +51,8 @@ class FeatureEngine:
         self.flow_tau_s = flow_halflife_s / ln2
         self.mom_tau_s = momentum_halflife_s / ln2
         self._last_ts = 0
-        self._mid = math.nan
-        self._ema_mid = math.nan
+        self._mid = _NAN
+        self._ema_mid = _NAN
         self._var_sum = 0.0
         self._var_time = 0.0
         self._prev_top: tuple[int, int, int, int] | None = None  # bid px, bid lots, ask px, ask lots
@@ -66,10 +67,8 @@ class FeatureEngine:
         if book.stale or not book.two_sided():
             return
         v = self._v
-        bids = book.top_bids(5)
-        asks = book.top_asks(5)
-        bp, bq = bids[0]
-        ap, aq = asks[0]
+        bp, bq, bq3, bq5 = book.bids.top_depth()  # the best price and lots, and the lots over 3 and 5 levels
+        ap, aq, aq3, aq5 = book.asks.top_depth()
         mid = (bp + ap) / 2.0
         dt = (ts_ns - self._last_ts) / NS_PER_S if self._last_ts else 0.0
 
@@ -101,10 +100,8 @@ class FeatureEngine:
         v[0] = ap - bp
         v[1] = (bp * aq + ap * bq) / (bq + aq) - mid
         v[2] = (bq - aq) / (bq + aq)
-        bl = [q for _, q in bids]
-        al = [q for _, q in asks]
-        v[3] = _imbalance_of(sum(bl[:3]), sum(al[:3]))
-        v[4] = _imbalance_of(sum(bl), sum(al))
+        v[3] = _imbalance_of(bq3, aq3)
+        v[4] = _imbalance_of(bq5, aq5)
         v[5] = self._ofi / self._depth if self._depth > 0 else 0.0
         v[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
         v[7] = math.sqrt(self._var_sum / self._var_time) if self._var_time > 0 else 0.0

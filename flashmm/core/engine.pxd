@@ -1,0 +1,27 @@
+# Types for the compiled build only (flashmm/speedups.py); engine.py is the source and runs unchanged without it.
+# The engine as an extension type: its attributes in slots (direct access from its own compiled methods instead
+# of an instance-dictionary lookup, several dozen a message), every one a Python object as in the source. It
+# keeps an instance dictionary: what tests, the benchmarks and the soak attach to an engine (a wrapped on_batch,
+# a subclass's own attributes) goes there, and its methods stay Python methods that such a wrapper replaces.
+
+from flashmm.core.book cimport L2Book
+from flashmm.core.features cimport FeatureEngine
+
+cdef class Engine:
+    cdef dict __dict__
+    cdef object __weakref__
+    cdef public L2Book book
+    cdef public FeatureEngine features
+    cdef public dict counters, hist, _handlers
+    cdef public object online_alpha, adverse, intensity, regime, virtual, fill_quality, spreads, _mids
+    cdef public object tick_to_quote, _window_t2q, _window_ack
+    cdef public object _alpha_x, _batch_book_ns, _batch_feat_ns, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
+    cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _market_in_batch, _quote_interval_ns, _quoting
+    cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _stop, _trace_orders, _use_model
+    cdef public object _window_start_ns, alpha_bps, audit, cfg, clock
+    cdef public object confidence_history, events_log, fault, flatten_reason, guards
+    cdef public object has_edge, instrument, inventory_history, killed, last_prediction, last_proposal
+    cdef public object log, max_abs_inventory_pct, mid_history, mode, model_errors, oms, paused
+    cdef public object pnl_history, portfolio, predictor, quoter, recovered, risk, sample_ts
+    cdef public object seed, seq, spread_history, start_ns, state_store, venue
+    cdef public object version, wall_start, widen
