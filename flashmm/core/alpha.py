@@ -59,8 +59,10 @@ class OnlineAlpha:
         self._next_ns = -1
         self._pending: deque[tuple[int, float, tuple[float, ...], float]] = deque()  # (due, mid, x, predicted)
         k = N_ALPHA + 1  # with an intercept
-        self._sxx = np.zeros((k, k))
-        self._sxy = np.zeros(k)
+        # the sufficient statistics as lists of floats, updated by scalar code (six numbers: numpy's per-call cost
+        # was most of each update) and handed to numpy only to solve; the same IEEE operations element by element
+        self._sxx = [[0.0] * k for _ in range(k)]
+        self._sxy = [0.0] * k
         self.n_targets = 0
         self.beta = np.zeros(k)
         self._since_fit = 0
@@ -89,14 +91,14 @@ class OnlineAlpha:
             self.refit()
 
     def _learn(self, x: tuple[float, ...], y: float, predicted: float) -> None:
-        v = np.empty(N_ALPHA + 1)
-        v[0] = 1.0
-        v[1:] = x
+        v = (1.0, *x)
         d = self.decay
-        self._sxx *= d
-        self._sxx += np.outer(v, v)
-        self._sxy *= d
-        self._sxy += v * y
+        sxy = self._sxy
+        for i, row in enumerate(self._sxx):  # sxx = sxx * d + outer(v, v); sxy = sxy * d + v * y
+            vi = v[i]
+            for j in range(len(row)):
+                row[j] = row[j] * d + vi * v[j]
+            sxy[i] = sxy[i] * d + vi * y
         self.n_targets += 1
         self._since_fit += 1
         if self.n_targets > self.warmup:  # score only predictions a fitted model made
@@ -119,7 +121,7 @@ class OnlineAlpha:
         reg = self.ridge * np.eye(N_ALPHA + 1)
         reg[0, 0] = 1e-9  # the intercept is not shrunk
         try:
-            self.beta = np.linalg.solve(self._sxx + reg, self._sxy)
+            self.beta = np.linalg.solve(np.array(self._sxx) + reg, np.array(self._sxy))
         except np.linalg.LinAlgError:  # singular: keep the last coefficients
             return
 
