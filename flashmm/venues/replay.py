@@ -283,9 +283,10 @@ def _bid_ask_split(side: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.where(ok, starts + n_bid, -1)
 
 
-class ReplayVenue(Venue):
-    name = "replay"
-    wall_clock_feed = False
+class _ReplayCore:
+    """The replay's state and its per-message work; `ReplayVenue` below is this plus the Venue interface. (Kept
+    apart because the compiled build makes it an extension type, replay.pxd, which cannot derive from the Venue
+    ABC: its attributes are then slots that its own methods read directly, a dozen or so per message.)"""
 
     def __init__(self, data: EventSet, cfg: ReplayConfig, speed: float = math.inf) -> None:
         self.data = data
@@ -527,3 +528,8 @@ class ReplayVenue(Venue):
         out = model.out
         out.append(ev)
         return out
+
+
+class ReplayVenue(_ReplayCore, Venue):
+    name = "replay"
+    wall_clock_feed = False
