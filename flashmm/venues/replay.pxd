@@ -1,14 +1,26 @@
 # Types for the compiled build only (flashmm/speedups.py); replay.py is the source and runs unchanged without it.
-# The replay's per-message state as an extension type: its attributes are slots that its own methods read
+# The queue model (its per-message entry points C-level calls) and the replay's per-message state as extension types: its attributes are slots that its own methods read
 # directly (the recording's columns as lists, the mirror as the book's extension type); the rest are Python
 # objects as in the source. ReplayVenue derives from it and from the Venue ABC (an instance dictionary for the
 # interface's own attributes).
 
 from flashmm.core.book cimport L2Book
 
+cdef class QueueFillModel:
+    cdef public L2Book book
+    cdef public dict orders, traded_at
+    cdef public list out
+    cdef public object ask_prices, bid_prices, enforce_post_only, instrument, maker_fee_bps, max_bid, min_ask
+    cdef public object next_id, position_lots, post_only_rejects, taker_fee_bps
+
+    cpdef on_trade(self, price, lots, aggressor, ts)
+    cpdef on_level(self, side, price, old, new)
+    cpdef on_book_moved(self, ts)
+
 cdef class _ReplayCore:
     cdef public list _side, _price, _qty, _ends, _starts, _ts, _kind, _flags, _seq, _seq2, _split
     cdef public L2Book mirror
+    cdef public QueueFillModel model
     cdef public object _inflight, _msg, _rows_total, _steps, _stopped, bbo_messages, cfg, clock, data
-    cdef public object instrument, latency_ns, lateness, maker_fee_bps, messages_done, model, paced, pacer
+    cdef public object instrument, latency_ns, lateness, maker_fee_bps, messages_done, paced, pacer
     cdef public object rows_done, speed, use_top
