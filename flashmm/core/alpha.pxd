@@ -8,3 +8,6 @@ cdef class OnlineAlpha:
     cdef public object _since_fit, _x, _score_n, _score_hits, _score_hits_imb, _score_moves
     cdef public object _pp, _yy, _py, _p, _y
 
+    cpdef observe(self, now_ns, x, mid_ticks)
+    cpdef _learn(self, x, y, predicted)
+    cpdef predict(self, x=*)

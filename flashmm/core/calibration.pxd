@@ -6,14 +6,23 @@ cdef class TradeIntensity:
     cdef public object halflife_ns, counts, time_s, trades, _last_ns, min_trades
     cdef public object a_bounds, k_bounds, default, a, k
 
+    cpdef _decay_to(self, now_ns)
+    cpdef on_trade(self, price_ticks, mid_ticks, now_ns)
+
 cdef class AdverseSelection:
     cdef public object horizon_ns, prior_weight, _alpha, impact, impact_n, ours
     cdef public object ours_n, _pending
+
+    cpdef on_trade(self, aggressor, mid_ticks, now_ns)
+    cpdef resolve(self, now_ns, mid_ticks)
 
 cdef class VolatilityRegime:
     cdef public object _next_ns, _last_mid, short_var, long_var, drift, n
     cdef public object _a_short, _a_long, garch, garch_alpha, garch_beta, volatile_ratio
     cdef public object trend_z, regime, _drift_n
+
+    cpdef observe(self, now_ns, mid_ticks)
+    cpdef _update(self, r)
 
 cdef class VirtualFills:
     cdef public object deltas, cadence_ns, latency_ns, life_ns, horizon_ns, halflife_ns
@@ -21,3 +30,8 @@ cdef class VirtualFills:
     cdef public object rs_sum, time_s, _last_ns, fills, _deltas, _bid_reach
     cdef public object _ask_reach, _chase_bid, _chase_ask, _best_key, _best
 
+    cpdef _reach(self)
+    cpdef observe(self, now_ns, mid_ticks)
+    cpdef on_trade(self, price_ticks, aggressor, now_ns)
+    cpdef _fill(self, now_ns, side, i, price, mid0)
+    cpdef _decay_to(self, now_ns)

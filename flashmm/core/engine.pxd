@@ -6,6 +6,9 @@
 
 from flashmm.core.book cimport L2Book
 from flashmm.core.features cimport FeatureEngine
+from flashmm.core.alpha cimport OnlineAlpha
+from flashmm.core.calibration cimport AdverseSelection, TradeIntensity, VirtualFills, VolatilityRegime
+from flashmm.telemetry.histogram cimport LatencyHistogram
 
 cdef class Engine:
     cdef dict __dict__
@@ -13,8 +16,13 @@ cdef class Engine:
     cdef public L2Book book
     cdef public FeatureEngine features
     cdef public dict counters, hist, _handlers
-    cdef public object online_alpha, adverse, intensity, regime, virtual, fill_quality, spreads, _mids
-    cdef public object tick_to_quote, _window_t2q, _window_ack
+    cdef public OnlineAlpha online_alpha
+    cdef public AdverseSelection adverse
+    cdef public TradeIntensity intensity
+    cdef public VolatilityRegime regime
+    cdef public VirtualFills virtual
+    cdef public LatencyHistogram tick_to_quote, _window_t2q, _window_ack
+    cdef public object fill_quality, spreads, _mids
     cdef public object _alpha_x, _batch_book_ns, _batch_feat_ns, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
     cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _market_in_batch, _quote_interval_ns, _quoting
     cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _stop, _trace_orders, _use_model

@@ -5,3 +5,5 @@
 cdef class LatencyHistogram:
     cdef public object _counts, _new, _count, _total, _max, _min
 
+    cpdef record(self, ns)
+    cpdef _fold(self)
