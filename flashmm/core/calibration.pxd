@@ -1,6 +1,7 @@
 # Types for the compiled build only (flashmm/speedups.py); the .py is the source and runs unchanged without it.
 # Every attribute stays a Python object (the same semantics as the class's __slots__): what the declaration buys
 # is direct attribute access instead of a descriptor lookup.
+import cython
 
 cdef class TradeIntensity:
     cdef public object halflife_ns, counts, time_s, trades, _last_ns, min_trades
@@ -27,11 +28,15 @@ cdef class VolatilityRegime:
 cdef class VirtualFills:
     cdef public object deltas, cadence_ns, latency_ns, life_ns, horizon_ns, halflife_ns
     cdef public object min_fills, chase, _live, _pending, _next_ns, n
-    cdef public object rs_sum, time_s, _last_ns, fills, _deltas, _bid_reach
-    cdef public object _ask_reach, _chase_bid, _chase_ask, _best_key, _best
+    cdef public object rs_sum, time_s, _last_ns, fills, _deltas, _best_key, _best
+    cdef public double _bid_reach, _ask_reach, _chase_bid, _chase_ask
 
+    @cython.locals(deltas=list, nd=Py_ssize_t, i=Py_ssize_t, chase=double, bid=double, ask=double, chase_bid=double,
+                   chase_ask=double, m=double, margin=double, d=double)
     cpdef _reach(self)
-    cpdef observe(self, now_ns, mid_ticks)
-    cpdef on_trade(self, price_ticks, aggressor, now_ns)
+    @cython.locals(deltas=list, nd=Py_ssize_t, chase=double, moved=double, m0=double)
+    cpdef observe(self, now_ns, double mid_ticks)
+    @cython.locals(deltas=list, nd=Py_ssize_t, mid0=double, depth=double)
+    cpdef on_trade(self, double price_ticks, aggressor, now_ns)
     cpdef _fill(self, now_ns, side, i, price, mid0)
     cpdef _decay_to(self, now_ns)

@@ -276,14 +276,22 @@ class VirtualFills:
         for g in self._live:
             m = g[1]
             margin = m * 1e-9
-            if g[2] < nd:
-                bid = max(bid, m * (1 - deltas[g[2]] / 1e4) + margin)
-            if g[3] < nd:
-                ask = min(ask, m * (1 + deltas[g[3]] / 1e4) - margin)
-            if g[4] < nd:
-                chase_bid = max(chase_bid, m * (1 - chase * deltas[g[4]] / 1e4) + margin)
-            if g[5] < nd:
-                chase_ask = min(chase_ask, m * (1 + chase * deltas[g[5]] / 1e4) - margin)
+            i = g[2]
+            if i < nd:
+                d = deltas[i]
+                bid = max(bid, m * (1 - d / 1e4) + margin)
+            i = g[3]
+            if i < nd:
+                d = deltas[i]
+                ask = min(ask, m * (1 + d / 1e4) - margin)
+            i = g[4]
+            if i < nd:
+                d = deltas[i]
+                chase_bid = max(chase_bid, m * (1 - chase * d / 1e4) + margin)
+            i = g[5]
+            if i < nd:
+                d = deltas[i]
+                chase_ask = min(chase_ask, m * (1 + chase * d / 1e4) - margin)
         self._bid_reach, self._ask_reach = bid, ask
         self._chase_bid, self._chase_ask = chase_bid, chase_ask
 
@@ -311,7 +319,8 @@ class VirtualFills:
             eff = now_ns + self.latency_ns
             chase = self.chase
             for g in live:
-                moved = (mid_ticks - g[1]) / g[1] * 1e4 / chase  # > 0: toward the asks
+                m0 = g[1]
+                moved = (mid_ticks - m0) / m0 * 1e4 / chase  # > 0: toward the asks
                 # (bisect on a list: the same index as numpy's searchsorted, without its per-call cost; skipped
                 # when the next distance still standing is not reached, i.e. when it would change nothing)
                 if moved < 0 and g[4] < nd and deltas[g[4]] < -moved:  # toward the bids: within chase x delta go
