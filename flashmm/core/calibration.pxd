@@ -12,7 +12,7 @@ cdef class TradeIntensity:
 
 cdef class AdverseSelection:
     cdef public object horizon_ns, prior_weight, _alpha, impact, impact_n, ours
-    cdef public object ours_n, _pending
+    cdef public object ours_n, _pending, next_due_ns
 
     cpdef on_trade(self, aggressor, mid_ticks, now_ns)
     cpdef resolve(self, now_ns, mid_ticks)

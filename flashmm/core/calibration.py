@@ -21,6 +21,7 @@ import numpy as np
 # distance grid for the intensity fit, bps from the mid
 _DELTAS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
 _DELTAS_LIST = [float(d) for d in _DELTAS]
+_NEVER = 1 << 62
 
 
 class TradeIntensity:
@@ -82,7 +83,8 @@ class TradeIntensity:
 class AdverseSelection:
     """See the module docstring. Values in bps, positive when the market moved against the passive side."""
 
-    __slots__ = ("horizon_ns", "prior_weight", "_alpha", "impact", "impact_n", "ours", "ours_n", "_pending")
+    __slots__ = ("horizon_ns", "prior_weight", "_alpha", "impact", "impact_n", "ours", "ours_n", "_pending",
+                 "next_due_ns")
 
     def __init__(self, horizon_s: float = 5.0, halflife_trades: float = 500.0, halflife_fills: float = 30.0,
                  prior_weight_fills: float = 10.0) -> None:
@@ -94,15 +96,16 @@ class AdverseSelection:
         self.ours = 0.0  # EWMA of our fills' adverse selection, bps
         self.ours_n = 0
         self._pending: deque[tuple[int, int, float]] = deque()  # (due, aggressor sign, mid)
+        # when the oldest pending trade's horizon passes (the engine calls resolve only from then on; read on
+        # every market message, so kept as the queue changes rather than computed)
+        self.next_due_ns = _NEVER
 
     def on_trade(self, aggressor: int, mid_ticks: float, now_ns: int) -> None:
         if aggressor and mid_ticks > 0:
-            self._pending.append((now_ns + self.horizon_ns, aggressor, mid_ticks))
-
-    @property
-    def next_due_ns(self) -> int:
-        """When the oldest pending trade's horizon passes (the engine calls resolve only from then on)."""
-        return self._pending[0][0] if self._pending else 1 << 62
+            pend = self._pending
+            if not pend:
+                self.next_due_ns = now_ns + self.horizon_ns
+            pend.append((now_ns + self.horizon_ns, aggressor, mid_ticks))
 
     def resolve(self, now_ns: int, mid_ticks: float) -> None:
         """The market's trades whose horizon passed, scored with the mid that held until now."""
@@ -113,6 +116,7 @@ class AdverseSelection:
             impact = sign * (mid_ticks - mid0) / mid0 * 1e4
             self.impact = impact if self.impact_n == 0 else self.impact + a * (impact - self.impact)
             self.impact_n += 1
+        self.next_due_ns = pend[0][0] if pend else _NEVER
 
     def on_our_fill(self, adverse_bps: float) -> None:
         """One of our fills reached the horizon: its adverse selection (core.metrics.adverse_selection_bps)."""

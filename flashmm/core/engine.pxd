@@ -21,7 +21,7 @@ cdef class Engine:
     cdef public TradeIntensity intensity
     cdef public VolatilityRegime regime
     cdef public VirtualFills virtual
-    cdef public LatencyHistogram tick_to_quote, _window_t2q, _window_ack
+    cdef public LatencyHistogram tick_to_quote, _window_t2q, _window_ack, _hist_book, _hist_features
     cdef public object fill_quality, spreads, _mids
     cdef public object _alpha_x, _batch_book_ns, _batch_feat_ns, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
     cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _market_in_batch, _quote_interval_ns, _quoting

@@ -163,6 +163,7 @@ class Engine:
                                 cfg.risk.max_orders_per_s, cfg.risk.order_burst, post_only=sc.post_only)
         self.portfolio = Portfolio(self.instrument, journal_max=None if history_len is None else 10_000)
         self.hist = {s: LatencyHistogram() for s in STAGES}
+        self._hist_book, self._hist_features = self.hist["book"], self.hist["features"]  # (read every market message)
         self.tick_to_quote = LatencyHistogram()
         self._window_t2q = LatencyHistogram()  # for the latency breaker
         self._window_ack = LatencyHistogram()  # venue time from order sent to ack: a slow venue widens too
@@ -443,13 +444,13 @@ class Engine:
         self._market_in_batch = False
         now0 = self.clock.now_ns()
         self.predictor.on_market(now0)  # the model's grid sees the state before this batch
-        fq, adverse = self.fill_quality, self.adverse
-        if ((fq.next_due_ns <= now0 or adverse.next_due_ns <= now0) and self.book.two_sided()
+        fq = self.fill_quality
+        if ((fq.next_due_ns <= now0 or self.adverse.next_due_ns <= now0) and self.book.two_sided()
                 and not self.book.stale):  # horizons that passed before this batch: the mid until now
             mid0 = self.book.mid_ticks()
             if fq.next_due_ns <= now0:
                 fq.resolve(now0, mid0)
-            adverse.resolve(now0, mid0)
+            self.adverse.resolve(now0, mid0)
         handlers = self._handlers
         for ev in batch:
             handlers[type(ev)](ev)
@@ -457,8 +458,8 @@ class Engine:
         self.counters["batches"] += 1
         self.version += 1
         if self._market_in_batch:
-            self.hist["book"].record(self._batch_book_ns)
-            self.hist["features"].record(self._batch_feat_ns)
+            self._hist_book.record(self._batch_book_ns)
+            self._hist_features.record(self._batch_feat_ns)
             now = self.clock.now_ns()
             book = self.book
             if self.features.ready and book.two_sided() and not book.stale:
