@@ -87,6 +87,21 @@ def compiled_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
 _CIMPORT = re.compile(r"^\s*(?:from\s+(\w+(?:\.\w+)+)\s+cimport\b|cimport\s+(\w+(?:\.\w+)+))", re.MULTILINE)
 
 
+def orphans(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
+    """Compiled copies of modules that are not (or no longer) compiled here, beside their source: left by an older
+    build or a trial. Python's import prefers an extension module to the `.py` beside it, so each would silently
+    run instead of its source; they load from source, and a build removes them. module -> its source."""
+    out: dict[str, Path] = {}
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for so in package_dir.rglob("*" + suffix):
+            name = so.name[: -len(suffix)]
+            mod = ".".join((package_dir.name, *so.parent.relative_to(package_dir).parts, name))
+            src = so.with_name(name + ".py")
+            if mod not in modules and src.exists():
+                out[mod] = src
+    return out
+
+
 def cimports(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     """The modules whose compiled types this module's `.pxd` uses (`from flashmm.core.book cimport L2Book`): its
     compiled copy only works beside their compiled copies."""
@@ -131,7 +146,8 @@ def plan(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR, ma
     """Which modules may load their compiled copy (`compiled`), which must load their source although a
     compiled copy exists (`from_source`: all of them when `pure` is True, those named when it is a set, the
     `stale` ones, whose source differs from what was compiled or whose build is unrecorded, and the `held_back`
-    ones, which cimport a module that is not loaded compiled), and which have none (`not_built`)."""
+    ones, which cimport a module that is not loaded compiled, and the `orphans`: compiled copies of modules not
+    in `modules`), and which have none (`not_built`)."""
     recorded = read_manifest(manifest)
     compiled: list[str] = []
     stale: list[str] = []
@@ -161,8 +177,10 @@ def plan(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR, ma
                 from_source[mod] = source_of(mod, package_dir)
                 held_back[mod] = dep
                 changed = True
+    strays = orphans(modules, package_dir)
+    from_source.update(strays)
     return {"compiled": compiled, "stale": stale, "from_source": from_source, "not_built": not_built,
-            "held_back": held_back}
+            "held_back": held_back, "orphans": sorted(strays)}
 
 
 class _FromSource(importlib.abc.MetaPathFinder):
@@ -202,6 +220,7 @@ def guard() -> None:
     if p["from_source"]:
         sys.meta_path.insert(0, _FromSource(p["from_source"]))  # type: ignore[arg-type]
     _status.update({"compiled": p["compiled"], "stale": p["stale"], "held_back": p["held_back"],
+                    "orphans": p["orphans"],
                     "pure_python_forced": sorted(pure) if isinstance(pure, frozenset) else pure,
                     "not_built": p["not_built"]})
 
@@ -219,7 +238,7 @@ def summary_line() -> str:
     n = len(s["compiled"])  # type: ignore[arg-type]
     if s["pure_python_forced"] is True:
         return f"pure Python ({PURE_ENV}=1)"
-    if n == len(MODULES):
+    if n == len(MODULES) and not s["orphans"]:
         return f"compiled ({n} modules)"
     parts = [f"{n} of {len(MODULES)} modules compiled"]
     if s["pure_python_forced"]:
@@ -228,7 +247,10 @@ def summary_line() -> str:
         parts.append(f"stale, run from source: {', '.join(s['stale'])}")  # type: ignore[arg-type]
     if s["held_back"]:
         parts.append("from source with what they cimport: " + ", ".join(s["held_back"]))  # type: ignore[arg-type]
-    if s["not_built"]:
+    if s["orphans"]:
+        strays = ", ".join(s["orphans"])  # type: ignore[arg-type]
+        parts.append(f"old compiled copies ignored (a build removes them): {strays}")
+    if s["not_built"] or s["orphans"]:
         parts.append("build: python -m flashmm.compile build")
     return "; ".join(parts)
 
@@ -242,6 +264,10 @@ def build(modules: list[str] | None = None, jobs: int | None = None) -> list[str
     """Compile `modules` (default: those missing or stale) in place; returns what was built. Raises
     ImportError without Cython, and the compiler's error when compiling fails (nothing is recorded then)."""
     import tempfile
+
+    for src in orphans(MODULES, PACKAGE_DIR).values():  # compiled copies of modules no longer compiled: never run
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            src.with_name(src.stem + suffix).unlink(missing_ok=True)
 
     from Cython import __version__ as cython_version
     from Cython.Build import cythonize

@@ -114,6 +114,34 @@ def test_pure_python_for_some_modules(monkeypatch):
     assert files["flashmm.core.risk"].endswith(SUFFIX if risk_compiled else ".py")  # the others stay compiled
 
 
+def test_a_compiled_copy_of_a_module_no_longer_compiled_is_never_loaded(tmp_path):
+    """Python's import prefers an extension module to the .py beside it: a copy left by an older build or a trial
+    (a module since dropped from MODULES) would silently run instead of its source. It loads from source, the
+    plan names it, and a build removes it."""
+    root = _package(tmp_path)
+    _build(root, MODS[0])
+    _build(root, MODS[2])
+    manifest = _manifest(root, MODS)
+    p = speedups.plan(MODS[:2], root, manifest)  # gamma has a compiled copy but is not (any longer) compiled
+    assert p["compiled"] == [MODS[0]] and p["orphans"] == [MODS[2]]
+    assert p["from_source"] == {MODS[2]: speedups.source_of(MODS[2], root)}
+    assert speedups.orphans(MODS, root) == {}
+    (root / "core" / f"notes{SUFFIX}").write_bytes(b"\x7fELF")  # no source beside it: not a module of ours
+    assert speedups.orphans(MODS[:2], root) == {MODS[2]: speedups.source_of(MODS[2], root)}
+
+
+def test_a_build_removes_compiled_copies_of_modules_no_longer_compiled(tmp_path, monkeypatch):
+    root = tmp_path / "flashmm"
+    (root / "core").mkdir(parents=True)
+    for name in ("clock", "book"):  # flashmm.core.clock is not compiled, flashmm.core.book is
+        (root / "core" / f"{name}.py").write_text("X = 1\n")
+        (root / "core" / f"{name}{SUFFIX}").write_bytes(b"\x7fELF")
+    monkeypatch.setattr(speedups, "PACKAGE_DIR", root)
+    monkeypatch.setattr(speedups, "needs_build", list)
+    assert speedups.build() == []
+    assert not (root / "core" / f"clock{SUFFIX}").exists() and (root / "core" / f"book{SUFFIX}").exists()
+
+
 def test_pure_python_loads_every_module_from_source(tmp_path):
     root = _package(tmp_path)
     for mod in MODS:
