@@ -130,7 +130,7 @@ class OnlineAlpha:
         if self.n_targets < self.warmup:
             return 0.0
         x = self._x if x is None else x
-        b = self.beta
+        b = self.beta.tolist()  # (Python floats: the same IEEE operations as numpy's scalars, without their cost)
         v = b[0] + b[1] * x[0] + b[2] * x[1] + b[3] * x[2] + b[4] * x[3] + b[5] * x[4]
         c = self.cap_bps
         return c if v > c else (-c if v < -c else float(v))

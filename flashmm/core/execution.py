@@ -274,7 +274,11 @@ class OrderManager:
 
     def locked_lots(self, side: Side) -> int:
         """Lots that could still fill on `side` from orders awaiting a cancel confirmation."""
-        return sum(o.remaining for o in self.orders.values() if o.side is side and o.cancel_requested)
+        total = 0
+        for o in self.orders.values():
+            if o.cancel_requested and o.side is side:
+                total += o.lots - o.filled_lots  # (o.remaining, without a property call per order)
+        return total
 
     def views(self, now_ns: int) -> tuple[OrderView, ...]:
         return tuple(

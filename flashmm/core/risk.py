@@ -161,5 +161,13 @@ class RiskManager:
     def active(self, action: BreakerAction) -> list[Breaker]:
         return [b for b in self.breakers.values() if b.action is action and b.active]
 
+    def any_active(self, actions: tuple[BreakerAction, ...]) -> bool:
+        """Does any breaker with one of these actions restrict trading? (one pass; every quote cycle asks)"""
+        ok = BreakerState.OK
+        for b in self.breakers.values():
+            if b.state is not ok and b.action in actions:
+                return True
+        return False
+
     def views(self) -> tuple[BreakerView, ...]:
         return tuple(b.view() for b in self.breakers.values())

@@ -137,6 +137,12 @@ class Portfolio:
         gross = self.cash_flow + self.position_value(mid_ticks)
         return PnL(gross - self.fees_paid, self.spread_capture, gross - self.spread_capture, -self.fees_paid)
 
+    def pnl_total_quote(self, mid_ticks: float) -> float:
+        """`pnl_quote(mid_ticks).total` (the same operations) without building the breakdown: the drawdown
+        breaker reads it every quote cycle."""
+        total = self.cash_flow + self.position_value(mid_ticks) - self.fees_paid
+        return self.instrument.to_quote(total, mid_ticks) if self.instrument.inverse else total
+
     def pnl_quote(self, mid_ticks: float) -> PnL:
         """PnL in the quote currency (the unit of capital and limits): the settlement-currency PnL valued at
         `mid_ticks` (the same numbers for a linear instrument)."""
