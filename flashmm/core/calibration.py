@@ -411,10 +411,14 @@ class VirtualFills:
         """Mean realised spread per distance, made non-decreasing in the distance (pool-adjacent-violators,
         weighted by fills): a deeper quote is filled only by larger moves, and one sweep that fills a few deep
         quotes must not make a deep distance look worse than a shallower one."""
-        n = self.n
-        rs = np.where(n > 0, self.rs_sum / np.maximum(n, 1e-12), 0.0)
+        return np.array(self._smoothed())
+
+    def _smoothed(self) -> list[float]:
+        """`smoothed()` as a list, computed on Python floats (the same IEEE operations as on numpy's scalars, at
+        a fraction of their cost: it runs whenever the curve changed since the last quote cycle)."""
         blocks: list[list[float]] = []  # [weighted mean, weight, count of distances]
-        for v, w in zip(rs, n, strict=True):
+        for t, w in zip(self.rs_sum.tolist(), self.n.tolist(), strict=True):
+            v = t / (w if w >= 1e-12 else 1e-12) if w > 0 else 0.0  # (np.maximum(n, 1e-12), element by element)
             blocks.append([v, w, 1.0])
             while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
                 b = blocks.pop()
@@ -423,7 +427,10 @@ class VirtualFills:
                 a[0] = (a[0] * a[1] + b[0] * b[1]) / tot if tot > 0 else max(a[0], b[0])
                 a[1] = tot
                 a[2] += b[2]
-        return np.concatenate([np.full(int(c), m) for m, _, c in blocks])
+        out: list[float] = []
+        for m, _, c in blocks:
+            out += [m] * int(c)
+        return out
 
     def best(self, min_realised_bps: float) -> tuple[float | None, bool]:
         """(half-spread in bps, has_edge). Among distances with `min_fills` (decayed) fills: the tightest whose
@@ -440,14 +447,17 @@ class VirtualFills:
         return self._best
 
     def _best_of(self, min_realised_bps: float) -> tuple[float | None, bool]:
-        ok = self.n >= self.min_fills
-        if not ok.any() or self.time_s <= 0:
+        # (on lists: numpy's per-call cost on 18 numbers was most of this; the same comparisons and values)
+        min_fills = self.min_fills
+        ok = [x >= min_fills for x in self.n.tolist()]
+        if not any(ok) or self.time_s <= 0:
             return None, False
-        rs = self.smoothed()
-        good = np.flatnonzero(ok & (rs >= min_realised_bps))
-        if len(good):
-            return float(self.deltas[good[0]]), True
-        widest = int(np.flatnonzero(ok)[-1])
-        if widest + 1 < len(self.deltas):
-            return float(self.deltas[widest + 1]), True
-        return float(self.deltas[int(np.argmax(np.where(ok, rs, -np.inf)))]), False
+        rs = self._smoothed()
+        deltas = self._deltas
+        for i, measured in enumerate(ok):
+            if measured and rs[i] >= min_realised_bps:
+                return deltas[i], True
+        widest = len(ok) - 1 - ok[::-1].index(True)
+        if widest + 1 < len(deltas):
+            return deltas[widest + 1], True
+        return deltas[int(np.argmax(np.where(ok, rs, -np.inf)))], False
