@@ -272,6 +272,24 @@ def test_histogram_bucketing_in_bulk_equals_value_by_value():
     assert np.array_equal(_buckets(values), np.array([_bucket(int(v)) for v in values]))
 
 
+def test_a_percentile_of_a_few_unfolded_values_is_the_folded_histograms():
+    """Up to 64 values not folded yet (the engine's 10 s windows, read once each) are sorted by bucket instead of
+    folded: the same answer as the folded histogram's, every quantile, and nothing is lost (a later fold)."""
+    rng = np.random.default_rng(5)
+    for trial in range(400):
+        k = int(rng.integers(1, 65))
+        values = rng.choice([rng.integers(-50, 300, k), rng.integers(0, 2_000_000, k),
+                             rng.integers(0, 2**62, k)])[:k].tolist()
+        few, folded = LatencyHistogram(), LatencyHistogram()
+        for v in values:
+            few.record(v)
+            folded.record(v)
+        folded.counts  # noqa: B018 - reading the counts folds
+        for q in (0, 1, 50, 90, 95, 99, 99.9, 100):
+            assert few.percentile(q) == folded.percentile(q), (trial, q, values)
+        assert few.summary_us() == folded.summary_us() and np.array_equal(few.counts, folded.counts)
+
+
 def test_histogram_folds_its_recent_values_before_any_read_and_past_its_buffer():
     sample = [3, 250, 90_000, 1_000_000, 7, 4096 * 3]
     h, ref = LatencyHistogram(), LatencyHistogram()

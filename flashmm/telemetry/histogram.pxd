@@ -6,4 +6,5 @@ cdef class LatencyHistogram:
     cdef public object _counts, _new, _count, _total, _max, _min
 
     cpdef record(self, ns)
+    cpdef double percentile(self, q) except? -1
     cpdef _fold(self)

@@ -10,6 +10,8 @@ each value into its bucket at once would give.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _SUB = 64
@@ -17,6 +19,7 @@ _LINEAR = 128
 _MAX_SHIFT = 40  # up to ~2^47 ns (~39 hours)
 _N = _LINEAR + _MAX_SHIFT * _SUB
 _FOLD_EVERY = 4096
+_SORT_BELOW = 64  # a percentile of at most this many unfolded values sorts their buckets instead of folding
 
 
 def _bucket(v: int) -> int:
@@ -135,6 +138,13 @@ class LatencyHistogram:
 
     def percentile(self, q: float) -> float:
         """q in [0, 100]; returns nanoseconds (bucket midpoint, clamped to the observed min/max)."""
+        new = self._new
+        if not self._count and 0 < len(new) <= _SORT_BELOW:
+            # only a few values, none folded yet (the engine's 10 s windows, read once each): the rank-th smallest
+            # value's bucket is the bucket the cumulative counts reach the rank in, without the fold's numpy work
+            rank = max(1, math.ceil(q / 100.0 * len(new)))
+            i = sorted([_bucket(v) for v in new])[rank - 1]
+            return float(min(max(_VALUES[i], min(new)), max(new)))
         self._fold()
         if self._count == 0:
             return 0.0
