@@ -26,7 +26,8 @@ cdef class VolatilityRegime:
     cpdef _update(self, r)
 
 cdef class VirtualFills:
-    cdef public object deltas, cadence_ns, latency_ns, life_ns, horizon_ns, halflife_ns
+    cdef public object deltas, cadence_ns, horizon_ns, halflife_ns
+    cdef public long long latency_ns, life_ns  # (venue-time nanoseconds: checked conversions, C arithmetic)
     cdef public object min_fills, chase, _live, _pending, _next_ns, n
     cdef public object rs_sum, time_s, _last_ns, fills, _deltas, _best_key, _best
     cdef public double _bid_reach, _ask_reach, _chase_bid, _chase_ask
@@ -35,8 +36,8 @@ cdef class VirtualFills:
                    chase_ask=double, m=double, margin=double, d=double)
     cpdef _reach(self)
     @cython.locals(deltas=list, nd=Py_ssize_t, chase=double, moved=double, m0=double)
-    cpdef observe(self, now_ns, double mid_ticks)
-    @cython.locals(deltas=list, nd=Py_ssize_t, mid0=double, depth=double)
-    cpdef on_trade(self, double price_ticks, aggressor, now_ns)
+    cpdef observe(self, long long now_ns, double mid_ticks)
+    @cython.locals(deltas=list, nd=Py_ssize_t, mid0=double, depth=double, t0="long long")
+    cpdef on_trade(self, double price_ticks, aggressor, long long now_ns)
     cpdef _fill(self, now_ns, side, i, price, mid0)
     cpdef _decay_to(self, now_ns)

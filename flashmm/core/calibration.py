@@ -367,7 +367,7 @@ class VirtualFills:
                 gone = g[6]
                 for i in range(g[2], j):
                     if gone[i] > now_ns:
-                        self._fill(now_ns, 1, i, mid0 * (1 - self.deltas[i] / 1e4), mid0)
+                        self._fill(now_ns, 1, i, mid0 * (1 - deltas[i] / 1e4), mid0)
                 if j > g[2]:
                     g[2] = j
                     advanced = True
@@ -376,7 +376,7 @@ class VirtualFills:
                 gone = g[7]
                 for i in range(g[3], j):
                     if gone[i] > now_ns:
-                        self._fill(now_ns, -1, i, mid0 * (1 + self.deltas[i] / 1e4), mid0)
+                        self._fill(now_ns, -1, i, mid0 * (1 + deltas[i] / 1e4), mid0)
                 if j > g[3]:
                     g[3] = j
                     advanced = True
