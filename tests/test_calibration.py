@@ -196,25 +196,15 @@ def test_virtual_fills_and_intensity_keep_exactly_the_state_of_the_reference_cod
 
 
 def _smoothed_numpy(vf):
-    """The smoothed curve as first written, on numpy arrays and numpy scalars: the oracle for the list version."""
-    import numpy as np
+    """The smoothed curve as first written, on numpy arrays and numpy scalars (the reference code's): the oracle
+    for the list version."""
+    from tests import reference_calibration as ref
 
-    n = vf.n
-    rs = np.where(n > 0, vf.rs_sum / np.maximum(n, 1e-12), 0.0)
-    blocks = []
-    for v, w in zip(rs, n, strict=True):
-        blocks.append([v, w, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            b = blocks.pop()
-            a = blocks[-1]
-            tot = a[1] + b[1]
-            a[0] = (a[0] * a[1] + b[0] * b[1]) / tot if tot > 0 else max(a[0], b[0])
-            a[1] = tot
-            a[2] += b[2]
-    return np.concatenate([np.full(int(c), m) for m, _, c in blocks])
+    return ref.VirtualFills.smoothed(vf)
 
 
 def _best_numpy(vf, min_realised_bps):
+    """The choice as written before it moved to lists (the reference's, plus the step to the next distance)."""
     import numpy as np
 
     ok = vf.n >= vf.min_fills
