@@ -1,6 +1,8 @@
 # Types for the compiled build only (flashmm/speedups.py); the .py is the source and runs unchanged without it.
-# Every attribute stays a Python object (the same semantics as the class's __slots__): what the declaration buys
-# is direct attribute access instead of a descriptor lookup.
+# Attributes stay Python objects (the same semantics as the class's __slots__), what the declaration buys being
+# direct attribute access instead of a descriptor lookup; except the virtual quotes' reach bounds (C doubles: the
+# same IEEE values, computed by the same operations in the same order, no contraction) and their venue-time
+# constants (C 64-bit integers: a value out of range raises on assignment, it never wraps).
 import cython
 
 cdef class TradeIntensity:
