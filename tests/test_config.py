@@ -120,3 +120,9 @@ def test_values_no_operator_means_are_refused_naming_the_key():
     with pytest.raises(ConfigError, match="run.status_interval_s: Input should be greater than or equal to 0.1"):
         load_config(None, environ={"FLASHMM_RUN__STATUS_INTERVAL_S": "1e-9"})
     assert load_config(None, environ={"FLASHMM_RISK__MAX_POSITION_USDC": "1e5"}).risk.max_position_usdc == 1e5
+    # the virtual quotes' times are 64-bit nanoseconds in the compiled build: a life beyond a day is refused here,
+    # never an overflow there
+    with pytest.raises(ConfigError, match="strategy.virtual_quote_life_s: Input should be less than or equal to 86400"):
+        load_config(None, environ={"FLASHMM_STRATEGY__VIRTUAL_QUOTE_LIFE_S": "1e12"})
+    with pytest.raises(ConfigError, match="strategy.virtual_latency_ms: Input should be less than or equal to 60000"):
+        load_config(None, environ={"FLASHMM_STRATEGY__VIRTUAL_LATENCY_MS": "1e15"})
