@@ -209,6 +209,7 @@ def test_an_inverse_contract_is_accounted_in_its_base_and_limited_in_its_quote()
     expect_btc = 10 * 100 * (1 / 60_000 - 1 / 61_000)
     assert pf.pnl(mark).total == pytest.approx(expect_btc, rel=1e-12)
     assert pf.pnl_quote(mark).total == pytest.approx(expect_btc * 61_000, rel=1e-12)
+    assert pf.pnl_total_quote(mark) == pf.pnl_quote(mark).total  # the drawdown breaker's shortcut, to the last digit
     assert pf.exposure(mark) == pytest.approx(1_000.0)  # 10 contracts x 100 USD, whatever the price
     assert pf.spread_capture == pytest.approx(10 * 100 * (1 / 60_000 - 1 / 60_001), rel=1e-9)
     assert inst.lots_for(2_000.0, mark) == pytest.approx(20.0)  # the 2,000 USD limit is 20 contracts

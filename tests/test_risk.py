@@ -136,6 +136,11 @@ def test_risk_manager_lists_active_breakers_by_action():
     r.breakers["drawdown"].trip("dd", 0)
     assert [b.name for b in r.active(BreakerAction.PAUSE)] == ["drawdown"]
     assert r.active(BreakerAction.KILL) == []
+    # the quote cycle's one-pass question: the same answer as the listing, for any set of actions
+    for actions in [(a,) for a in BreakerAction] + [(BreakerAction.PAUSE, BreakerAction.KILL), ()]:
+        assert r.any_active(actions) == any(r.active(a) for a in actions), actions
+    r.breakers["drawdown"].clear(1)  # cooling down: still restricting
+    assert r.any_active((BreakerAction.PAUSE,)) and r.active(BreakerAction.PAUSE)
 
 
 def test_token_bucket_burst_then_refill_at_the_rate_in_venue_time():

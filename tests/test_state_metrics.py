@@ -52,6 +52,7 @@ def test_pnl_split_on_a_hand_example():
     assert pnl.total == pytest.approx(0.085)
     assert pnl.total == pytest.approx(pnl.spread_capture + pnl.inventory + pnl.fees, abs=1e-12)
     assert pf.fills[0].mid_ticks == 4000.0 and pf.volume_lots == 100
+    assert pf.pnl_total_quote(4010.0) == pf.pnl_quote(4010.0).total  # the drawdown breaker's shortcut, exactly
 
 
 def test_pnl_split_round_trip_sell_above_mid():

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 T2Q_EDGES_NS = (0, 50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000, 5_000_000)
 STAGES = ("book", "features", "predict", "quote", "risk", "orders", "submit")  # risk = breakers + limits
 _HALTING = (BreakerAction.PAUSE, BreakerAction.FLATTEN, BreakerAction.KILL)  # breakers that stop quoting
-_WIDENING = (BreakerAction.WIDEN,)
+_PAUSING, _WIDENING = (BreakerAction.PAUSE,), (BreakerAction.WIDEN,)
 _BUY, _SELL, _LIMIT = Side.BUY, Side.SELL, OrderType.LIMIT  # (an enum member read through its class costs ~50 ns)
 
 
@@ -950,9 +950,9 @@ class Engine:
             return Mode.KILLED
         if self.flatten_reason:
             return Mode.FLATTENING
-        if self.paused or self.risk.active(BreakerAction.PAUSE):
+        if self.paused or self.risk.any_active(_PAUSING):
             return Mode.PAUSED
-        if self.widen > 1.0 or self.risk.active(BreakerAction.WIDEN):
+        if self.widen > 1.0 or self.risk.any_active(_WIDENING):
             return Mode.WIDENED
         return Mode.RUNNING
 
