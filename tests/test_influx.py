@@ -296,6 +296,39 @@ def test_publish_metrics_task_enqueues_every_interval_and_once_more_on_cancel():
         ep.close()
 
 
+def test_first_interval_latency_covers_the_samples_since_the_publisher_started():
+    """The first point's interval percentiles are those recorded between the publisher's start and its
+    first tick: not empty (a short run finished before the first tick once lost them all) and not mixed
+    with what was recorded before it started."""
+    ep = Endpoint()
+    try:
+        engine, _ = make_engine(seed=7)
+        for _ in range(50):
+            engine.tick_to_quote.record(900_000_000)  # before the publisher: 900 ms, must not show
+        ex = InfluxExporter(InfluxConfig(api="v2", url=ep.url, token=TOKEN))
+        ex.start()
+        tags = {"run_id": "r3", "venue": "sim", "symbol": "SEI/USDC"}
+
+        async def main() -> None:
+            pub = asyncio.create_task(publish_metrics(engine, ex, 0.2, tags))
+            await asyncio.sleep(0)  # the publisher starts and takes its baseline
+            for _ in range(100):
+                engine.tick_to_quote.record(100_000)  # 100 us, before its first tick
+            await asyncio.sleep(0.3)  # one tick
+            pub.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pub
+
+        asyncio.run(main())
+        assert ex.stop(5.0)
+        lat = [f for m, _, f, _ in (parse_line(ln) for ln in ep.lines()) if m == "latency"]
+        assert len(lat) == 2  # the tick and the final set on cancel
+        assert 90 <= lat[0]["tick_to_quote_p99_us_interval"] <= 110, lat[0]
+        assert "tick_to_quote_p99_us_interval" not in lat[1]  # nothing recorded after the tick
+    finally:
+        ep.close()
+
+
 # ------------------------------------------------------------------ the hot path under a dead endpoint --
 def _t2q_p99(seconds: float, exporter: InfluxExporter | None) -> tuple[float, int]:
     """Seeded engine for `seconds` of venue time; with an exporter, points are enqueued every venue second."""

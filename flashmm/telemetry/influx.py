@@ -423,7 +423,7 @@ async def publish_metrics(engine: "Engine", exporter: InfluxExporter, interval_s
     On cancellation one last set of points is enqueued, so exporter.stop() can flush the final state."""
     now_ns = clock or engine.clock.now_ns
     loop = asyncio.get_running_loop()
-    prev_counts = None
+    prev_counts = engine.tick_to_quote.counts.copy()  # the first interval starts now, not at the first point
     next_t = loop.time()
     warned = False
 
