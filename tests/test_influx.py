@@ -275,6 +275,7 @@ def test_publish_metrics_task_enqueues_every_interval_and_once_more_on_cancel():
 
         async def main() -> None:
             pub = asyncio.create_task(publish_metrics(engine, ex, 0.05, tags))
+            await asyncio.sleep(0)  # the publisher starts (its baseline) before the run, however short the run
             await engine.run(300)  # full speed; the venue yields between blocks
             await asyncio.sleep(0.3)
             pub.cancel()
