@@ -36,6 +36,8 @@ from flashmm.telemetry.histogram import LatencyHistogram
 from flashmm.telemetry.logging import get_logger, register_secret
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from flashmm.core.engine import Engine
 
 BREAKERS: tuple[str, ...] = tuple(BREAKER_ACTIONS)
@@ -130,21 +132,19 @@ def format_line(measurement: str, tags: dict[str, Any], fields: dict[str, Any], 
     return f"{_escape_measurement(measurement)}{_tag_set(tags)} {','.join(fs)} {int(ts_ns)}"
 
 
-def _interval_percentiles(hist: LatencyHistogram, prev_counts: Any) -> tuple[dict[str, float], Any]:
+def _interval_percentiles(hist: LatencyHistogram, prev_counts: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """p95/p99 (us) of the samples recorded since `prev_counts` (a copy of hist.counts), and the new copy."""
     counts = hist.counts.copy()
-    out: dict[str, float] = {}
-    if prev_counts is not None:
-        delta = counts - prev_counts
-        n = int(delta.sum())
-        if n > 0:
-            h = LatencyHistogram()
-            h.counts = delta
-            h.count = n
-            h.min, h.max = 0, hist.max  # bounds for the bucket midpoints (the interval's own are not kept)
-            out = {"tick_to_quote_p95_us_interval": round(h.percentile(95) / 1e3, 2),
-                   "tick_to_quote_p99_us_interval": round(h.percentile(99) / 1e3, 2)}
-    return out, counts
+    delta = counts - prev_counts
+    n = int(delta.sum())
+    if n == 0:
+        return {}, counts
+    h = LatencyHistogram()
+    h.counts = delta
+    h.count = n
+    h.min, h.max = 0, hist.max  # bounds for the bucket midpoints (the interval's own are not kept)
+    return {"tick_to_quote_p95_us_interval": round(h.percentile(95) / 1e3, 2),
+            "tick_to_quote_p99_us_interval": round(h.percentile(99) / 1e3, 2)}, counts
 
 
 def metric_points(engine: "Engine", ts_ns: int, tags: dict[str, Any], *, exporter: "InfluxExporter | None" = None,
