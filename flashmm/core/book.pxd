@@ -10,9 +10,9 @@ cdef class Levels:
     cdef public object floor
 
     cpdef best(self)
-    @cython.locals(book=dict, ladder=list)
+    @cython.locals(book=dict, ladder=list, n=Py_ssize_t)
     cpdef set(self, price, lots)
-    @cython.locals(book=dict, ladder=list)
+    @cython.locals(book=dict, ladder=list, n=Py_ssize_t)
     cpdef apply(self, rows)
     @cython.locals(book=dict, ladder=list)
     cpdef drop_better_than(self, price)
@@ -32,8 +32,9 @@ cdef class L2Book:
     cdef public object rejects
 
     cpdef bint apply_diff(self, diff) except -1
-    @cython.locals(bids=Levels, asks=Levels)
     cpdef bint apply_top(self, top) except -1
+    @cython.locals(bids=Levels, asks=Levels)
+    cpdef bint set_top(self, seq, bp, bq, ap, aq, ts_ns) except -1
     @cython.locals(b=list, a=list)
     cpdef bint crossed(self) except -1
     cpdef bint two_sided(self) except -1

@@ -72,16 +72,16 @@ class Levels:
         """Set a level (lots > 0) or remove it (lots == 0)."""
         book = self.lots
         if lots:
-            if price not in book:
+            n = len(book)
+            book[price] = lots
+            if len(book) != n:  # a new level (one dict operation either way)
                 k = price * self.sign
                 if k >= self.floor:
                     ladder = self.ladder
                     insort(ladder, k)
                     if len(ladder) > _HIGH:
                         self._trim()
-            book[price] = lots
-        elif price in book:
-            del book[price]
+        elif book.pop(price, None) is not None:
             k = price * self.sign
             if k >= self.floor:
                 ladder = self.ladder
@@ -97,16 +97,16 @@ class Levels:
         book, ladder, sign, floor = self.lots, self.ladder, self.sign, self.floor
         for price, lots in rows:
             if lots:
-                if price not in book:
+                n = len(book)
+                book[price] = lots
+                if len(book) != n:  # a new level (one dict operation either way)
                     k = price * sign
                     if k >= floor:
                         insort(ladder, k)
                         if len(ladder) > _HIGH:
                             self._trim()
                             floor = self.floor
-                book[price] = lots
-            elif price in book:
-                del book[price]
+            elif book.pop(price, None) is not None:
                 k = price * sign
                 if k >= floor:
                     if ladder[-1] == k:
@@ -404,14 +404,18 @@ class L2Book:
     def apply_top(self, top: BookTop) -> bool:
         """Apply a best bid/offer newer than the book (see the module docstring). Returns True when the book
         changed; a top while stale, older than the book, crossed, or with a bad price or size is counted."""
+        return self.set_top(top.seq, top.bid_ticks, top.bid_lots, top.ask_ticks, top.ask_lots, top.ts_ns)
+
+    def set_top(self, seq: int, bp: int, bq: int, ap: int, aq: int, ts_ns: int) -> bool:
+        """`apply_top` of BookTop(seq, bp, bq, ap, aq, ts_ns), for a caller that holds the values (the replay
+        venue's mirror: each of the event's attributes read here cost a generic attribute lookup)."""
         if self.stale:
             self.rejects["top_while_stale"] += 1
             return False
-        if top.seq <= self.seq or top.seq <= self.top_seq:
+        if seq <= self.seq or seq <= self.top_seq:
             self.rejects["top_older_than_book"] += 1
             return False
-        bp, ap = top.bid_ticks, top.ask_ticks
-        if bp <= 0 or ap <= 0 or top.bid_lots <= 0 or top.ask_lots <= 0:
+        if bp <= 0 or ap <= 0 or bq <= 0 or aq <= 0:
             self.rejects["top_bad_level"] += 1
             return False
         if bp >= ap:
@@ -422,12 +426,12 @@ class L2Book:
             bids.drop_better_than(bp)
         if asks.ladder and asks.ladder[-1] > -ap:
             asks.drop_better_than(ap)
-        bids.set(bp, top.bid_lots)
-        asks.set(ap, top.ask_lots)
-        self.top_seq = top.seq
+        bids.set(bp, bq)
+        asks.set(ap, aq)
+        self.top_seq = seq
         self.top_bid = bp
         self.top_ask = ap
-        self.ts_ns = top.ts_ns
+        self.ts_ns = ts_ns
         self.updates += 1
         return True
 
