@@ -1,6 +1,12 @@
 # Types for the compiled build only (flashmm/speedups.py); the .py is the source and runs unchanged without it.
 # Every attribute stays a Python object (the same semantics as the class's __slots__): what the declaration buys
 # is direct attribute access instead of a descriptor lookup.
+import cython
+
+from flashmm.core.features cimport FeatureEngine
+
+@cython.locals(v="double[:]")
+cpdef tuple alpha_inputs(FeatureEngine features, mid_ticks)
 
 cdef class OnlineAlpha:
     cdef public object horizon_ns, cadence_ns, decay, ridge, cap_bps, warmup

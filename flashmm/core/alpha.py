@@ -20,7 +20,7 @@ from collections import deque
 
 import numpy as np
 
-from flashmm.core.features import F
+from flashmm.core.features import F, FeatureEngine
 
 ALPHA_INPUTS: tuple[str, ...] = (
     "imbalance_1",  # (bid - ask) / (bid + ask) lots at the best level: the queue imbalance
@@ -34,10 +34,13 @@ _I1, _I5, _OFI, _TFI, _MOM = (F["imbalance_1"], F["imbalance_5"], F["order_flow_
                               F["trade_flow_imbalance"], F["momentum_ticks"])
 
 
-def alpha_inputs(values: np.ndarray, mid_ticks: float) -> tuple[float, ...]:
-    """The regression's inputs from the engine's feature vector (all dimensionless or bps)."""
-    v = values.tolist()  # one conversion instead of five numpy scalar reads (called on every market update)
-    return (v[_I1], v[_I5], max(-5.0, min(5.0, v[_OFI])), v[_TFI], v[_MOM] * 1e4 / mid_ticks)
+def alpha_inputs(features: FeatureEngine, mid_ticks: float) -> tuple[float, ...]:
+    """The regression's inputs from the feature engine's current values (all dimensionless or bps). Called on
+    every market update: the compiled build reads the values as typed memory (alpha.pxd), five C reads instead
+    of converting the array (its `tolist` was 2.7 % of a replay)."""
+    v = features._v  # (features.values, the same array)
+    return (float(v[_I1]), float(v[_I5]), max(-5.0, min(5.0, float(v[_OFI]))), float(v[_TFI]),
+            float(v[_MOM]) * 1e4 / mid_ticks)
 
 
 class OnlineAlpha:

@@ -467,7 +467,7 @@ class Engine:
             book = self.book
             if self.features.ready and book.two_sided() and not book.stale:
                 mid = book.mid_ticks()
-                self._alpha_x = alpha_inputs(self.features.values, mid)
+                self._alpha_x = alpha_inputs(self.features, mid)
                 self.online_alpha.observe(now, self._alpha_x, mid)
                 self.regime.observe(now, mid)
                 self.virtual.observe(now, mid)

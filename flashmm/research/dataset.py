@@ -113,7 +113,7 @@ def _observe(alpha: OnlineAlpha, feats: FeatureEngine, book: L2Book, ts: int) ->
     """The engine's per-batch step: the alpha sees the market state (when usable) and predicts from it."""
     if feats.ready and book.two_sided() and not book.stale:
         mid = book.mid_ticks()
-        x = alpha_inputs(feats.values, mid)
+        x = alpha_inputs(feats, mid)
         alpha.observe(ts, x, mid)
         return alpha.predict(x)
     return 0.0
