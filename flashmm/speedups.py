@@ -41,6 +41,7 @@ PURE_ENV = "FLASHMM_PURE_PYTHON"
 # code either way.
 MODULES: tuple[str, ...] = (
     "flashmm.core.book",
+    "flashmm.core.clock",
     "flashmm.core.features",
     "flashmm.core.engine",
     "flashmm.core.calibration",

@@ -133,13 +133,13 @@ def test_a_compiled_copy_of_a_module_no_longer_compiled_is_never_loaded(tmp_path
 def test_a_build_removes_compiled_copies_of_modules_no_longer_compiled(tmp_path, monkeypatch):
     root = tmp_path / "flashmm"
     (root / "core").mkdir(parents=True)
-    for name in ("clock", "book"):  # flashmm.core.clock is not compiled, flashmm.core.book is
+    for name in ("domain", "book"):  # flashmm.core.domain is not compiled, flashmm.core.book is
         (root / "core" / f"{name}.py").write_text("X = 1\n")
         (root / "core" / f"{name}{SUFFIX}").write_bytes(b"\x7fELF")
     monkeypatch.setattr(speedups, "PACKAGE_DIR", root)
     monkeypatch.setattr(speedups, "needs_build", list)
     assert speedups.build() == []
-    assert not (root / "core" / f"clock{SUFFIX}").exists() and (root / "core" / f"book{SUFFIX}").exists()
+    assert not (root / "core" / f"domain{SUFFIX}").exists() and (root / "core" / f"book{SUFFIX}").exists()
 
 
 def test_pure_python_loads_every_module_from_source(tmp_path):

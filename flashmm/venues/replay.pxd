@@ -5,6 +5,7 @@
 # interface's own attributes).
 
 from flashmm.core.book cimport L2Book
+from flashmm.core.clock cimport SimClock
 
 cdef class QueueFillModel:
     cdef public L2Book book
@@ -21,6 +22,7 @@ cdef class _ReplayCore:
     cdef public list _side, _price, _qty, _ends, _starts, _ts, _kind, _flags, _seq, _seq2, _split
     cdef public L2Book mirror
     cdef public QueueFillModel model
-    cdef public object _inflight, _msg, _rows_total, _steps, _stopped, bbo_messages, cfg, clock, data
+    cdef public SimClock clock
+    cdef public object _inflight, _msg, _rows_total, _steps, _stopped, bbo_messages, cfg, data
     cdef public object instrument, latency_ns, lateness, maker_fee_bps, messages_done, paced, pacer
     cdef public object rows_done, speed, use_top
