@@ -4,6 +4,8 @@
 # objects as in the source. ReplayVenue derives from it and from the Venue ABC (an instance dictionary for the
 # interface's own attributes).
 
+import cython
+
 from flashmm.core.book cimport L2Book
 from flashmm.core.clock cimport SimClock
 
@@ -26,3 +28,16 @@ cdef class _ReplayCore:
     cdef public object _inflight, _msg, _rows_total, _steps, _stopped, bbo_messages, cfg, data
     cdef public object instrument, latency_ns, lateness, maker_fee_bps, messages_done, paced, pacer
     cdef public object rows_done, speed, use_top
+
+    # a message's rows by C index into the columns (the same list items, without an index object per access)
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
+    cpdef _message(self, Py_ssize_t i)
+    @cython.locals(bid=Py_ssize_t, ask=Py_ssize_t, r=Py_ssize_t)
+    cpdef list _top(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
+    @cython.locals(r=Py_ssize_t)
+    cpdef list _trades(self, Py_ssize_t start, Py_ssize_t end, ts)
+    @cython.locals(split=Py_ssize_t, r=Py_ssize_t)
+    cpdef tuple _rows(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end)
+    cpdef list _snapshot(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
+    cpdef list _diff(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
+    cpdef list _arrivals(self, until_ns)

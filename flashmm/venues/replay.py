@@ -354,50 +354,55 @@ class _ReplayCore:
     async def next_batch(self) -> list[Event] | None:
         if self._stopped:
             return None
-        starts, ends, tss, kinds = self._starts, self._ends, self._ts, self._kind
-        inflight = self._inflight
-        clock = self.clock
-        while self._msg < len(ends):
+        tss, n = self._ts, len(self._ends)
+        while self._msg < n:
             i = self._msg
-            start = starts[i]
-            end = ends[i]
-            ts = tss[i]
             if self.paced:
-                await self.pacer.wait_until(ts)
+                await self.pacer.wait_until(tss[i])
             else:  # as fast as possible: only let other tasks (console, progress, signals) run now and then
                 self._steps += 1
                 if not self._steps & 1023:
                     await asyncio.sleep(0)
             self._msg = i + 1
-            self.rows_done += end - start
-            self.messages_done += 1
-            out = self._arrivals(ts) if inflight and inflight[0][0] <= ts else []
-            if ts > clock.now_ns():
-                clock.advance_to(ts)
-            kind = kinds[i]
-            if kind == KIND_BBO:
-                self.bbo_messages += 1
-                if not self.use_top:
-                    if out:
-                        return out
-                    continue
-                ev = self._top(i, start, end, ts)
-            elif kind == KIND_TRADE:
-                ev = self._trades(start, end, ts)
-            elif kind == KIND_DIFF:
-                ev = self._diff(i, start, end, ts)
-            elif kind == KIND_SNAP:
-                ev = self._snapshot(i, start, end, ts)
-            else:
+            out = self._message(i)
+            if out is not None:
                 return out
-            if out:
-                out.extend(ev)
-                return out
-            return ev
         # the recording is over: actions still in flight arrive, then the venue ends
-        if inflight:
-            return self._arrivals(inflight[-1][0] + 1)
+        if self._inflight:
+            return self._arrivals(self._inflight[-1][0] + 1)
         return None
+
+    def _message(self, i: int) -> list[Event] | None:
+        """Message `i` of the recording: the batch it makes (after the actions that arrived before it), or None
+        when it makes none (a best bid/offer update while [replay].use_book_ticker is off, no action arriving)."""
+        start = self._starts[i]
+        end = self._ends[i]
+        ts = self._ts[i]
+        self.rows_done += end - start
+        self.messages_done += 1
+        inflight = self._inflight
+        out = self._arrivals(ts) if inflight and inflight[0][0] <= ts else []
+        clock = self.clock
+        if ts > clock.now_ns():
+            clock.advance_to(ts)
+        kind = self._kind[i]
+        if kind == KIND_BBO:
+            self.bbo_messages += 1
+            if not self.use_top:
+                return out if out else None
+            ev = self._top(i, start, end, ts)
+        elif kind == KIND_TRADE:
+            ev = self._trades(start, end, ts)
+        elif kind == KIND_DIFF:
+            ev = self._diff(i, start, end, ts)
+        elif kind == KIND_SNAP:
+            ev = self._snapshot(i, start, end, ts)
+        else:
+            return out
+        if out:
+            out.extend(ev)
+            return out
+        return ev
 
     def _arrivals(self, until_ns: int) -> list[Event]:
         model = self.model
@@ -420,24 +425,25 @@ class _ReplayCore:
         if end - start == 2 and side[start] > 0 and side[start + 1] < 0:  # the usual bid row, ask row
             bid, ask = start, start + 1
         else:
-            bid = ask = None
-            for i in range(start, end):
-                if side[i] > 0:
-                    bid = i
-                elif side[i] < 0:
-                    ask = i
-            if bid is None or ask is None:
+            bid = ask = -1
+            for r in range(start, end):
+                if side[r] > 0:
+                    bid = r
+                elif side[r] < 0:
+                    ask = r
+            if bid < 0 or ask < 0:
                 return []
         bp, bq, ap, aq = price[bid], qty[bid], price[ask], qty[ask]
-        ev = BookTop(self._seq[i], bp, bq, ap, aq, ts)
+        seq = self._seq[i]
+        ev = BookTop(seq, bp, bq, ap, aq, ts)
         mirror = self.mirror
         model = self.model
         if not model.orders:  # nothing of ours can move: the mirror only
-            mirror.apply_top(ev)
+            mirror.set_top(seq, bp, bq, ap, aq, ts)
             return [ev]
         model.out = []
         changed: list[tuple[Side, int, int, int]] = []
-        if not mirror.stale and ev.seq > mirror.seq and ev.seq > mirror.top_seq:
+        if not mirror.stale and seq > mirror.seq and seq > mirror.top_seq:
             # the levels at or better than the new top: the top resizes its own and removes the rest
             lots = mirror.bids.lots
             for p in mirror.bids.at_or_better(bp):
@@ -445,7 +451,7 @@ class _ReplayCore:
             lots = mirror.asks.lots
             for p in mirror.asks.at_or_better(ap):
                 changed.append((Side.SELL, p, lots[p], aq if p == ap else 0))
-        if mirror.apply_top(ev):
+        if mirror.set_top(seq, bp, bq, ap, aq, ts):
             for s, p, old, new in changed:
                 model.on_level(s, p, old, new)
             model.on_book_moved(ts)
@@ -458,8 +464,8 @@ class _ReplayCore:
         model.out = []
         side, price, qty = self._side, self._price, self._qty
         trades = []
-        for i in range(start, end):
-            p, q, s = price[i], qty[i], side[i]
+        for r in range(start, end):
+            p, q, s = price[r], qty[r], side[r]
             model.on_trade(p, q, s, ts)
             trades.append(Trade(float(p), q, _SIDES[s], ts))
         out = model.out
@@ -474,12 +480,12 @@ class _ReplayCore:
         side = self._side
         bids: list[tuple[int, int]] = []
         asks: list[tuple[int, int]] = []
-        for i in range(start, end):
-            s = side[i]
+        for r in range(start, end):
+            s = side[r]
             if s > 0:
-                bids.append((price[i], qty[i]))
+                bids.append((price[r], qty[r]))
             elif s < 0:
-                asks.append((price[i], qty[i]))
+                asks.append((price[r], qty[r]))
         return bids, asks
 
     def _snapshot(self, i: int, start: int, end: int, ts: int) -> list[Event]:
