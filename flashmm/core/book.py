@@ -138,7 +138,8 @@ class Levels:
             i -= 1
         if i == 0 and len(self.lots) > len(ladder):  # past the sorted part: the deeper levels too
             return list(self.irange(minimum=price, reverse=True) if self.sign > 0 else self.irange(maximum=price))
-        return [k * self.sign for k in ladder[:i - 1:-1]] if i else [k * self.sign for k in reversed(ladder)]
+        sign = self.sign
+        return [ladder[j] * sign for j in range(len(ladder) - 1, i - 1, -1)]
 
     def top_depth(self) -> tuple[int, int, int, int]:
         """(the best price, the lots at it, over the best 3 levels, over the best 5): what the features read on
@@ -147,19 +148,32 @@ class Levels:
         if 5 > len(ladder) and len(book) > len(ladder):
             self._refill(5)
         n = len(ladder)
-        sign = self.sign
-        price = ladder[n - 1] * sign
+        if self.sign > 0:  # (a bid's key is its price: no new integer per level)
+            price = ladder[n - 1]
+            q1 = book[price]
+            q3 = q1
+            if n > 1:
+                q3 += book[ladder[n - 2]]
+            if n > 2:
+                q3 += book[ladder[n - 3]]
+            q5 = q3
+            if n > 3:
+                q5 += book[ladder[n - 4]]
+            if n > 4:
+                q5 += book[ladder[n - 5]]
+            return price, q1, q3, q5
+        price = -ladder[n - 1]
         q1 = book[price]
         q3 = q1
         if n > 1:
-            q3 += book[ladder[n - 2] * sign]
+            q3 += book[-ladder[n - 2]]
         if n > 2:
-            q3 += book[ladder[n - 3] * sign]
+            q3 += book[-ladder[n - 3]]
         q5 = q3
         if n > 3:
-            q5 += book[ladder[n - 4] * sign]
+            q5 += book[-ladder[n - 4]]
         if n > 4:
-            q5 += book[ladder[n - 5] * sign]
+            q5 += book[-ladder[n - 5]]
         return price, q1, q3, q5
 
     def top(self, n: int) -> list[tuple[int, int]]:
