@@ -20,3 +20,5 @@ cdef class FeatureEngine:
 
     @cython.locals(dt=double, d_vol=double, dm=double, a_mom=double, d_flow=double, mid=double, v="double[:]")
     cpdef on_book(self, L2Book book, ts_ns)
+    @cython.locals(dt=double, d=double)
+    cpdef on_trade(self, trade)

@@ -110,13 +110,15 @@ class FeatureEngine:
         v[10] = aq
 
     def on_trade(self, trade: Trade) -> None:
-        if trade.aggressor is None:
+        aggressor = trade.aggressor
+        if aggressor is None:
             return
-        dt = (trade.ts_ns - self._flow_ts) / NS_PER_S if self._flow_ts else 0.0
+        ts, lots = trade.ts_ns, trade.lots
+        dt = (ts - self._flow_ts) / NS_PER_S if self._flow_ts else 0.0
         d = math.exp(-dt / self.flow_tau_s) if dt > 0 else 1.0
-        self._flow_signed = self._flow_signed * d + int(trade.aggressor) * trade.lots
-        self._flow_total = self._flow_total * d + trade.lots
-        self._flow_ts = trade.ts_ns
+        self._flow_signed = self._flow_signed * d + int(aggressor) * lots
+        self._flow_total = self._flow_total * d + lots
+        self._flow_ts = ts
         self._v[6] = self._flow_signed / self._flow_total if self._flow_total > 0 else 0.0
 
     @property
