@@ -7,6 +7,7 @@
 from flashmm.core.book cimport L2Book
 from flashmm.core.features cimport FeatureEngine
 from flashmm.core.alpha cimport OnlineAlpha
+from flashmm.core.metrics cimport FillQuality, RollingRange, TimeWeightedSpreads
 from flashmm.core.calibration cimport AdverseSelection, TradeIntensity, VirtualFills, VolatilityRegime
 from flashmm.telemetry.histogram cimport LatencyHistogram
 
@@ -22,7 +23,9 @@ cdef class Engine:
     cdef public VolatilityRegime regime
     cdef public VirtualFills virtual
     cdef public LatencyHistogram tick_to_quote, _window_t2q, _window_ack, _hist_book, _hist_features
-    cdef public object fill_quality, spreads, _mids
+    cdef public FillQuality fill_quality
+    cdef public TimeWeightedSpreads spreads
+    cdef public RollingRange _mids
     cdef public object _alpha_x, _batch_book_ns, _batch_feat_ns, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
     cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _market_in_batch, _quote_interval_ns, _quoting
     cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _stop, _trace_orders, _use_model
