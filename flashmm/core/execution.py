@@ -17,6 +17,8 @@ from flashmm.core.domain import AccountState, CancelOrder, OrderAction, OrderTyp
 from flashmm.core.risk import TokenBucket
 from flashmm.core.strategy import QuoteLevel
 
+_LIMIT, _MARKET = OrderType.LIMIT, OrderType.MARKET  # (an enum member read through its class costs ~40 ns)
+
 
 class OrderState(enum.StrEnum):
     PENDING = "pending"
@@ -150,7 +152,7 @@ class OrderManager:
                 continue
             if left is not None:
                 left[q.side] -= lots
-            places.append(self._new(q.side, q.price_ticks, lots, q.level, OrderType.LIMIT, now_ns))
+            places.append(self._new(q.side, q.price_ticks, lots, q.level, _LIMIT, now_ns))
         self.counts["cancels_sent"] += len(cancels)
         return cancels + places
 
@@ -167,7 +169,7 @@ class OrderManager:
     def cancel_all(self) -> list[OrderAction]:
         out: list[OrderAction] = []
         for o in self.orders.values():
-            if not o.cancel_requested and o.order_type is OrderType.LIMIT:
+            if not o.cancel_requested and o.order_type is _LIMIT:
                 o.cancel_requested = True
                 out.append(CancelOrder(o.client_id))
         self.counts["cancels_sent"] += len(out)
@@ -175,14 +177,14 @@ class OrderManager:
 
     def market_order(self, side: Side, lots: int, worst_price_ticks: int, now_ns: int) -> PlaceOrder:
         """A marketable order (flatten): not rate limited, since it reduces risk."""
-        return self._new(side, worst_price_ticks, lots, -1, OrderType.MARKET, now_ns)
+        return self._new(side, worst_price_ticks, lots, -1, _MARKET, now_ns)
 
     def _new(self, side: Side, price: int, lots: int, level: int, otype: OrderType, now_ns: int) -> PlaceOrder:
         cid = self.next_client_id
         self.next_client_id += 1
         self.orders[cid] = ManagedOrder(cid, side, price, lots, level, otype, now_ns)
         self.counts["orders_placed"] += 1
-        return PlaceOrder(cid, side, price, lots, otype, self.post_only and otype is OrderType.LIMIT)
+        return PlaceOrder(cid, side, price, lots, otype, self.post_only and otype is _LIMIT)
 
     # ---- venue events -------------------------------------------------------------------------------
     def _get(self, client_id: int, what: str) -> ManagedOrder | None:
@@ -256,7 +258,7 @@ class OrderManager:
         actions: list[OrderAction] = []
         for cid, o in list(self.orders.items()):
             v = venue.open_orders.get(cid)
-            if v is None and o.state is not OrderState.PENDING and o.order_type is OrderType.LIMIT:
+            if v is None and o.state is not OrderState.PENDING and o.order_type is _LIMIT:
                 problems.append(f"order {cid} live here, absent at venue: closed as cancelled")
                 self._finish(o, OrderState.CANCELLED)
             elif v is not None and v.remaining_lots != o.remaining:
@@ -270,7 +272,7 @@ class OrderManager:
 
     # ---- views ----------------------------------------------------------------------------------------
     def resting(self, side: Side) -> list[ManagedOrder]:
-        return [o for o in self.orders.values() if o.side is side and o.order_type is OrderType.LIMIT]
+        return [o for o in self.orders.values() if o.side is side and o.order_type is _LIMIT]
 
     def locked_lots(self, side: Side) -> int:
         """Lots that could still fill on `side` from orders awaiting a cancel confirmation."""

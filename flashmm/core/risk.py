@@ -15,12 +15,16 @@ from flashmm.core.clock import NS_PER_S
 from flashmm.core.domain import Instrument, Side
 from flashmm.core.strategy import QuoteLevel
 
+_BUY, _SELL = Side.BUY, Side.SELL  # (an enum member read through its class costs ~40 ns)
+
 
 class BreakerState(enum.StrEnum):
     OK = "ok"
     TRIPPED = "tripped"
     COOLING_DOWN = "cooling_down"
 
+
+_OK, _TRIPPED, _COOLING_DOWN = BreakerState.OK, BreakerState.TRIPPED, BreakerState.COOLING_DOWN  # (as _BUY)
 
 class BreakerAction(enum.StrEnum):
     PAUSE = "pause"  # no quotes
@@ -49,7 +53,7 @@ class Breaker:
     def __init__(self, name: str, action: BreakerAction, cooldown_s: float) -> None:
         self.name = name
         self.action = action
-        self.state = BreakerState.OK
+        self.state = _OK
         self.reason = ""
         self.since_ns = 0
         self.trips = 0
@@ -58,14 +62,14 @@ class Breaker:
     @property
     def active(self) -> bool:
         """Does it still restrict trading? (tripped or cooling down)"""
-        return self.state is not BreakerState.OK
+        return self.state is not _OK
 
     def trip(self, reason: str, now_ns: int) -> bool:
         """Returns True when this is a new trip."""
-        if self.state is BreakerState.TRIPPED:
+        if self.state is _TRIPPED:
             self.reason = reason
             return False
-        self.state = BreakerState.TRIPPED
+        self.state = _TRIPPED
         self.reason = reason
         self.since_ns = now_ns
         self.trips += 1
@@ -73,14 +77,14 @@ class Breaker:
 
     def clear(self, now_ns: int) -> bool:
         """The condition is gone: start cooling down (or finish it). Returns True on a state change."""
-        if self.state is BreakerState.TRIPPED:
-            self.state = BreakerState.COOLING_DOWN if self.cooldown_ns else BreakerState.OK
+        if self.state is _TRIPPED:
+            self.state = _COOLING_DOWN if self.cooldown_ns else _OK
             self.since_ns = now_ns
-            if self.state is BreakerState.OK:
+            if self.state is _OK:
                 self.reason = ""
             return True
-        if self.state is BreakerState.COOLING_DOWN and now_ns - self.since_ns >= self.cooldown_ns:
-            self.state = BreakerState.OK
+        if self.state is _COOLING_DOWN and now_ns - self.since_ns >= self.cooldown_ns:
+            self.state = _OK
             self.reason = ""
             self.since_ns = now_ns
             return True
@@ -139,8 +143,8 @@ class RiskManager:
         """Lots that may rest on each side so that if all of them filled, including orders still waiting
         for a cancel confirmation (`locked_*`), the position would stay within the limit."""
         max_pos = self.lots_for_usdc(self.cfg.max_position_usdc, mid_ticks)
-        return {Side.BUY: max(0, max_pos - position_lots - locked_bid_lots),
-                Side.SELL: max(0, max_pos + position_lots - locked_ask_lots)}
+        return {_BUY: max(0, max_pos - position_lots - locked_bid_lots),
+                _SELL: max(0, max_pos + position_lots - locked_ask_lots)}
 
     def trim(self, levels: tuple[QuoteLevel, ...], mid_ticks: float, room: dict[Side, int]) -> list[QuoteLevel]:
         """Cap order sizes at max_order_usdc and cumulative size per side at `room`; deeper levels are
@@ -163,7 +167,7 @@ class RiskManager:
 
     def any_active(self, actions: tuple[BreakerAction, ...]) -> bool:
         """Does any breaker with one of these actions restrict trading? (one pass; every quote cycle asks)"""
-        ok = BreakerState.OK
+        ok = _OK
         for b in self.breakers.values():
             if b.state is not ok and b.action in actions:
                 return True

@@ -23,6 +23,8 @@ from flashmm.config import RiskConfig, StrategyConfig
 from flashmm.core.domain import Instrument, Side
 from flashmm.model.predictor import Prediction
 
+_BUY, _SELL = Side.BUY, Side.SELL  # (an enum member read through its class costs ~40 ns)
+
 
 # The quoter's output is built every quote cycle (a proposal and its levels: five objects with two levels a side)
 # and is not changed after it is built; plain slots dataclasses, not frozen ones, because a frozen dataclass's
@@ -167,7 +169,7 @@ class Quoter:
                 bid_lots = min(bid_lots, max(0, -position_lots))
                 ask_lots = min(ask_lots, max(0, position_lots))
             if bid_lots > 0 and bid > 0:
-                levels.append(QuoteLevel(Side.BUY, i, bid, bid_lots))
+                levels.append(QuoteLevel(_BUY, i, bid, bid_lots))
             if ask_lots > 0:
-                levels.append(QuoteLevel(Side.SELL, i, ask, ask_lots))
+                levels.append(QuoteLevel(_SELL, i, ask, ask_lots))
         return QuoteProposal(tuple(levels), reservation, half, inv_shift, fair_shift, adverse, glft_half)
