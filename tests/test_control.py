@@ -589,7 +589,7 @@ def test_an_attached_console_rebuilds_the_daemons_whole_series_from_frames_of_ne
         while remote.client is None or remote.client.pending:
             await asyncio.sleep(0.05)
         session.request_stop("test over")  # the engine stops trading; frames of the final state go out
-        while not session.engine._stop.is_set():
+        while not session.engine._stop:  # (set by stop(): a plain flag)
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
         theirs = remote.snapshot()
