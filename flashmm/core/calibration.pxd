@@ -6,10 +6,13 @@
 import cython
 
 cdef class TradeIntensity:
-    cdef public object halflife_ns, counts, time_s, trades, _last_ns, min_trades
+    cdef public object halflife_ns, time_s, trades, _last_ns, min_trades
     cdef public object a_bounds, k_bounds, default, a, k
+    cdef public double[:] counts  # (an array.array of doubles: its buffer)
 
+    @cython.locals(counts="double[:]", i=Py_ssize_t, d=double)
     cpdef _decay_to(self, now_ns)
+    @cython.locals(counts="double[:]", i=Py_ssize_t, dist=double, reach=double)
     cpdef on_trade(self, price_ticks, mid_ticks, now_ns)
 
 cdef class AdverseSelection:

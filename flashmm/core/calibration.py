@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
 
@@ -34,7 +35,9 @@ class TradeIntensity:
     def __init__(self, default_a: float, default_k: float, halflife_s: float = 300.0, min_trades: int = 50,
                  a_bounds: tuple[float, float] = (0.05, 50.0), k_bounds: tuple[float, float] = (0.1, 10.0)) -> None:
         self.halflife_ns = halflife_s * 1e9
-        self.counts = [0.0] * len(_DELTAS)  # a list: per trade, 12 float updates cost less than 2 numpy calls
+        # per distance of the grid, decayed: a C array of doubles (updated in place, 12 C operations a trade in the
+        # compiled build, calibration.pxd; the same IEEE operations as on a list of floats)
+        self.counts = array("d", [0.0] * len(_DELTAS))
         self.time_s = 0.0
         self.trades = 0
         self._last_ns = -1
@@ -48,7 +51,9 @@ class TradeIntensity:
         if self._last_ns >= 0 and now_ns > self._last_ns:
             dt = now_ns - self._last_ns
             d = 0.5 ** (dt / self.halflife_ns)
-            self.counts = [c * d for c in self.counts]
+            counts = self.counts
+            for i in range(len(counts)):
+                counts[i] *= d
             self.time_s = self.time_s * d + dt / 1e9
         self._last_ns = max(self._last_ns, now_ns)
 
@@ -58,7 +63,10 @@ class TradeIntensity:
         self._decay_to(now_ns)
         dist = abs(price_ticks - mid_ticks) / mid_ticks * 1e4
         reach = dist + 1e-12
-        self.counts = [c + 1.0 if d <= reach else c for c, d in zip(self.counts, _DELTAS_LIST)]
+        counts = self.counts
+        for i in range(len(counts)):
+            if _DELTAS_LIST[i] <= reach:
+                counts[i] += 1.0
         self.trades += 1
 
     def fit(self, now_ns: int) -> tuple[float, float]:
