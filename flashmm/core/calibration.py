@@ -322,7 +322,10 @@ class VirtualFills:
                 self.rs_sum[i] += 2e4 * side * (mid_ticks - price) / mid0
         live = self._live
         changed = False
-        while live and live[0][0] + self.latency_ns + self.life_ns < now_ns:
+        while live:  # grid points whose quotes have all lived their life
+            t0 = live[0][0]
+            if t0 + self.latency_ns + self.life_ns >= now_ns:
+                break
             live.popleft()
             changed = True
         deltas = self._deltas
