@@ -16,7 +16,8 @@ cdef class Engine:
     cdef object __weakref__
     cdef public L2Book book
     cdef public FeatureEngine features
-    cdef public dict counters, hist, _handlers
+    cdef public dict _counters, hist, _handlers
+    cdef public long long _n_events, _n_batches, _n_trades, _n_book_updates, _n_top_updates
     cdef public OnlineAlpha online_alpha
     cdef public AdverseSelection adverse
     cdef public TradeIntensity intensity
