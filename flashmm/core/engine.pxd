@@ -17,6 +17,9 @@ cdef class Engine:
     cdef public L2Book book
     cdef public FeatureEngine features
     cdef public dict _counters, hist, _handlers
+    # per-batch bookkeeping and counts, C integers (the stage times' sums, the state version)
+    cdef public long long _batch_book_ns, _batch_feat_ns, version
+    cdef public bint _market_in_batch
     cdef public long long _n_events, _n_batches, _n_trades, _n_book_updates, _n_top_updates
     cdef public OnlineAlpha online_alpha
     cdef public AdverseSelection adverse
@@ -27,8 +30,8 @@ cdef class Engine:
     cdef public FillQuality fill_quality
     cdef public TimeWeightedSpreads spreads
     cdef public RollingRange _mids
-    cdef public object _alpha_x, _batch_book_ns, _batch_feat_ns, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
-    cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _market_in_batch, _quote_interval_ns, _quoting
+    cdef public object _alpha_x, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
+    cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _quote_interval_ns, _quoting
     cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _stop, _trace_orders, _use_model
     cdef public object _window_start_ns, alpha_bps, audit, cfg, clock
     cdef public object confidence_history, events_log, fault, flatten_reason, guards
@@ -36,4 +39,4 @@ cdef class Engine:
     cdef public object log, max_abs_inventory_pct, mid_history, mode, model_errors, oms, paused
     cdef public object pnl_history, portfolio, predictor, quoter, recovered, risk, sample_ts
     cdef public object seed, seq, spread_history, start_ns, state_store, venue
-    cdef public object version, wall_start, widen
+    cdef public object wall_start, widen
