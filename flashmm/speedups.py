@@ -1,6 +1,6 @@
 """The hot path compiled: the same Python source, built by Cython into extension modules beside it.
 
-Nothing here is a second implementation. `MODULES` (the book, the features, the engine and its strategy,
+Nothing here is a second implementation. `MODULES` (the book, the clocks, the features, the engine and its strategy,
 calibration, risk and order manager, the replay venue, the histograms) are compiled from their own `.py`
 files unchanged, so live trading, paper trading and replays run the same code whether or not it is compiled,
 and `tests/test_replay_pins.py` holds both to the same fills, orders and PnL to the last digit (the README's
