@@ -18,7 +18,7 @@ cdef class Levels:
     cpdef drop_better_than(self, price)
     @cython.locals(ladder=list, i=Py_ssize_t, j=Py_ssize_t)
     cpdef list at_or_better(self, price)
-    @cython.locals(ladder=list, book=dict, n=Py_ssize_t)
+    @cython.locals(ladder=list, book=dict, n=Py_ssize_t, neg=bint)
     cpdef tuple top_depth(self)
     @cython.locals(ladder=list, book=dict)
     cpdef list top(self, n)

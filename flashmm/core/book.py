@@ -148,32 +148,24 @@ class Levels:
         if 5 > len(ladder) and len(book) > len(ladder):
             self._refill(5)
         n = len(ladder)
-        if self.sign > 0:  # (a bid's key is its price: no new integer per level)
-            price = ladder[n - 1]
-            q1 = book[price]
-            q3 = q1
-            if n > 1:
-                q3 += book[ladder[n - 2]]
-            if n > 2:
-                q3 += book[ladder[n - 3]]
-            q5 = q3
-            if n > 3:
-                q5 += book[ladder[n - 4]]
-            if n > 4:
-                q5 += book[ladder[n - 5]]
-            return price, q1, q3, q5
-        price = -ladder[n - 1]
+        neg = self.sign < 0  # an ask's key is minus its price, a bid's is its price (no new integer per bid level)
+        k = ladder[n - 1]
+        price = -k if neg else k
         q1 = book[price]
         q3 = q1
         if n > 1:
-            q3 += book[-ladder[n - 2]]
+            k = ladder[n - 2]
+            q3 += book[-k if neg else k]
         if n > 2:
-            q3 += book[-ladder[n - 3]]
+            k = ladder[n - 3]
+            q3 += book[-k if neg else k]
         q5 = q3
         if n > 3:
-            q5 += book[-ladder[n - 4]]
+            k = ladder[n - 4]
+            q5 += book[-k if neg else k]
         if n > 4:
-            q5 += book[-ladder[n - 5]]
+            k = ladder[n - 5]
+            q5 += book[-k if neg else k]
         return price, q1, q3, q5
 
     def top(self, n: int) -> list[tuple[int, int]]:
