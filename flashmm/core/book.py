@@ -66,7 +66,8 @@ class Levels:
     # ---- the hot path ----------------------------------------------------------------------------------
     def best(self) -> int:
         """The best price (IndexError when empty)."""
-        return self.ladder[-1] * self.sign
+        k = self.ladder[-1]
+        return -k if self.sign < 0 else k
 
     def set(self, price: int, lots: int) -> None:
         """Set a level (lots > 0) or remove it (lots == 0)."""
@@ -75,14 +76,14 @@ class Levels:
             n = len(book)
             book[price] = lots
             if len(book) != n:  # a new level (one dict operation either way)
-                k = price * self.sign
+                k = -price if self.sign < 0 else price  # (a bid's key is its price object: found by identity)
                 if k >= self.floor:
                     ladder = self.ladder
                     insort(ladder, k)
                     if len(ladder) > _HIGH:
                         self._trim()
         elif book.pop(price, None) is not None:
-            k = price * self.sign
+            k = -price if self.sign < 0 else price
             if k >= self.floor:
                 ladder = self.ladder
                 if ladder[-1] == k:
@@ -94,20 +95,21 @@ class Levels:
 
     def apply(self, rows: list[tuple[int, int]]) -> None:
         """`set` for each (price, lots) row of a message, in order, in one call."""
-        book, ladder, sign, floor = self.lots, self.ladder, self.sign, self.floor
+        book, ladder, floor = self.lots, self.ladder, self.floor
+        neg = self.sign < 0  # an ask's key is minus its price; a bid's is its price object (found by identity)
         for price, lots in rows:
             if lots:
                 n = len(book)
                 book[price] = lots
                 if len(book) != n:  # a new level (one dict operation either way)
-                    k = price * sign
+                    k = -price if neg else price
                     if k >= floor:
                         insort(ladder, k)
                         if len(ladder) > _HIGH:
                             self._trim()
                             floor = self.floor
             elif book.pop(price, None) is not None:
-                k = price * sign
+                k = -price if neg else price
                 if k >= floor:
                     if ladder[-1] == k:
                         ladder.pop()
@@ -119,11 +121,12 @@ class Levels:
 
     def drop_better_than(self, price: int) -> None:
         """Remove every level strictly better than `price` (a new top shows them gone)."""
-        k = price * self.sign
-        ladder, book, sign = self.ladder, self.lots, self.sign
+        neg = self.sign < 0
+        k = -price if neg else price
+        ladder, book = self.ladder, self.lots
         while True:
             while ladder and ladder[-1] > k:
-                del book[ladder.pop() * sign]
+                del book[-ladder.pop() if neg else ladder.pop()]
             if ladder or not book:
                 break
             self._refill()  # the sorted part ran out above `price`: the deeper levels may still be better
@@ -138,8 +141,9 @@ class Levels:
             i -= 1
         if i == 0 and len(self.lots) > len(ladder):  # past the sorted part: the deeper levels too
             return list(self.irange(minimum=price, reverse=True) if self.sign > 0 else self.irange(maximum=price))
-        sign = self.sign
-        return [ladder[j] * sign for j in range(len(ladder) - 1, i - 1, -1)]
+        if self.sign > 0:
+            return [ladder[j] for j in range(len(ladder) - 1, i - 1, -1)]
+        return [-ladder[j] for j in range(len(ladder) - 1, i - 1, -1)]
 
     def top_depth(self) -> tuple[int, int, int, int]:
         """(the best price, the lots at it, over the best 3 levels, over the best 5): what the features read on

@@ -301,7 +301,10 @@ class _ReplayCore:
         # plain Python lists (per-row access to numpy scalars costs several times more): the rows' side, price
         # and size; what a message's rows share (time, kind, flags, sequence numbers) once per message
         self._side = ev["side"].tolist()
-        self._price = ev["price"].tolist()
+        # one integer object per distinct price: a level's dictionary key is then the very object a later row or
+        # top of the same price carries, and a lookup matches it by identity (no integer comparison)
+        interned: dict[int, int] = {}
+        self._price = [interned.setdefault(p, p) for p in ev["price"].tolist()]
         self._qty = ev["qty"].tolist()
         self._rows_total = len(ev)
         ends = message_bounds(ev)
