@@ -21,7 +21,9 @@ cdef class QueueFillModel:
     cpdef on_book_moved(self, ts)
 
 cdef class _ReplayCore:
-    cdef public list _side, _price, _qty, _ends, _starts, _ts, _kind, _flags, _seq, _seq2, _split
+    cdef public list _price, _qty, _ts, _seq, _seq2
+    # the integer columns (array('q') in the source): C reads
+    cdef public long long[:] _side, _ends, _starts, _kind, _flags, _split
     cdef public L2Book mirror
     cdef public QueueFillModel model
     cdef public SimClock clock
@@ -30,14 +32,17 @@ cdef class _ReplayCore:
     cdef public object rows_done, speed, use_top
 
     # a message's rows by C index into the columns (the same list items, without an index object per access)
-    @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, kind="long long")
     cpdef _message(self, Py_ssize_t i)
-    @cython.locals(bid=Py_ssize_t, ask=Py_ssize_t, r=Py_ssize_t)
+    @cython.locals(bid=Py_ssize_t, ask=Py_ssize_t, r=Py_ssize_t, side="long long[:]")
     cpdef list _top(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
-    @cython.locals(r=Py_ssize_t)
+    @cython.locals(r=Py_ssize_t, side="long long[:]", s="long long")
     cpdef list _trades(self, Py_ssize_t start, Py_ssize_t end, ts)
-    @cython.locals(split=Py_ssize_t, r=Py_ssize_t)
+    @cython.locals(split=Py_ssize_t, r=Py_ssize_t, side="long long[:]", s="long long")
     cpdef tuple _rows(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end)
     cpdef list _snapshot(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
     cpdef list _diff(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
     cpdef list _arrivals(self, until_ns)
+
+# the message kinds as C constants (the same values as flashmm.data.events')
+cdef long long KIND_BBO, KIND_DIFF, KIND_SNAP, KIND_TRADE, FLAG_EMPTY

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -269,6 +270,14 @@ class QueueFillModel:
 _SIDES = {1: _BUY, -1: _SELL, 0: None}
 
 
+def _column(values: np.ndarray) -> array:
+    """A column of small integers the venue only indexes (row sides, message bounds, kinds, flags) as a typed
+    array: read per message as a C integer in the compiled build (replay.pxd), as an int here."""
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+    return out
+
+
 def _bid_ask_split(side: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Per message: the index of its first ask row when its rows are all bid rows then all ask rows (the
     readers write them so), else -1 (the rows are then sorted out one by one)."""
@@ -300,7 +309,7 @@ class _ReplayCore:
         ev = data.events
         # plain Python lists (per-row access to numpy scalars costs several times more): the rows' side, price
         # and size; what a message's rows share (time, kind, flags, sequence numbers) once per message
-        self._side = ev["side"].tolist()
+        self._side = _column(ev["side"])
         # one integer object per distinct price: a level's dictionary key is then the very object a later row or
         # top of the same price carries, and a lookup matches it by identity (no integer comparison)
         interned: dict[int, int] = {}
@@ -309,15 +318,15 @@ class _ReplayCore:
         self._rows_total = len(ev)
         ends = message_bounds(ev)
         starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
-        self._ends = ends.tolist()
-        self._starts = starts.tolist()
+        self._ends = _column(ends)
+        self._starts = _column(starts)
         first = ev[starts]
         self._ts = first["ts_ns"].tolist()
-        self._kind = first["kind"].tolist()
-        self._flags = first["flags"].tolist()
+        self._kind = _column(first["kind"])
+        self._flags = _column(first["flags"])
         self._seq = first["seq"].tolist()
         self._seq2 = first["seq2"].tolist()
-        self._split = _bid_ask_split(ev["side"], ends).tolist()
+        self._split = _column(_bid_ask_split(ev["side"], ends))
         self._msg = 0
         self.clock = SimClock(int(self._ts[0]) if self._ts else 0)
         self.latency_ns = int(cfg.latency_ms * 1_000_000)
