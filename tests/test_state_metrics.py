@@ -343,6 +343,31 @@ def test_imbalance_features_by_hand_ask_heavy():
     assert fe.values[F["microprice_offset_ticks"]] == pytest.approx(-0.25)  # (100*30 + 101*10) / 40 = 100.25
 
 
+def test_features_exact_on_either_side_of_the_c_integer_range():
+    """Prices and sizes below 2**26 take the C-integer path in the compiled build, larger ones (here beyond 2**53,
+    where a double cannot hold them) the unbounded one; a sequence crossing the boundary both ways gives what exact
+    integer arithmetic gives: the microprice as one correctly rounded division, the order-flow sum exact."""
+    big = 1 << 60
+    tops = [(100, 30, 101, 10), (big, (1 << 30) + 1, big + 1, 3), (100, 30, 101, 12), (99, 5, 101, 12),
+            ((1 << 26) - 2, (1 << 26) - 1, (1 << 26) - 1, 7), (1 << 26, 1, (1 << 26) + 1, 1), (100, 1, 102, 2)]
+    fe = FeatureEngine()
+    ofi, prev = 0, None
+    for i, (bp, bq, ap, aq) in enumerate(tops):
+        fe.on_book(_book([(bp, bq), (bp - 1, 2)], [(ap, aq), (ap + 1, 3)], seq=i + 1), NS_PER_S)  # dt = 0: no decay
+        if prev is not None:
+            pbp, pbq, pap, paq = prev
+            ofi += (bq if bp >= pbp else 0) - (pbq if bp <= pbp else 0) - (aq if ap <= pap else 0) + (paq if ap >= pap else 0)
+        prev = (bp, bq, ap, aq)
+        mid = (bp + ap) / 2.0
+        assert fe.mid_ticks == mid
+        assert fe.values[F["spread_ticks"]] == float(ap - bp)
+        assert fe.values[F["microprice_offset_ticks"]] == (bp * aq + ap * bq) / (bq + aq) - mid
+        assert fe.values[F["imbalance_1"]] == (bq - aq) / (bq + aq)
+        assert fe.values[F["imbalance_3"]] == (bq + 2 - aq - 3) / (bq + 2 + aq + 3)
+        assert fe.values[F["order_flow_imbalance"]] == float(ofi) / ((tops[0][1] + tops[0][3]) / 2.0)
+        assert (fe.values[F["bid_queue_lots"]], fe.values[F["ask_queue_lots"]]) == (float(bq), float(aq))
+
+
 def test_stale_or_one_sided_book_is_ignored():
     fe = FeatureEngine()
     fe.on_book(L2Book(), NS_PER_S)
