@@ -30,9 +30,11 @@ cdef class Engine:
     cdef public FillQuality fill_quality
     cdef public TimeWeightedSpreads spreads
     cdef public RollingRange _mids
-    cdef public object _alpha_x, _intensity, _last_fit_ns, _last_quote_ns, _last_reconcile_ns
-    cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle, _quote_interval_ns, _quoting
-    cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _stop, _trace_orders, _use_model
+    cdef public long long _last_quote_ns, _quote_interval_ns, _last_reconcile_ns
+    cdef public bint _quoting, _stop
+    cdef public object _alpha_x, _intensity, _last_fit_ns
+    cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle
+    cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _trace_orders, _use_model
     cdef public object _window_start_ns, alpha_bps, audit, cfg, clock
     cdef public object confidence_history, events_log, fault, flatten_reason, guards
     cdef public object has_edge, instrument, inventory_history, killed, last_prediction, last_proposal
@@ -40,3 +42,8 @@ cdef class Engine:
     cdef public object pnl_history, portfolio, predictor, quoter, recovered, risk, sample_ts
     cdef public object seed, seq, spread_history, start_ns, state_store, venue
     cdef public object wall_start, widen
+
+    # the market's event handlers: C calls from on_batch
+    cpdef _on_top(self, ev)
+    cpdef _on_diff(self, ev)
+    cpdef _on_trade(self, ev)
