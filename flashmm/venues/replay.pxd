@@ -17,6 +17,7 @@ cdef class QueueFillModel:
     cdef public object next_id, position_lots, post_only_rejects, taker_fee_bps
 
     cpdef on_trade(self, price, lots, aggressor, ts)
+    @cython.locals(buy=bint)
     cpdef on_level(self, side, price, old, new)
     cpdef on_book_moved(self, ts)
 

@@ -239,10 +239,11 @@ class QueueFillModel:
 
     def on_level(self, side: Side, price: int, old: int, new: int) -> None:
         """A recorded level changed from `old` to `new` lots (after the book mirror applied it)."""
-        traded = self.traded_at.pop((int(side), price), 0) if self.traded_at else 0
+        buy = side is _BUY
+        traded = self.traded_at.pop((1 if buy else -1, price), 0) if self.traded_at else 0
         cancelled = (old - new) - traded
-        if cancelled <= 0 or old <= 0:
-            return
+        if cancelled <= 0 or old <= 0 or price not in (self.bid_prices if buy else self.ask_prices):
+            return  # nothing cancelled, or none of ours rests at this level
         for o in self.orders.values():
             if o.side is side and o.price == price and o.queue_ahead > 0:
                 o.queue_ahead = max(0, min(new, o.queue_ahead - round(cancelled * o.queue_ahead / old)))
@@ -536,12 +537,12 @@ class _ReplayCore:
             if mirror.apply_diff(ev):  # levels behind a newer top are left as they are: compare after
                 traded = model.traded_at
                 for p, _ in bids:
-                    if p in old_b:
+                    if old_b and p in old_b:
                         model.on_level(_BUY, p, old_b[p], mb.get(p, 0))
                     elif traded:
                         traded.pop((1, p), None)
                 for p, _ in asks:
-                    if p in old_a:
+                    if old_a and p in old_a:
                         model.on_level(_SELL, p, old_a[p], ma.get(p, 0))
                     elif traded:
                         traded.pop((-1, p), None)
