@@ -32,7 +32,7 @@ cdef class VolatilityRegime:
 
 cdef class VirtualFills:
     cdef public object deltas, cadence_ns, horizon_ns, halflife_ns
-    cdef public long long latency_ns, life_ns, _next_ns  # (venue-time nanoseconds: checked conversions, C arithmetic)
+    cdef public long long latency_ns, life_ns, _next_ns, _due_ns  # (venue-time nanoseconds: checked conversions, C arithmetic)
     cdef public object min_fills, chase, _live, _pending, n
     cdef public object rs_sum, time_s, _last_ns, fills, _deltas, _best_key, _best
     cdef public double _bid_reach, _ask_reach, _chase_bid, _chase_ask
@@ -40,7 +40,7 @@ cdef class VirtualFills:
     @cython.locals(deltas=list, nd=Py_ssize_t, i=Py_ssize_t, chase=double, bid=double, ask=double, chase_bid=double,
                    chase_ask=double, m=double, margin=double, d=double)
     cpdef _reach(self)
-    @cython.locals(deltas=list, nd=Py_ssize_t, chase=double, moved=double, m0=double, t0="long long")
+    @cython.locals(deltas=list, nd=Py_ssize_t, chase=double, moved=double, m0=double, t0="long long", due="long long")
     cpdef observe(self, long long now_ns, double mid_ticks)
     @cython.locals(deltas=list, nd=Py_ssize_t, mid0=double, depth=double, t0="long long")
     cpdef on_trade(self, double price_ticks, aggressor, long long now_ns)

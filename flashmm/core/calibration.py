@@ -237,7 +237,7 @@ class VirtualFills:
     engine's own quotes at 2.5 bps earned (they follow such drifts)."""
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
-                 "chase", "_live", "_pending", "_next_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
+                 "chase", "_live", "_pending", "_next_ns", "_due_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
                  "_bid_reach", "_ask_reach", "_chase_bid", "_chase_ask", "_best_key", "_best")
 
     def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
@@ -257,6 +257,9 @@ class VirtualFills:
         self._live: deque[list] = deque()
         self._pending: deque[tuple[int, int, int, float, float]] = deque()  # (due, side, delta index, price, mid0)
         self._next_ns = -1
+        # the earliest venue time at which `observe` has work other than the mid reaching a virtual quote: the next
+        # grid point, the oldest pending fill's horizon, the oldest grid point's end (before the first call: now)
+        self._due_ns = -(1 << 62)
         self.n = np.zeros(len(self.deltas))  # decayed fill counts (both sides)
         self.rs_sum = np.zeros(len(self.deltas))  # decayed sums of realised spread, bps
         self.time_s = 0.0  # decayed elapsed time
@@ -310,6 +313,8 @@ class VirtualFills:
     def observe(self, now_ns: int, mid_ticks: float) -> None:
         """The current mid (call on each market update): resolves pending fills, replaces the virtual quotes
         the mid moved toward, opens grid points, expires old ones."""
+        if now_ns < self._due_ns and self._chase_bid <= mid_ticks <= self._chase_ask:
+            return  # nothing due, no virtual quote reached: what follows would change nothing
         if self._next_ns < 0:
             self._next_ns = (now_ns // self.cadence_ns + 1) * self.cadence_ns
             self._last_ns = now_ns
@@ -359,6 +364,12 @@ class VirtualFills:
             changed = True
         if changed:
             self._reach()
+        due = self._next_ns
+        if pend and pend[0][0] < due:
+            due = pend[0][0]
+        if live and live[0][0] + self.latency_ns + self.life_ns + 1 < due:
+            due = live[0][0] + self.latency_ns + self.life_ns + 1
+        self._due_ns = due
 
     def on_trade(self, price_ticks: float, aggressor: int, now_ns: int) -> None:
         if not ((aggressor <= 0 and price_ticks <= self._bid_reach) or (aggressor >= 0 and price_ticks >= self._ask_reach)):
@@ -395,7 +406,10 @@ class VirtualFills:
             self._reach()
 
     def _fill(self, now_ns: int, side: int, i: int, price: float, mid0: float) -> None:
-        self._pending.append((now_ns + self.horizon_ns, side, i, price, mid0))
+        due = now_ns + self.horizon_ns
+        self._pending.append((due, side, i, price, mid0))
+        if due < self._due_ns:
+            self._due_ns = due
         self.fills += 1
 
     def _decay_to(self, now_ns: int) -> None:
