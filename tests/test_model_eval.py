@@ -59,7 +59,7 @@ def test_online_alpha_replayed_by_the_dataset_equals_the_engines():
         end = engine.clock.now_ns() + seconds * 10**9
         while engine.clock.now_ns() < end:
             engine.on_batch(await engine.venue.next_batch())
-            seen.append((engine.clock.now_ns(), engine.online_alpha.predict(engine._alpha_x)))
+            seen.append((engine.clock.now_ns(), engine.online_alpha.predict(engine.alpha_x)))
 
     asyncio.run(go())
     s = samples_from_sim(seconds, 7, 250.0)
@@ -71,6 +71,38 @@ def test_online_alpha_replayed_by_the_dataset_equals_the_engines():
     np.testing.assert_allclose(s.online_alpha_bps[ok], vals[k[ok]], rtol=1e-9, atol=1e-12)
     assert np.count_nonzero(s.online_alpha_bps) > 20  # warmed up: real predictions, not only zeros
     assert s.meta["online_alpha"]["points"] > 0
+
+
+def test_the_alpha_inputs_read_after_an_unusable_book_are_those_of_the_last_usable_state():
+    """The engine builds the online alpha's inputs only when the alpha records a point or something reads them
+    (Engine.alpha_x). A trade that arrives while the book is unusable moves the features without the batch
+    setting new inputs: what is read afterwards is still the last usable state's, as when they were built on
+    every update."""
+    from flashmm.core.alpha import alpha_inputs
+    from flashmm.core.domain import Side, Trade
+
+    from flashmm.core.alpha import OnlineAlpha
+
+    engine, _ = make_engine(seed=7)
+    engine.pause("test", "observe only")
+    engine.online_alpha = OnlineAlpha(cadence_ms=5_000.0)  # (the sim's updates come every 0.4 s: most record nothing)
+
+    async def go():  # to a market update the alpha records nothing at: its inputs are then not built
+        await engine.venue.start()
+        for _ in range(2000):
+            engine.on_batch(await engine.venue.next_batch())
+            if engine._alpha_mid and engine.clock.now_ns() > engine.start_ns + 10**9:
+                return
+        raise AssertionError("no market update without an alpha grid point")
+
+    engine.start_ns = engine.clock.now_ns()
+    asyncio.run(go())
+    assert engine.book.two_sided() and not engine.book.stale and engine.features.ready
+    expected = alpha_inputs(engine.features, engine.book.mid_ticks())
+    engine.book.stale, engine.book.stale_reason = True, "test"
+    engine.on_batch([Trade(float(engine.book.bids.best()), 50, Side.BUY, engine.clock.now_ns())])
+    assert alpha_inputs(engine.features, engine.book.mid_ticks()) != expected  # the trade moved the features
+    assert engine.alpha_x == expected
 
 
 # ---- the move view ------------------------------------------------------------------------------------

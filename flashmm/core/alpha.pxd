@@ -11,6 +11,7 @@ cpdef tuple alpha_inputs(FeatureEngine features, mid_ticks)
 cdef class OnlineAlpha:
     cdef public object horizon_ns, cadence_ns, decay, ridge, cap_bps, warmup
     cdef public object _next_ns, _pending, _sxx, _sxy, n_targets, beta
+    cdef public long long next_due_ns
     cdef public object _since_fit, _x, _score_n, _score_hits, _score_hits_imb, _score_moves
     cdef public object _pp, _yy, _py, _p, _y
 

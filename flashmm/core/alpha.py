@@ -46,7 +46,7 @@ def alpha_inputs(features: FeatureEngine, mid_ticks: float) -> tuple[float, ...]
 class OnlineAlpha:
     """See the module docstring."""
 
-    __slots__ = ("horizon_ns", "cadence_ns", "decay", "ridge", "cap_bps", "warmup", "_next_ns", "_pending",
+    __slots__ = ("horizon_ns", "cadence_ns", "decay", "ridge", "cap_bps", "warmup", "_next_ns", "next_due_ns", "_pending",
                  "_sxx", "_sxy", "n_targets", "beta", "_since_fit", "_x", "_score_n", "_score_hits",
                  "_score_hits_imb", "_score_moves", "_pp", "_yy", "_py", "_p", "_y")
 
@@ -60,6 +60,9 @@ class OnlineAlpha:
         self.cap_bps = cap_bps
         self.warmup = warmup_points
         self._next_ns = -1
+        # the earliest venue time at which `observe` records or resolves anything (the next grid point, the oldest
+        # target's horizon); before it, an observation only replaces the latest inputs (before the first: now)
+        self.next_due_ns = -(1 << 62)
         self._pending: deque[tuple[int, float, tuple[float, ...], float]] = deque()  # (due, mid, x, predicted)
         k = N_ALPHA + 1  # with an intercept
         # the sufficient statistics as lists of floats, updated by scalar code (six numbers: numpy's per-call cost
@@ -92,6 +95,7 @@ class OnlineAlpha:
             self._next_ns += self.cadence_ns
         if self._since_fit >= 20:
             self.refit()
+        self.next_due_ns = min(self._next_ns, pend[0][0]) if pend else self._next_ns
 
     def _learn(self, x: tuple[float, ...], y: float, predicted: float) -> None:
         v = (1.0, *x)

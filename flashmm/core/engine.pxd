@@ -32,6 +32,7 @@ cdef class Engine:
     cdef public RollingRange _mids
     cdef public long long _last_quote_ns, _quote_interval_ns, _last_reconcile_ns
     cdef public bint _quoting, _stop
+    cdef public double _alpha_mid
     cdef public object _alpha_x, _intensity, _last_fit_ns
     cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle
     cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _trace_orders, _use_model

@@ -236,6 +236,7 @@ class Engine:
         self._batch_book_ns = 0
         self._batch_feat_ns = 0
         self._alpha_x: tuple[float, ...] = (0.0,) * N_ALPHA
+        self._alpha_mid = 0.0  # > 0: `_alpha_x` is due from the current features at this mid (see `alpha_x`)
         self._use_model = sc.alpha == "model"
         self._market_in_batch = False
         self.version = 0
@@ -480,8 +481,13 @@ class Engine:
             book = self.book
             if self.features.ready and book.two_sided() and not book.stale:
                 mid = book.mid_ticks()
-                self._alpha_x = alpha_inputs(self.features, mid)
-                self.online_alpha.observe(now, self._alpha_x, mid)
+                alpha = self.online_alpha
+                if now >= alpha.next_due_ns:  # a grid point or a target due: the alpha's inputs now
+                    self._alpha_x = alpha_inputs(self.features, mid)
+                    self._alpha_mid = 0.0
+                    alpha.observe(now, self._alpha_x, mid)
+                else:  # nothing for the alpha to record: its inputs are computed if read (`alpha_x`)
+                    self._alpha_mid = mid
                 self.regime.observe(now, mid)
                 self.virtual.observe(now, mid)
             if self._quoting and now - self._last_quote_ns >= self._quote_interval_ns:
@@ -592,15 +598,25 @@ class Engine:
                                                       "intensity_a_k": self._intensity,
                                                       "adverse_bps": round(self.adverse.estimate(), 3)}))
 
+    @property
+    def alpha_x(self) -> tuple[float, ...]:
+        """The online alpha's inputs at the last usable market state. Computed when read: a market update that
+        the alpha records nothing at leaves only the mid it was at (the features change only with the next
+        market event, after which on_batch sets it again), so most updates build no inputs at all."""
+        if self._alpha_mid:
+            self._alpha_x = alpha_inputs(self.features, self._alpha_mid)
+            self._alpha_mid = 0.0
+        return self._alpha_x
+
     def _alpha(self, mid: float, prediction: Prediction | None = None) -> float:
         """The fair value's shift from the mid, bps ([strategy].alpha). With alpha = "model", a model's expected
         move (bounded by alpha_cap_bps); a direction model without one goes through `prediction` instead."""
         sc = self.cfg.strategy
         mode = sc.alpha
         if mode == "online":
-            return self.online_alpha.predict(self._alpha_x)
+            return self.online_alpha.predict(self.alpha_x)
         if mode == "imbalance":
-            return sc.imbalance_alpha_bps * self._alpha_x[0]
+            return sc.imbalance_alpha_bps * self.alpha_x[0]
         if mode == "model" and prediction is not None and prediction.expected_move_bps is not None:
             return max(-sc.alpha_cap_bps, min(sc.alpha_cap_bps, prediction.expected_move_bps))
         return 0.0
@@ -699,8 +715,12 @@ class Engine:
 
     def _on_trade(self, ev: Trade) -> None:
         t = perf_counter_ns()
-        self.features.on_trade(ev)
         book = self.book
+        if self._alpha_mid and (book.stale or not book.two_sided()):
+            # the trade moves the features while the book is unusable, so the batch will not set the alpha's
+            # inputs again: those of the last usable state are computed now, before they change
+            self.alpha_x  # noqa: B018
+        self.features.on_trade(ev)
         if book.two_sided() and not book.stale:
             mid = book.mid_ticks()
             price, aggressor, ts = ev.price_ticks, ev.aggressor, ev.ts_ns  # (each read once: an event's attribute
