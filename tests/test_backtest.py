@@ -184,3 +184,18 @@ def test_eval_model_prints_its_figures_beside_every_baseline(tmp_path):
     assert "directional None" not in out and "n/a" not in out.split("model", 1)[1].splitlines()[0]
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["pooled"]["baselines"]["imbalance_sign"]["n"] == result["pooled"]["n"] > 0
+
+
+def test_a_replay_raises_the_young_collection_threshold_and_puts_it_back():
+    import gc
+
+    from flashmm.research.backtest import _REPLAY_GC_THRESHOLD0, replay_gc
+
+    before = gc.get_threshold()
+    with replay_gc():
+        during = gc.get_threshold()
+    assert during == (max(before[0], _REPLAY_GC_THRESHOLD0), before[1], before[2])
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), replay_gc():
+        raise RuntimeError("a replay that fails")
+    assert gc.get_threshold() == before
