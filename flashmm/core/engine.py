@@ -997,21 +997,23 @@ class Engine:
     def _event(self, kind: str, text: str) -> None:
         self.events_log.append(LogLine(self.clock.now_ns(), kind, text))
 
-    def _our_lots_by_price(self, side: Side) -> dict[int, int]:
-        out: dict[int, int] = {}
+    def _our_lots_by_price(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Our resting limit orders' lots by price: (bids, asks), in one pass over the orders."""
+        bids: dict[int, int] = {}
+        asks: dict[int, int] = {}
         for o in self.oms.orders.values():
-            if o.side is side and o.order_type is _LIMIT and o.state != "pending":
-                out[o.price_ticks] = out.get(o.price_ticks, 0) + o.remaining
-        return out
+            if o.order_type is _LIMIT and o.state != "pending":
+                out = bids if o.side is _BUY else asks
+                price = o.price_ticks
+                out[price] = out.get(price, 0) + o.remaining
+        return bids, asks
 
     def market_best_ex_us(self, ours_b: dict[int, int] | None = None,
                           ours_a: dict[int, int] | None = None) -> tuple[int | None, int | None]:
         """Best bid and ask of everyone else: the market's own spread, without our orders (`ours_b`/`ours_a`:
         our lots by price, when the caller has them already)."""
-        if ours_b is None:
-            ours_b = self._our_lots_by_price(_BUY)
-        if ours_a is None:
-            ours_a = self._our_lots_by_price(_SELL)
+        if ours_b is None or ours_a is None:
+            ours_b, ours_a = self._our_lots_by_price()
         bids, asks = self.book.bids, self.book.asks
         return _best_not_ours(bids, ours_b, True), _best_not_ours(asks, ours_a, False)
 
@@ -1050,8 +1052,7 @@ class Engine:
         market_ticks = at_touch = 0.0
         if self.book.two_sided() and not self.book.stale:
             mid = self.book.mid_ticks()
-            ours_b = self._our_lots_by_price(_BUY)
-            ours_a = self._our_lots_by_price(_SELL)
+            ours_b, ours_a = self._our_lots_by_price()
             mb, ma = self.market_best_ex_us(ours_b, ours_a)
             our_b = max(ours_b, default=None)
             our_a = min(ours_a, default=None)
@@ -1067,8 +1068,7 @@ class Engine:
         self.seq += 1
         now = self.clock.now_ns()
         book = self.book
-        ours_b = self._our_lots_by_price(_BUY)
-        ours_a = self._our_lots_by_price(_SELL)
+        ours_b, ours_a = self._our_lots_by_price()
         bids = tuple((p, q, ours_b.get(p, 0)) for p, q in book.top_bids(depth))
         asks = tuple((p, q, ours_a.get(p, 0)) for p, q in book.top_asks(depth))
         mid = book.mid_ticks() if book.two_sided() else 0.0

@@ -35,7 +35,8 @@ cdef class _ReplayCore:
     # a message's rows by C index into the columns (the same list items, without an index object per access)
     @cython.locals(start=Py_ssize_t, end=Py_ssize_t, kind="long long")
     cpdef _message(self, Py_ssize_t i)
-    @cython.locals(bid=Py_ssize_t, ask=Py_ssize_t, r=Py_ssize_t, side="long long[:]")
+    @cython.locals(bid=Py_ssize_t, ask=Py_ssize_t, r=Py_ssize_t, j=Py_ssize_t, side="long long[:]", changed_b=list,
+                   changed_a=list)
     cpdef list _top(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
     @cython.locals(r=Py_ssize_t, side="long long[:]", s="long long")
     cpdef list _trades(self, Py_ssize_t start, Py_ssize_t end, ts)

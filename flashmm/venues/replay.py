@@ -449,7 +449,10 @@ class _ReplayCore:
                     ask = r
             if bid < 0 or ask < 0:
                 return []
-        bp, bq, ap, aq = price[bid], qty[bid], price[ask], qty[ask]
+        bp = price[bid]
+        bq = qty[bid]
+        ap = price[ask]
+        aq = qty[ask]
         seq = self._seq[i]
         ev = BookTop(seq, bp, bq, ap, aq, ts)
         mirror = self.mirror
@@ -458,18 +461,26 @@ class _ReplayCore:
             mirror.set_top(seq, bp, bq, ap, aq, ts)
             return [ev]
         model.out = []
-        changed: list[tuple[Side, int, int, int]] = []
+        # the levels at or better than the new top (the top resizes its own and removes the rest), as price and
+        # old lots in turn: bids, then asks
+        changed_b: list[int] = []
+        changed_a: list[int] = []
         if not mirror.stale and seq > mirror.seq and seq > mirror.top_seq:
-            # the levels at or better than the new top: the top resizes its own and removes the rest
             lots = mirror.bids.lots
             for p in mirror.bids.at_or_better(bp):
-                changed.append((_BUY, p, lots[p], bq if p == bp else 0))
+                changed_b.append(p)
+                changed_b.append(lots[p])
             lots = mirror.asks.lots
             for p in mirror.asks.at_or_better(ap):
-                changed.append((_SELL, p, lots[p], aq if p == ap else 0))
+                changed_a.append(p)
+                changed_a.append(lots[p])
         if mirror.set_top(seq, bp, bq, ap, aq, ts):
-            for s, p, old, new in changed:
-                model.on_level(s, p, old, new)
+            for j in range(0, len(changed_b), 2):
+                p = changed_b[j]
+                model.on_level(_BUY, p, changed_b[j + 1], bq if p == bp else 0)
+            for j in range(0, len(changed_a), 2):
+                p = changed_a[j]
+                model.on_level(_SELL, p, changed_a[j + 1], aq if p == ap else 0)
             model.on_book_moved(ts)
         out = model.out
         out.append(ev)
