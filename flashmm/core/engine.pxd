@@ -4,6 +4,8 @@
 # keeps an instance dictionary: what tests, the benchmarks and the soak attach to an engine (a wrapped on_batch,
 # a subclass's own attributes) goes there, and its methods stay Python methods that such a wrapper replaces.
 
+import cython
+
 from flashmm.core.book cimport L2Book
 from flashmm.core.features cimport FeatureEngine
 from flashmm.core.alpha cimport OnlineAlpha
@@ -44,7 +46,10 @@ cdef class Engine:
     cdef public object seed, seq, spread_history, start_ns, state_store, venue
     cdef public object wall_start, widen
 
-    # the market's event handlers: C calls from on_batch
+    # the market's event handlers: C calls from on_batch (their stage times C integers)
+    @cython.locals(t="long long", t1="long long")
     cpdef _on_top(self, ev)
+    @cython.locals(t="long long", t1="long long")
     cpdef _on_diff(self, ev)
+    @cython.locals(t="long long")
     cpdef _on_trade(self, ev)

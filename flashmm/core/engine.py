@@ -452,7 +452,9 @@ class Engine:
         self._batch_book_ns = self._batch_feat_ns = 0
         self._market_in_batch = False
         now0 = self.clock.now_ns()
-        self.predictor.on_market(now0)  # the model's grid sees the state before this batch
+        predictor = self.predictor
+        if predictor.available:  # (no model: no grid to sample)
+            predictor.on_market(now0)  # the model's grid sees the state before this batch
         fq = self.fill_quality
         if ((fq.next_due_ns <= now0 or self.adverse.next_due_ns <= now0) and self.book.two_sided()
                 and not self.book.stale):  # horizons that passed before this batch: the mid until now
