@@ -11,13 +11,14 @@ from flashmm.core.clock cimport SimClock
 
 cdef class QueueFillModel:
     cdef public L2Book book
-    cdef public dict orders, traded_at
+    cdef public dict orders, traded_bid, traded_ask
     cdef public list out
     cdef public object ask_prices, bid_prices, enforce_post_only, instrument, maker_fee_bps, max_bid, min_ask
     cdef public object next_id, position_lots, post_only_rejects, taker_fee_bps
 
+    @cython.locals(traded=dict)
     cpdef on_trade(self, price, lots, aggressor, ts)
-    @cython.locals(buy=bint)
+    @cython.locals(buy=bint, at=dict)
     cpdef on_level(self, side, price, old, new)
     cpdef on_book_moved(self, ts)
 

@@ -103,7 +103,10 @@ class QueueFillModel:
         self.maker_fee_bps = maker_fee_bps
         self.taker_fee_bps = taker_fee_bps
         self.orders: dict[int, _Resting] = {}
-        self.traded_at: dict[tuple[int, int], int] = {}  # (side of book, price) -> lots traded since last diff
+        # price -> lots traded there since the last diff, per side of the book (a buy aggressor's trades on the
+        # asks, the others' on the bids)
+        self.traded_bid: dict[int, int] = {}
+        self.traded_ask: dict[int, int] = {}
         self.position_lots = 0
         self.next_id = 1
         self.post_only_rejects = 0
@@ -210,10 +213,14 @@ class QueueFillModel:
         self._fill(o.client_id, o.side, float(o.price), lots, True, done, ts)
 
     # ---- the recorded market -----------------------------------------------------------------------
+    def clear_traded(self) -> None:
+        """Forget the trades not yet set against a level (a snapshot replaced the book)."""
+        self.traded_bid.clear()
+        self.traded_ask.clear()
+
     def on_trade(self, price: int, lots: int, aggressor: int, ts: int) -> None:
-        key = (-1 if aggressor > 0 else 1, price)  # the book side the trade took from
-        traded = self.traded_at
-        traded[key] = traded.get(key, 0) + lots
+        traded = self.traded_ask if aggressor > 0 else self.traded_bid  # the book side the trade took from
+        traded[price] = traded.get(price, 0) + lots
         if not self.orders:
             return
         # a buy aggressor hits asks, a sell aggressor bids; no side known: whichever of our sides it reached.
@@ -240,7 +247,8 @@ class QueueFillModel:
     def on_level(self, side: Side, price: int, old: int, new: int) -> None:
         """A recorded level changed from `old` to `new` lots (after the book mirror applied it)."""
         buy = side is _BUY
-        traded = self.traded_at.pop((1 if buy else -1, price), 0) if self.traded_at else 0
+        at = self.traded_bid if buy else self.traded_ask
+        traded = at.pop(price, 0) if at else 0
         cancelled = (old - new) - traded
         if cancelled <= 0 or old <= 0 or price not in (self.bid_prices if buy else self.ask_prices):
             return  # nothing cancelled, or none of ours rests at this level
@@ -524,7 +532,7 @@ class _ReplayCore:
             bids, asks = self._rows(i, start, end)
         ev = BookSnapshot(self._seq[i], bids, asks, ts)
         self.mirror.apply_snapshot(ev)
-        model.traded_at.clear()
+        model.clear_traded()
         model.on_book_moved(ts)
         out = model.out
         out.append(ev)
@@ -537,7 +545,7 @@ class _ReplayCore:
         ev = BookDiff(self._seq[i], self._seq2[i], bids, asks, ts)
         mirror = self.mirror
         mb, ma = mirror.bids.lots, mirror.asks.lots
-        if not model.orders and not model.traded_at:
+        if not model.orders and not model.traded_bid and not model.traded_ask:
             mirror.apply_diff(ev)  # no order of ours, no trade to set against a level: the mirror only
         else:
             # the queue model sees every row of an applied diff (each one settles the trades at its level);
@@ -546,17 +554,18 @@ class _ReplayCore:
             old_b = {p: mb.get(p, 0) for p, _ in bids if p in ours_b}
             old_a = {p: ma.get(p, 0) for p, _ in asks if p in ours_a}
             if mirror.apply_diff(ev):  # levels behind a newer top are left as they are: compare after
-                traded = model.traded_at
+                traded = model.traded_bid
                 for p, _ in bids:
                     if old_b and p in old_b:
                         model.on_level(_BUY, p, old_b[p], mb.get(p, 0))
                     elif traded:
-                        traded.pop((1, p), None)
+                        traded.pop(p, None)
+                traded = model.traded_ask
                 for p, _ in asks:
                     if old_a and p in old_a:
                         model.on_level(_SELL, p, old_a[p], ma.get(p, 0))
                     elif traded:
-                        traded.pop((-1, p), None)
+                        traded.pop(p, None)
         model.on_book_moved(ts)
         out = model.out
         out.append(ev)

@@ -1158,7 +1158,7 @@ class CitrexPaperVenue(_PolledVenue):
         model.out = []
         if isinstance(book_ev, BookSnapshot):
             self.mirror.apply_snapshot(book_ev)
-            model.traded_at.clear()
+            model.clear_traded()
         else:
             old_b = {p: self.mirror.bids.get(p, 0) for p, _ in book_ev.bids}
             old_a = {p: self.mirror.asks.get(p, 0) for p, _ in book_ev.asks}
@@ -1167,7 +1167,7 @@ class CitrexPaperVenue(_PolledVenue):
                     model.on_level(Side.BUY, p, old_b[p], q)
                 for p, q in book_ev.asks:
                     model.on_level(Side.SELL, p, old_a[p], q)
-        model.traded_at.clear()  # trades between polls are attributed within this poll only
+        model.clear_traded()  # trades between polls are attributed within this poll only
         model.on_book_moved(now)
         self.paper["fills"] += sum(isinstance(e, Fill) for e in model.out)
         return model.out + events
