@@ -113,12 +113,26 @@ def cimports(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     return sorted({m for m in (a or b for a, b in _CIMPORT.findall(pxd.read_text())) if m.split(".")[0] == package})
 
 
+def cimport_closure(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """The modules whose `.pxd` this module's compiled copy was built with: what it cimports, what those cimport,
+    and so on (alpha cimports features, whose types hold book's: a change to book.pxd changes the layout alpha's
+    copy was compiled against, and importing it then warned "Levels size changed")."""
+    seen: set[str] = set()
+    todo = list(cimports(module, package_dir))
+    while todo:
+        dep = todo.pop()
+        if dep not in seen and dep != module:
+            seen.add(dep)
+            todo.extend(cimports(dep, package_dir))
+    return sorted(seen)
+
+
 def module_digest(module: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """What a compiled copy was built from: the module's source and `.pxd`, the `.pxd` files it cimports, and how
-    (Cython's directives and the C compiler's flags that decide its arithmetic)."""
+    """What a compiled copy was built from: the module's source and `.pxd`, the `.pxd` files it cimports (directly
+    or through another's), and how (Cython's directives and the C compiler's flags that decide its arithmetic)."""
     h = hashlib.sha256(digest(source_of(module, package_dir)).encode())
     h.update(b"\0build\0" + json.dumps([COMPILER_DIRECTIVES, EXTRA_COMPILE_ARGS], sort_keys=True).encode())
-    for dep in cimports(module, package_dir):
+    for dep in cimport_closure(module, package_dir):
         pxd = source_of(dep, package_dir).with_suffix(".pxd")
         h.update(b"\0" + dep.encode() + b"\0" + (pxd.read_bytes() if pxd.exists() else b""))
     return h.hexdigest()

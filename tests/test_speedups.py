@@ -191,3 +191,17 @@ def test_a_build_made_with_other_compiler_settings_is_stale(tmp_path, monkeypatc
     monkeypatch.setattr(speedups, "EXTRA_COMPILE_ARGS", ("-ffp-contract=off",))
     monkeypatch.setattr(speedups, "COMPILER_DIRECTIVES", {**speedups.COMPILER_DIRECTIVES, "cdivision": True})
     assert speedups.plan(MODS[:1], root, manifest)["stale"] == [MODS[0]]
+
+
+def test_a_compiled_module_is_stale_when_a_pxd_it_cimports_through_another_changes(tmp_path):
+    """alpha cimports features, whose types hold book's: book.pxd is part of what alpha's copy was built from."""
+    import shutil
+
+    pkg = tmp_path / "flashmm"
+    shutil.copytree(speedups.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    assert "flashmm.core.book" not in speedups.cimports("flashmm.core.alpha", pkg)
+    assert "flashmm.core.book" in speedups.cimport_closure("flashmm.core.alpha", pkg)
+    before = speedups.module_digest("flashmm.core.alpha", pkg)
+    book_pxd = pkg / "core" / "book.pxd"
+    book_pxd.write_text(book_pxd.read_text() + "\n# a layout change\n")
+    assert speedups.module_digest("flashmm.core.alpha", pkg) != before
