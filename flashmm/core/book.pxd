@@ -8,6 +8,7 @@ cdef class Levels:
     cdef public list ladder
     cdef public object sign
     cdef public object floor
+    cdef object _depth  # (top_depth's, until a level changes)
 
     cpdef best(self)
     @cython.locals(book=dict, ladder=list, n=Py_ssize_t)

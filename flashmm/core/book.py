@@ -50,10 +50,11 @@ class Levels:
     Iteration, `peekitem` and `irange` follow ascending price order on both sides, as the SortedDict this
     replaces did (sorting the deeper levels only when a query reaches them)."""
 
-    __slots__ = ("lots", "ladder", "sign", "floor")
+    __slots__ = ("lots", "ladder", "sign", "floor", "_depth")
 
     def __init__(self, sign: int, levels: dict[int, int] | None = None) -> None:
         self.sign = sign
+        self._depth: tuple[int, int, int, int] | None = None  # top_depth's answer until a level changes
         self.lots: dict[int, int] = levels if levels is not None else {}
         keys = sorted(self.lots) if sign > 0 else sorted(-p for p in self.lots)
         if len(keys) > 2 * _NEAR:
@@ -73,9 +74,12 @@ class Levels:
         """Set a level (lots > 0) or remove it (lots == 0)."""
         book = self.lots
         if lots:
-            n = len(book)
+            old = book.get(price)
+            if old == lots:
+                return  # unchanged (a best bid/offer update moves one side at a time: the other side's is this)
             book[price] = lots
-            if len(book) != n:  # a new level (one dict operation either way)
+            self._depth = None
+            if old is None:  # a new level
                 k = -price if self.sign < 0 else price  # (a bid's key is its price object: found by identity)
                 if k >= self.floor:
                     ladder = self.ladder
@@ -83,6 +87,7 @@ class Levels:
                     if len(ladder) > _HIGH:
                         self._trim()
         elif book.pop(price, None) is not None:
+            self._depth = None
             k = -price if self.sign < 0 else price
             if k >= self.floor:
                 ladder = self.ladder
@@ -97,6 +102,8 @@ class Levels:
         """`set` for each (price, lots) row of a message, in order, in one call."""
         book, ladder, floor = self.lots, self.ladder, self.floor
         neg = self.sign < 0  # an ask's key is minus its price; a bid's is its price object (found by identity)
+        if rows:
+            self._depth = None
         for price, lots in rows:
             if lots:
                 n = len(book)
@@ -124,6 +131,7 @@ class Levels:
         neg = self.sign < 0
         k = -price if neg else price
         ladder, book = self.ladder, self.lots
+        self._depth = None
         while True:
             while ladder and ladder[-1] > k:
                 del book[-ladder.pop() if neg else ladder.pop()]
@@ -147,7 +155,11 @@ class Levels:
 
     def top_depth(self) -> tuple[int, int, int, int]:
         """(the best price, the lots at it, over the best 3 levels, over the best 5): what the features read on
-        every update, without building `top(5)`'s list (the same levels and sums)."""
+        every update, without building `top(5)`'s list (the same levels and sums). Kept until a level of this
+        side changes: a best bid/offer update leaves one side as it was about half the time."""
+        depth = self._depth
+        if depth is not None:
+            return depth
         ladder, book = self.ladder, self.lots
         if 5 > len(ladder) and len(book) > len(ladder):
             self._refill(5)
@@ -170,7 +182,8 @@ class Levels:
         if n > 4:
             k = ladder[n - 5]
             q5 += book[-k if neg else k]
-        return price, q1, q3, q5
+        self._depth = depth = (price, q1, q3, q5)
+        return depth
 
     def top(self, n: int) -> list[tuple[int, int]]:
         """The best `n` levels, best first."""
