@@ -29,9 +29,10 @@ cdef class _ReplayCore:
     cdef public L2Book mirror
     cdef public QueueFillModel model
     cdef public SimClock clock
-    cdef public object _inflight, _msg, _rows_total, _steps, _stopped, bbo_messages, cfg, data
-    cdef public object instrument, latency_ns, lateness, maker_fee_bps, messages_done, paced, pacer
-    cdef public object rows_done, speed, use_top
+    cdef public object _inflight, _msg, _rows_total, _stopped, cfg, data
+    cdef public object instrument, latency_ns, lateness, maker_fee_bps, paced, pacer
+    cdef public object speed, use_top
+    cdef public long long rows_done, messages_done, bbo_messages, _steps  # (counts moved per message: C integers)
 
     # a message's rows by C index into the columns (the same list items, without an index object per access)
     @cython.locals(start=Py_ssize_t, end=Py_ssize_t, kind="long long")

@@ -405,7 +405,7 @@ class _ReplayCore:
         self.rows_done += end - start
         self.messages_done += 1
         inflight = self._inflight
-        out = self._arrivals(ts) if inflight and inflight[0][0] <= ts else []
+        out = self._arrivals(ts) if inflight and inflight[0][0] <= ts else None
         clock = self.clock
         if ts > clock.now_ns():
             clock.advance_to(ts)
@@ -422,7 +422,7 @@ class _ReplayCore:
         elif kind == KIND_SNAP:
             ev = self._snapshot(i, start, end, ts)
         else:
-            return out
+            return out if out is not None else []
         if out:
             out.extend(ev)
             return out
