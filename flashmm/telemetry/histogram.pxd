@@ -4,6 +4,8 @@
 
 import cython
 
+cpdef _bucket(v)
+
 cdef class LatencyHistogram:
     cdef public object _counts, _count, _total, _max, _min, _arr
     cdef long long[:] _buf  # (_arr, an array('q'), as typed memory: a C store per record)
