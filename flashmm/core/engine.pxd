@@ -29,6 +29,7 @@ cdef class Engine:
     cdef public VolatilityRegime regime
     cdef public VirtualFills virtual
     cdef public LatencyHistogram tick_to_quote, _window_t2q, _window_ack, _hist_book, _hist_features
+    cdef public LatencyHistogram _hist_predict, _hist_quote, _hist_risk, _hist_orders, _hist_submit
     cdef public FillQuality fill_quality
     cdef public TimeWeightedSpreads spreads
     cdef public RollingRange _mids
@@ -53,3 +54,15 @@ cdef class Engine:
     cpdef _on_diff(self, ev)
     @cython.locals(t="long long")
     cpdef _on_trade(self, ev)
+
+    # the quote cycle and what it calls of the engine's own: C calls (no method looked up per call)
+    @cython.locals(tr="long long", breakers_ns="long long", t1="long long", t2="long long", t3="long long",
+                   t4="long long", t5="long long", tb="long long")
+    cpdef _quote_cycle(self, long long t0)
+    cpdef _update_breakers(self, now)
+    cpdef _after_cycle(self, now)
+    cpdef _observe_spreads(self, now)
+    cpdef _note_retune(self, proposal, mid)
+    cpdef tuple _our_lots_by_price(self)
+    cpdef propose(self, mid, widen, prediction)
+    cpdef _predict(self, now)

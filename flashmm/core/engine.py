@@ -167,6 +167,8 @@ class Engine:
         self.portfolio = Portfolio(self.instrument, journal_max=None if history_len is None else 10_000)
         self.hist = {s: LatencyHistogram() for s in STAGES}
         self._hist_book, self._hist_features = self.hist["book"], self.hist["features"]  # (read every market message)
+        self._hist_predict, self._hist_quote = self.hist["predict"], self.hist["quote"]  # (and every quote cycle)
+        self._hist_risk, self._hist_orders, self._hist_submit = self.hist["risk"], self.hist["orders"], self.hist["submit"]
         self.tick_to_quote = LatencyHistogram()
         self._window_t2q = LatencyHistogram()  # for the latency breaker
         self._window_ack = LatencyHistogram()  # venue time from order sent to ack: a slow venue widens too
@@ -539,15 +541,14 @@ class Engine:
             t4 = perf_counter_ns()
             if desired:
                 self._counters["quotes"] += 1
-            h = self.hist
-            h["predict"].record(t1 - tb)
-            h["quote"].record(t2 - t1)
-            h["risk"].record(t3 - t2 + breakers_ns)  # breaker evaluation + limits
-            h["orders"].record(t4 - t3)
+            self._hist_predict.record(t1 - tb)
+            self._hist_quote.record(t2 - t1)
+            self._hist_risk.record(t3 - t2 + breakers_ns)  # breaker evaluation + limits
+            self._hist_orders.record(t4 - t3)
         if actions:
             self._submit(actions)
         t5 = perf_counter_ns()
-        self.hist["submit"].record(t5 - t4)
+        self._hist_submit.record(t5 - t4)
         self.tick_to_quote.record(t5 - t0)
         self._window_t2q.record(t5 - t0)
         self._after_cycle(now)
