@@ -407,8 +407,8 @@ class L2Book:
                     return False
         if self.top_seq > diff.last_seq:  # older than the top we hold: only below the top may change
             tb, ta = self.top_bid, self.top_ask
-            bids = [(p, q) for p, q in diff.bids if p < tb]
-            asks = [(p, q) for p, q in diff.asks if p > ta]
+            bids = [r for r in diff.bids if r[0] < tb]  # (the rows themselves: no new tuple each)
+            asks = [r for r in diff.asks if r[0] > ta]
             self.bids.apply(bids)
             self.asks.apply(asks)
             self.rejects["diff_levels_behind_top"] += len(diff.bids) - len(bids) + len(diff.asks) - len(asks)
