@@ -13,7 +13,7 @@ cdef class Levels:
     cpdef best(self)
     @cython.locals(book=dict, ladder=list, n=Py_ssize_t)
     cpdef set(self, price, lots)
-    @cython.locals(book=dict, ladder=list, n=Py_ssize_t, neg=bint)
+    @cython.locals(book=dict, ladder=list, n=Py_ssize_t, neg=bint, seq=list)
     cpdef apply(self, rows)
     @cython.locals(book=dict, ladder=list, neg=bint)
     cpdef drop_better_than(self, price)
@@ -32,6 +32,7 @@ cdef class L2Book:
     cdef public object stale_reason
     cdef public object rejects
 
+    @cython.locals(rows=list)
     cpdef bint apply_diff(self, diff) except -1
     cpdef bint apply_top(self, top) except -1
     @cython.locals(bids=Levels, asks=Levels)

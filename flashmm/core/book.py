@@ -104,7 +104,8 @@ class Levels:
         neg = self.sign < 0  # an ask's key is minus its price; a bid's is its price object (found by identity)
         if rows:
             self._depth = None
-        for price, lots in rows:
+        seq = rows if type(rows) is list else list(rows)  # (a list: read by index in the compiled build)
+        for price, lots in seq:
             if lots:
                 n = len(book)
                 book[price] = lots
@@ -401,7 +402,8 @@ class L2Book:
             self._mark_stale("sequence_gap")
             return False
         for side in (diff.bids, diff.asks):
-            for price, lots in side:
+            rows = side if type(side) is list else list(side)  # (a list: read by index in the compiled build)
+            for price, lots in rows:
                 if lots < 0 or price <= 0:
                     self.rejects["diff_bad_size" if lots < 0 else "diff_bad_price"] += 1
                     return False

@@ -45,6 +45,7 @@ cdef class _ReplayCore:
     @cython.locals(split=Py_ssize_t, r=Py_ssize_t, side="long long[:]", s="long long")
     cpdef tuple _rows(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end)
     cpdef list _snapshot(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
+    @cython.locals(bids=list, asks=list)
     cpdef list _diff(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
     cpdef list _arrivals(self, until_ns)
 
