@@ -46,8 +46,8 @@ def alpha_inputs(features: FeatureEngine, mid_ticks: float) -> tuple[float, ...]
 class OnlineAlpha:
     """See the module docstring."""
 
-    __slots__ = ("horizon_ns", "cadence_ns", "decay", "ridge", "cap_bps", "warmup", "_next_ns", "next_due_ns", "_pending",
-                 "_sxx", "_sxy", "n_targets", "beta", "_since_fit", "_x", "_score_n", "_score_hits",
+    __slots__ = ("horizon_ns", "cadence_ns", "decay", "ridge", "cap_bps", "warmup", "_next_ns", "next_due_ns",
+                 "_pending", "_sxx", "_sxy", "n_targets", "beta", "_since_fit", "_x", "_score_n", "_score_hits",
                  "_score_hits_imb", "_score_moves", "_pp", "_yy", "_py", "_p", "_y")
 
     def __init__(self, horizon_s: float = 1.0, cadence_ms: float = 250.0, halflife_s: float = 600.0,

@@ -237,8 +237,8 @@ class VirtualFills:
     engine's own quotes at 2.5 bps earned (they follow such drifts)."""
 
     __slots__ = ("deltas", "cadence_ns", "latency_ns", "life_ns", "horizon_ns", "halflife_ns", "min_fills",
-                 "chase", "_live", "_pending", "_next_ns", "_due_ns", "n", "rs_sum", "time_s", "_last_ns", "fills", "_deltas",
-                 "_bid_reach", "_ask_reach", "_chase_bid", "_chase_ask", "_best_key", "_best")
+                 "chase", "_live", "_pending", "_next_ns", "_due_ns", "n", "rs_sum", "time_s", "_last_ns", "fills",
+                 "_deltas", "_bid_reach", "_ask_reach", "_chase_bid", "_chase_ask", "_best_key", "_best")
 
     def __init__(self, cadence_ms: float = 250.0, latency_s: float = 0.05, life_s: float = 5.0,
                  horizon_s: float = 5.0, halflife_s: float = 900.0, min_fills: float = 30.0,

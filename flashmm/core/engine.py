@@ -168,7 +168,8 @@ class Engine:
         self.hist = {s: LatencyHistogram() for s in STAGES}
         self._hist_book, self._hist_features = self.hist["book"], self.hist["features"]  # (read every market message)
         self._hist_predict, self._hist_quote = self.hist["predict"], self.hist["quote"]  # (and every quote cycle)
-        self._hist_risk, self._hist_orders, self._hist_submit = self.hist["risk"], self.hist["orders"], self.hist["submit"]
+        self._hist_risk, self._hist_orders = self.hist["risk"], self.hist["orders"]
+        self._hist_submit = self.hist["submit"]
         self.tick_to_quote = LatencyHistogram()
         self._window_t2q = LatencyHistogram()  # for the latency breaker
         self._window_ack = LatencyHistogram()  # venue time from order sent to ack: a slow venue widens too
