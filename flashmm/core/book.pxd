@@ -3,6 +3,10 @@
 # access to the attributes and containers and C-level calls between these methods.
 import cython
 
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+cdef Py_ssize_t _position(list ladder, k) except -1
+
+
 cdef class Levels:
     cdef public dict lots
     cdef public list ladder
