@@ -12,6 +12,7 @@ from flashmm.core.alpha cimport OnlineAlpha
 from flashmm.core.metrics cimport FillQuality, RollingRange, TimeWeightedSpreads
 from flashmm.core.calibration cimport AdverseSelection, TradeIntensity, VirtualFills, VolatilityRegime
 from flashmm.telemetry.histogram cimport LatencyHistogram
+from flashmm.core.execution cimport OrderManager
 
 cdef class Engine:
     cdef dict __dict__
@@ -31,6 +32,7 @@ cdef class Engine:
     cdef public LatencyHistogram tick_to_quote, _window_t2q, _window_ack, _hist_book, _hist_features
     cdef public LatencyHistogram _hist_predict, _hist_quote, _hist_risk, _hist_orders, _hist_submit
     cdef public FillQuality fill_quality
+    cdef public OrderManager oms
     cdef public TimeWeightedSpreads spreads
     cdef public RollingRange _mids
     cdef public long long _last_quote_ns, _quote_interval_ns, _last_reconcile_ns
@@ -42,7 +44,7 @@ cdef class Engine:
     cdef public object _window_start_ns, alpha_bps, audit, cfg, clock
     cdef public object confidence_history, events_log, fault, flatten_reason, guards
     cdef public object has_edge, instrument, inventory_history, killed, last_prediction, last_proposal
-    cdef public object log, max_abs_inventory_pct, mid_history, mode, model_errors, oms, paused
+    cdef public object log, max_abs_inventory_pct, mid_history, mode, model_errors, paused
     cdef public object pnl_history, portfolio, predictor, quoter, recovered, risk, sample_ts
     cdef public object seed, seq, spread_history, start_ns, state_store, venue
     cdef public object wall_start, widen

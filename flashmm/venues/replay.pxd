@@ -6,7 +6,7 @@
 
 import cython
 
-from flashmm.core.book cimport L2Book
+from flashmm.core.book cimport L2Book, Levels
 from flashmm.core.clock cimport SimClock
 
 cdef class QueueFillModel:
@@ -38,7 +38,7 @@ cdef class _ReplayCore:
     @cython.locals(start=Py_ssize_t, end=Py_ssize_t, kind="long long")
     cpdef _message(self, Py_ssize_t i)
     @cython.locals(bid=Py_ssize_t, ask=Py_ssize_t, r=Py_ssize_t, j=Py_ssize_t, side="long long[:]", changed_b=list,
-                   changed_a=list)
+                   changed_a=list, bids=Levels, asks=Levels, bl=list, al=list)
     cpdef list _top(self, Py_ssize_t i, Py_ssize_t start, Py_ssize_t end, ts)
     @cython.locals(r=Py_ssize_t, side="long long[:]", s="long long")
     cpdef list _trades(self, Py_ssize_t start, Py_ssize_t end, ts)

@@ -469,17 +469,33 @@ class _ReplayCore:
             mirror.set_top(seq, bp, bq, ap, aq, ts)
             return [ev]
         model.out = []
+        bids, asks = mirror.bids, mirror.asks
+        bl, al = bids.ladder, asks.ladder
+        if bl and al and bl[-1] <= bp and al[-1] <= -ap:
+            # the usual update: neither side's best price gets better than the new top's, so no level is removed
+            # and only the top's own two prices can change (what was there before: 0 for a new level)
+            ob = bids.lots.get(bp, 0)
+            oa = asks.lots.get(ap, 0)
+            if mirror.set_top(seq, bp, bq, ap, aq, ts):
+                if ob:
+                    model.on_level(_BUY, bp, ob, bq)
+                if oa:
+                    model.on_level(_SELL, ap, oa, aq)
+                model.on_book_moved(ts)
+            out = model.out
+            out.append(ev)
+            return out
         # the levels at or better than the new top (the top resizes its own and removes the rest), as price and
         # old lots in turn: bids, then asks
         changed_b: list[int] = []
         changed_a: list[int] = []
         if not mirror.stale and seq > mirror.seq and seq > mirror.top_seq:
-            lots = mirror.bids.lots
-            for p in mirror.bids.at_or_better(bp):
+            lots = bids.lots
+            for p in bids.at_or_better(bp):
                 changed_b.append(p)
                 changed_b.append(lots[p])
-            lots = mirror.asks.lots
-            for p in mirror.asks.at_or_better(ap):
+            lots = asks.lots
+            for p in asks.at_or_better(ap):
                 changed_a.append(p)
                 changed_a.append(lots[p])
         if mirror.set_top(seq, bp, bq, ap, aq, ts):
