@@ -3,6 +3,10 @@
 # compiled method is a C call where the caller knows the type (the replay venue's SimClock) and a call without an
 # interpreter frame where it does not (the engine's clock, live or simulated). The time stays a Python int.
 
+# (`time.time_ns()` in the source as the C call of the same CPython clock: no Python call per read)
+cimport cpython.time as time
+
+
 cdef class WallClock:
     cpdef now_ns(self)
 

@@ -14,7 +14,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
-from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from flashmm.config import Config
@@ -451,7 +450,7 @@ class Engine:
 
     # ================================================================== hot path ======================
     def on_batch(self, batch: list[Event]) -> None:
-        t0 = perf_counter_ns()
+        t0 = time.perf_counter_ns()
         self._batch_book_ns = self._batch_feat_ns = 0
         self._market_in_batch = False
         now0 = self.clock.now_ns()
@@ -506,12 +505,12 @@ class Engine:
     def _quote_cycle(self, t0: int) -> None:
         now = self.clock.now_ns()
         book = self.book
-        tr = perf_counter_ns()
+        tr = time.perf_counter_ns()
         self._update_breakers(now)
-        breakers_ns = perf_counter_ns() - tr
+        breakers_ns = time.perf_counter_ns() - tr
         risk = self.risk
         actions: list[OrderAction]
-        t4 = perf_counter_ns()
+        t4 = time.perf_counter_ns()
         if self.flatten_reason:
             actions = self._flatten_step(now)
         elif (self.killed or self.paused or book.stale or not book.two_sided() or risk.any_active(_HALTING)
@@ -519,19 +518,19 @@ class Engine:
             actions = self.oms.cancel_all()
             self.last_proposal = None
         else:
-            tb = perf_counter_ns()
+            tb = time.perf_counter_ns()
             mid = book.mid_ticks()
             prediction = self._predict(now)
-            t1 = perf_counter_ns()
+            t1 = time.perf_counter_ns()
             widen = self.widen * (self.cfg.risk.latency_widen_factor if risk.any_active(_WIDENING) else 1.0)
             proposal = self.propose(mid, widen, prediction)
             self._note_retune(proposal, mid)
             self.last_proposal = proposal
-            t2 = perf_counter_ns()
+            t2 = time.perf_counter_ns()
             room = risk.room(self.portfolio.position_lots, mid, self.oms.locked_lots(_BUY),
                              self.oms.locked_lots(_SELL))
             desired = risk.trim(proposal.levels, mid, room)
-            t3 = perf_counter_ns()
+            t3 = time.perf_counter_ns()
             half = proposal.half_spread_ticks
             sc = self.cfg.strategy
             cost = self.order_cost_bps(mid) * mid / 1e4  # ticks: a replacement must be worth what it costs
@@ -539,7 +538,7 @@ class Engine:
                                     (max(sc.refresh_tolerance_tight_frac * half, cost),
                                      # an order one tick further from the fair value than its target is kept
                                      max(sc.refresh_tolerance_loose_frac * half, 2 * cost, 1.0)))
-            t4 = perf_counter_ns()
+            t4 = time.perf_counter_ns()
             if desired:
                 self._counters["quotes"] += 1
             self._hist_predict.record(t1 - tb)
@@ -548,7 +547,7 @@ class Engine:
             self._hist_orders.record(t4 - t3)
         if actions:
             self._submit(actions)
-        t5 = perf_counter_ns()
+        t5 = time.perf_counter_ns()
         self._hist_submit.record(t5 - t4)
         self.tick_to_quote.record(t5 - t0)
         self._window_t2q.record(t5 - t0)
@@ -680,22 +679,22 @@ class Engine:
 
     # ---- event handlers -------------------------------------------------------------------------------
     def _on_snapshot(self, ev: BookSnapshot) -> None:
-        t = perf_counter_ns()
+        t = time.perf_counter_ns()
         ok = self.book.apply_snapshot(ev)
-        t1 = perf_counter_ns()
+        t1 = time.perf_counter_ns()
         if ok:
             self.features.on_book(self.book, ev.ts_ns)
             self._market_in_batch = True
             self._n_book_updates += 1
             self._event("venue", f"book snapshot at seq {ev.seq}")
         self._batch_book_ns += t1 - t
-        self._batch_feat_ns += perf_counter_ns() - t1
+        self._batch_feat_ns += time.perf_counter_ns() - t1
 
     def _on_diff(self, ev: BookDiff) -> None:
-        t = perf_counter_ns()
+        t = time.perf_counter_ns()
         was_stale = self.book.stale
         ok = self.book.apply_diff(ev)
-        t1 = perf_counter_ns()
+        t1 = time.perf_counter_ns()
         if ok:
             self.features.on_book(self.book, ev.ts_ns)
             self._n_book_updates += 1
@@ -704,21 +703,21 @@ class Engine:
             self._event("venue", f"book stale: {self.book.stale_reason}")
         self._market_in_batch = True
         self._batch_book_ns += t1 - t
-        self._batch_feat_ns += perf_counter_ns() - t1
+        self._batch_feat_ns += time.perf_counter_ns() - t1
 
     def _on_top(self, ev: BookTop) -> None:
-        t = perf_counter_ns()
+        t = time.perf_counter_ns()
         ok = self.book.apply_top(ev)
-        t1 = perf_counter_ns()
+        t1 = time.perf_counter_ns()
         if ok:
             self.features.on_book(self.book, ev.ts_ns)
             self._n_top_updates += 1
             self._market_in_batch = True
         self._batch_book_ns += t1 - t
-        self._batch_feat_ns += perf_counter_ns() - t1
+        self._batch_feat_ns += time.perf_counter_ns() - t1
 
     def _on_trade(self, ev: Trade) -> None:
-        t = perf_counter_ns()
+        t = time.perf_counter_ns()
         book = self.book
         if self._alpha_mid and (book.stale or not book.two_sided()):
             # the trade moves the features while the book is unusable, so the batch will not set the alpha's
@@ -735,7 +734,7 @@ class Engine:
             self.virtual.on_trade(price, side, ts)
         self._n_trades += 1
         self._market_in_batch = True
-        self._batch_feat_ns += perf_counter_ns() - t
+        self._batch_feat_ns += time.perf_counter_ns() - t
 
     def _on_ack(self, ev: OrderAck) -> None:
         o = self.oms.orders.get(ev.client_id)
