@@ -124,7 +124,8 @@ def test_bench_latency_with_a_busy_core_reports_quiet_and_busy_side_by_side(tmp_
 BENCH_BACKTEST_KEYS = {"benchmark", "data", "load_s", "cache", "quote_interval_ms", "rows", "messages", "wall_s",
                        "rows_per_s", "messages_per_s", "replay_speed_vs_real_time", "quote_cycles", "fills",
                        "with_model", "rss_mb", "python",
-                       "hot_path"}  # added with the compiled build (which one ran: flashmm/speedups.py); none removed
+                       "hot_path",  # added with the compiled build (which one ran: flashmm/speedups.py)
+                       "repeat", "wall_s_runs", "rows_per_s_median"}  # added with --repeat; none removed
 BENCH_BACKTEST_MODEL_KEYS = {"model", "wall_s", "rows_per_s", "messages_per_s", "replay_speed_vs_real_time",
                              "model_runs", "model_runs_computed_ahead"}
 
@@ -136,13 +137,27 @@ def test_bench_backtest_json_keeps_the_keys_scripts_read(data_dir, tmp_path):
     out = tmp_path / "b.json"
     env = dict(__import__("os").environ, FLASHMM_REPLAY__CACHE_DIR=json.dumps(str(tmp_path / "cache")))
     r = subprocess.run([sys.executable, "-m", "flashmm.cli", "bench", "backtest", "--data",
-                        str(data_dir / "lobster-aapl-20120621-head"), "--quote-interval-ms", "100", "--json", str(out)],
+                        str(data_dir / "lobster-aapl-20120621-head"), "--quote-interval-ms", "100", "--repeat", "2",
+                        "--json", str(out)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert set(d) == BENCH_BACKTEST_KEYS and set(d["with_model"]) == BENCH_BACKTEST_MODEL_KEYS
     assert d["rows"] == d["data"]["rows"] > 0 and d["rows_per_s"] > 0 and d["quote_interval_ms"] == 100
     assert d["hot_path"] == speedups.summary_line()
+    # --repeat 2: both runs timed, the fastest is the headline, the median beside it
+    assert d["repeat"] == 2 and len(d["wall_s_runs"]) == 2 and d["wall_s"] == min(d["wall_s_runs"])
+    w = d["wall_s_runs"]
+    assert round(d["rows"] / max(w), 1) <= d["rows_per_s_median"] == round(d["rows"] / (sum(w) / 2), 1) \
+        <= round(d["rows"] / min(w), 1)
+    assert "fastest of 2 runs" in r.stdout
+
+
+def test_bench_backtest_rejects_a_repeat_below_one(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "flashmm.cli", "bench", "backtest", "--data", str(tmp_path),
+                        "--repeat", "0", "--json", str(tmp_path / "b.json")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "--repeat must be >= 1" in r.stderr and not (tmp_path / "b.json").exists()
 
 
 def test_bench_latency_paced_runs_the_market_at_the_given_speed(tmp_path):
