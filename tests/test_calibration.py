@@ -60,6 +60,22 @@ def test_trade_intensity_fits_an_exponential_curve_and_stays_in_bounds():
     assert (a, k) == (2.0, 1.2)  # clipped to the bounds
 
 
+def test_the_intensity_line_fit_is_numpys_polyfit_to_the_bit():
+    """The refit's weighted line (calibration._line_fit) replays np.polyfit(x, y, 1, w=w)'s operations: the same
+    slope and intercept to the last bit on fits like the refit's (3 to 12 of the grid's distances, decayed counts)."""
+    from flashmm.core.calibration import _DELTAS, _line_fit
+
+    rng = np.random.default_rng(11)
+    for _ in range(3000):
+        n = int(rng.integers(3, len(_DELTAS) + 1))
+        x = np.sort(rng.choice(_DELTAS, n, replace=False))
+        counts = rng.exponential(50.0, n) + 1e-6
+        y = np.log(counts / rng.uniform(1.0, 1000.0))
+        w = np.sqrt(counts)
+        slope, intercept = np.polyfit(x, y, 1, w=w)
+        assert _line_fit(x, y, w) == (float(slope), float(intercept))
+
+
 def test_adverse_selection_starts_from_trade_impact_and_moves_to_our_fills():
     asel = AdverseSelection(horizon_s=5.0, halflife_trades=1e9, halflife_fills=1e9, prior_weight_fills=10)
     mid = 100_000.0

@@ -25,6 +25,24 @@ _DELTAS_LIST = [float(d) for d in _DELTAS]
 _NEVER = 1 << 62
 
 
+def _line_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """`np.polyfit(x, y, 1, w=w)`: (slope, intercept), by the same numpy operations in the same order (numpy 2's
+    polyfit: the weighted Vandermonde matrix, its columns scaled to unit norm, `lstsq`, the scale undone), so the
+    same bits, without polyfit's argument checks and copies (the refit runs every 5 s of a replay, and polyfit's
+    Python was most of its cost). Not its rank warning: a rank-deficient fit gives the same numbers silently."""
+    lhs = np.vander(x, 2)
+    lhs *= w[:, np.newaxis]
+    rhs = y * w
+    scale = np.sqrt((lhs * lhs).sum(axis=0))
+    lhs /= scale
+    c = np.linalg.lstsq(lhs, rhs, len(x) * _EPS)[0]
+    c = (c.T / scale).T
+    return float(c[0]), float(c[1])
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
 class TradeIntensity:
     """See the module docstring. `fit()` returns (A per second, k per bps), clipped to the given bounds; the
     bounds are also what it returns before `min_trades` trades have been seen (the configured A and k)."""
@@ -81,9 +99,11 @@ class TradeIntensity:
         x = _DELTAS[ok]
         y = np.log(rate[ok])
         w = np.sqrt(counts[ok])  # bins with more trades weigh more
-        slope, intercept = np.polyfit(x, y, 1, w=w)
-        a = float(np.clip(math.exp(intercept), *self.a_bounds))
-        k = float(np.clip(-slope, *self.k_bounds))
+        slope, intercept = _line_fit(x, y, w)
+        lo, hi = self.a_bounds
+        a = float(min(max(math.exp(intercept), lo), hi))  # (np.clip's value on a float, without its call's cost)
+        lo, hi = self.k_bounds
+        k = float(min(max(-slope, lo), hi))
         self.a, self.k = a, k
         return a, k
 
