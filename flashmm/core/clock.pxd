@@ -7,11 +7,15 @@
 cimport cpython.time as time
 
 
-cdef class WallClock:
+cdef class ClockBase:
     cpdef now_ns(self)
 
 
-cdef class SimClock:
+cdef class WallClock(ClockBase):
+    cpdef now_ns(self)
+
+
+cdef class SimClock(ClockBase):
     cdef public object _now_ns
 
     cpdef now_ns(self)

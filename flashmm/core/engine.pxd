@@ -17,6 +17,7 @@ from flashmm.core.metrics cimport FillQuality, RollingRange, TimeWeightedSpreads
 from flashmm.core.calibration cimport AdverseSelection, TradeIntensity, VirtualFills, VolatilityRegime
 from flashmm.telemetry.histogram cimport LatencyHistogram
 from flashmm.core.execution cimport OrderManager
+from flashmm.core.clock cimport ClockBase
 
 cdef class Engine:
     cdef dict __dict__
@@ -45,7 +46,8 @@ cdef class Engine:
     cdef public object _alpha_x, _intensity, _last_fit_ns
     cdef public object _last_sample_ns, _last_spreads, _last_state_flush, _logs_after_cycle
     cdef public object _reconciled_once, _rejects, _retune_last, _state_task, _trace_orders, _use_model
-    cdef public object _window_start_ns, alpha_bps, audit, cfg, clock
+    cdef public object _window_start_ns, alpha_bps, audit, cfg
+    cdef public ClockBase clock  # (SimClock or WallClock: its now_ns a C call)
     cdef public object confidence_history, events_log, fault, flatten_reason, guards
     cdef public object has_edge, instrument, inventory_history, killed, last_prediction, last_proposal
     cdef public object log, max_abs_inventory_pct, mid_history, mode, model_errors, paused
