@@ -218,6 +218,9 @@ def tiny_tiers(monkeypatch):
     monkeypatch.setattr(book_module, "_NEAR", 3)
     monkeypatch.setattr(book_module, "_LOW", 2)
     monkeypatch.setattr(book_module, "_HIGH", 7)
+    # a refill's window below the floor starts at 2 ticks and widens (x4) to every deeper level past 40
+    monkeypatch.setattr(book_module, "_SPAN_START", 2)
+    monkeypatch.setattr(book_module, "_SPAN_ALL", 40)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -320,3 +323,24 @@ def test_the_array_book_equals_the_sorted_dict_book_after_every_event_of_every_r
     assert n > 500 and list(new.bids.items()) == list(ref.bids.items()) and list(new.asks) == list(ref.asks)
     if new.two_sided():
         assert new.mid_ticks() == ref.mid_ticks() and new.depth_within(50) == ref.depth_within(50)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("spacing", [1, 997, 1 << 41])  # within the first window; wider; wider than any window
+def test_a_refill_brings_in_the_best_deeper_levels_however_far_below_the_floor(sign, spacing):
+    """A refill looks within a window below the floor and widens it until it holds enough levels: whatever the
+    spacing of the deeper levels, the sorted part gets the best _NEAR of them (and all, when fewer are left)."""
+    n = 3 * book_module._NEAR
+    prices = [10**6 + spacing * i for i in range(n)]
+    lv = Levels(sign, {p: 1 for p in prices})
+    ref = SortedDict({p: 1 for p in prices})
+    while len(ref) > 1:
+        best = lv.best()
+        assert best == ref.peekitem(-1 if sign > 0 else 0)[0]
+        before = len(lv.ladder)
+        lv.set(best, 0)
+        del ref[best]
+        keys = sorted(sign * p for p in ref)
+        assert lv.ladder == [k for k in keys if k >= lv.floor]
+        if len(lv.ladder) > before - 1:  # a refill happened: the best _NEAR deeper levels, or every one left
+            assert len(lv.ladder) == min(len(ref), before - 1 + book_module._NEAR)

@@ -13,6 +13,7 @@ cdef class Levels:
     cdef public object sign
     cdef public object floor
     cdef object _depth  # (top_depth's, until a level changes)
+    cdef public object _span
 
     cpdef best(self)
     @cython.locals(book=dict, ladder=list, n=Py_ssize_t)

@@ -37,6 +37,8 @@ from flashmm.core.domain import BookDiff, BookSnapshot, BookTop
 _NEAR = 64  # levels kept in sorted order below the best after a refill or a trim
 _LOW = 16  # fewer than this many sorted levels (and deeper ones exist): sort in the next _NEAR
 _HIGH = 256  # more than this many sorted levels: the deepest go back to the unsorted part
+_SPAN_START = 256  # a refill's first window below the floor, ticks (it adapts: Levels._span)
+_SPAN_ALL = 1 << 40  # a window this wide takes every deeper level
 
 
 def _position(ladder: list[int], k: int) -> int:
@@ -65,11 +67,12 @@ class Levels:
     Iteration, `peekitem` and `irange` follow ascending price order on both sides, as the SortedDict this
     replaces did (sorting the deeper levels only when a query reaches them)."""
 
-    __slots__ = ("lots", "ladder", "sign", "floor", "_depth")
+    __slots__ = ("lots", "ladder", "sign", "floor", "_depth", "_span")
 
     def __init__(self, sign: int, levels: dict[int, int] | None = None) -> None:
         self.sign = sign
         self._depth: tuple[int, int, int, int] | None = None  # top_depth's answer until a level changes
+        self._span = _SPAN_START  # how far below the floor a refill looks first (keys, i.e. ticks)
         self.lots: dict[int, int] = levels if levels is not None else {}
         keys = sorted(self.lots) if sign > 0 else sorted(-p for p in self.lots)
         if len(keys) > 2 * _NEAR:
@@ -220,13 +223,38 @@ class Levels:
         return [-p for p in self.lots if -p < floor]
 
     def _refill(self, need: int = 0) -> None:
+        """Move the best `need` (at least _NEAR) deeper levels into the sorted part. Only the deeper keys within
+        `_span` of the floor are gathered and sorted, the window widened until it holds enough of them or all: the
+        same keys as sorting every deeper level (those outside the window are all worse than those in it), without
+        sorting a thousand levels for the best 64."""
         need = max(need, _NEAR)
-        deep = self._deep_keys()
-        if len(deep) <= need:
-            add = sorted(deep)
+        floor = self.floor
+        deep_n = len(self.lots) - len(self.ladder)  # (the ladder is exactly the keys >= floor)
+        if floor == -math.inf or deep_n <= 0:
+            self.floor = -math.inf
+            return
+        span = self._span
+        while True:
+            if span >= _SPAN_ALL:
+                deep = self._deep_keys()
+                break
+            lo = floor - span
+            if self.sign > 0:
+                deep = [p for p in self.lots if lo <= p < floor]
+            else:  # an ask's key is minus its price: keys in [lo, floor) are prices in (-floor, -lo]
+                top, bottom = -floor, -lo
+                deep = [-p for p in self.lots if top < p <= bottom]
+            if len(deep) >= need or len(deep) == deep_n:
+                break
+            span *= 4
+        # the next refill starts from a window that held enough (narrowed when it held far more than needed)
+        self._span = span // 2 if len(deep) > 8 * need and span > _SPAN_START else span
+        deep.sort()
+        if len(deep) <= need and len(deep) == deep_n:
+            add = deep
             self.floor = -math.inf
         else:
-            add = sorted(deep)[-need:]  # (one sort in C: faster than heapq.nlargest's Python loop at these sizes)
+            add = deep[-need:]
             self.floor = add[0]
         self.ladder[:0] = add
 
