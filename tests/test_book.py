@@ -207,7 +207,8 @@ import flashmm.core.book as book_module  # noqa: E402
 from flashmm.core.book import Levels  # noqa: E402
 
 _PRICE = st.integers(1, 60)
-_OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "pop_best", "setitem", "popitem0", "delitem"]), _PRICE,
+_OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "pop_best", "setitem", "popitem0", "delitem", "resize_best"]),
+                          _PRICE,
                           st.integers(0, 9)), max_size=80)
 
 
@@ -229,7 +230,7 @@ def tiny_tiers(monkeypatch):
               st.booleans()), max_size=8))
 def test_levels_behave_as_the_sorted_dict_they_replaced(tiny_tiers, ops, sign, queries):
     lv, ref = Levels(sign), SortedDict()
-    for op, price, lots in ops:
+    for i, (op, price, lots) in enumerate(ops):
         if op == "set":
             lv.set(price, lots)
             if lots:
@@ -247,6 +248,10 @@ def test_levels_behave_as_the_sorted_dict_they_replaced(tiny_tiers, ops, sign, q
         elif op == "setitem" and lots:
             lv[price] = lots
             ref[price] = lots
+        elif op == "resize_best" and ref and lots:  # a best bid/offer update at the same price
+            best = ref.peekitem(-1 if sign > 0 else 0)[0]
+            lv.set(best, lots)
+            ref[best] = lots
         elif op == "popitem0" and ref:
             assert lv.popitem(0) == ref.popitem(0)
         elif op == "delitem":
@@ -254,6 +259,9 @@ def test_levels_behave_as_the_sorted_dict_they_replaced(tiny_tiers, ops, sign, q
         assert list(lv) == list(ref) and lv.items() == list(ref.items()) and len(lv) == len(ref)
         keys = sorted(sign * p for p in ref)
         assert lv.ladder == [k for k in keys if k >= lv.floor] and (lv.ladder or not ref)  # the best is last
+        if ref and i % 2:  # the five-level depth the features read (kept between reads, moved by a best resize)
+            q = [lots for _, lots in (reversed(ref.items()) if sign > 0 else ref.items())][:5]
+            assert lv.top_depth() == (ref.peekitem(-1 if sign > 0 else 0)[0], q[0], sum(q[:3]), sum(q))
     for lo, hi, inc_lo, inc_hi, rev in queries:
         assert list(lv.irange(lo, hi, (inc_lo, inc_hi), rev)) == list(ref.irange(lo, hi, (inc_lo, inc_hi), rev))
         if lo is not None:  # the levels at a price or better, best first

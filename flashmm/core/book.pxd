@@ -16,7 +16,7 @@ cdef class Levels:
     cdef public object _span
 
     cpdef best(self)
-    @cython.locals(book=dict, ladder=list, n=Py_ssize_t)
+    @cython.locals(book=dict, ladder=list, n=Py_ssize_t, depth=tuple)
     cpdef set(self, price, lots)
     @cython.locals(book=dict, ladder=list, n=Py_ssize_t, neg=bint, seq=list)
     cpdef apply(self, rows)

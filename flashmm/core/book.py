@@ -96,6 +96,12 @@ class Levels:
             if old == lots:
                 return  # unchanged (a best bid/offer update moves one side at a time: the other side's is this)
             book[price] = lots
+            depth = self._depth
+            if depth is not None and old is not None and depth[0] == price:
+                # the best level resized (the usual best bid/offer update): the depths move by the change
+                change = lots - old
+                self._depth = (price, lots, depth[2] + change, depth[3] + change)
+                return
             self._depth = None
             if old is None:  # a new level
                 k = -price if self.sign < 0 else price  # (a bid's key is its price object: found by identity)
