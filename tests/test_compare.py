@@ -317,3 +317,32 @@ def test_the_throughput_benchmark_still_starts_after_the_venv_helpers_moved():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vs_hftbacktest.py"), "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--hftbt-venv" in r.stdout, r.stderr
+
+
+def test_the_throughput_table_sets_both_sides_medians_and_runs_side_by_side(capsys):
+    """print_table with FlashMM's --repeat keys (wall_s_runs, rows_per_s_median): the medians' row and ratio and
+    the timed-run counts are printed beside hftbacktest's (a report from one run of the script, abridged)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_vs_hftbacktest", ROOT / "scripts" / "bench_vs_hftbacktest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = [{"loop_s": s, "orders_submitted": 100, "fills": 3} for s in (0.030, 0.028, 0.029)]
+    report = {
+        "config": {"quote_interval_ms": 100.0}, "versions": {"hftbacktest": "2.4.4"},
+        "hftbacktest": {"backtest": {"rows": 300_000, "wall_s": 0.028, "wall_s_median": 0.029,
+                                     "rows_per_s": 300_000 / 0.028, "rows_per_s_median": 300_000 / 0.029,
+                                     "runs": runs}},
+        "flashmm": {"result": {"rows": 450_000, "wall_s": 0.40, "wall_s_runs": [0.42, 0.40, 0.44], "repeat": 3,
+                               "rows_per_s": 450_000 / 0.40, "rows_per_s_median": 450_000 / 0.42}},
+        "ratio_flashmm_over_hftbacktest": {"rows_per_s": (450_000 / 0.40) / (300_000 / 0.028),
+                                           "rows_per_s_median": (450_000 / 0.42) / (300_000 / 0.029)},
+    }
+    mod.print_table(report)
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "median of the runs" in line)
+    assert "1,071,429" in row and "10,344,828" in row and "0.104" in row  # FlashMM's and hftbacktest's medians
+    row = next(line for line in out.splitlines() if "loop wall s, median" in line)
+    assert "0.42" in row and "0.029" in row
+    row = next(line for line in out.splitlines() if "timed runs" in line)
+    assert [c.strip() for c in row.split("│")[2:4]] == ["3", "3"]
