@@ -55,6 +55,10 @@ cdef class Engine:
     cdef public object seed, seq, spread_history, start_ns, state_store, venue
     cdef public object wall_start, widen
 
+    # a batch of events, the run loop's call per batch (a Python call: the loop looks it up, so that a wrapper set
+    # on the instance is what runs): its start time and venue time C integers, the components it reads typed
+    @cython.locals(t0="long long", now="long long", book=L2Book, alpha=OnlineAlpha, fq=FillQuality)
+    cpdef on_batch(self, batch)
     # the market's event handlers: C calls from on_batch (their stage times C integers)
     @cython.locals(t="long long", t1="long long")
     cpdef _on_top(self, ev)
