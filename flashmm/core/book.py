@@ -124,8 +124,11 @@ class Levels:
 
     def apply(self, rows: list[tuple[int, int]]) -> None:
         """`set` for each (price, lots) row of a message, in order, in one call."""
-        book, ladder, floor = self.lots, self.ladder, self.floor
+        book, ladder = self.lots, self.ladder
         neg = self.sign < 0  # an ask's key is minus its price; a bid's is its price object (found by identity)
+        # the sorted part holds the bids at or above `edge` and the asks at or below it (minus the floor for asks:
+        # a row deeper than that is told by one comparison, without computing its key)
+        edge = -self.floor if neg else self.floor
         if rows:
             self._depth = None
         seq = rows if type(rows) is list else list(rows)  # (a list: read by index in the compiled build)
@@ -133,23 +136,21 @@ class Levels:
             if lots:
                 n = len(book)
                 book[price] = lots
-                if len(book) != n:  # a new level (one dict operation either way)
+                if len(book) != n and (price <= edge if neg else price >= edge):  # a new level near the top
                     k = -price if neg else price
-                    if k >= floor:
-                        ladder.insert(_position(ladder, k), k)
-                        if len(ladder) > _HIGH:
-                            self._trim()
-                            floor = self.floor
-            elif book.pop(price, None) is not None:
+                    ladder.insert(_position(ladder, k), k)
+                    if len(ladder) > _HIGH:
+                        self._trim()
+                        edge = -self.floor if neg else self.floor
+            elif book.pop(price, None) is not None and (price <= edge if neg else price >= edge):
                 k = -price if neg else price
-                if k >= floor:
-                    if ladder[-1] == k:
-                        ladder.pop()
-                    else:
-                        del ladder[_position(ladder, k)]
-                    if len(ladder) < _LOW and len(book) > len(ladder):
-                        self._refill()
-                        floor = self.floor
+                if ladder[-1] == k:
+                    ladder.pop()
+                else:
+                    del ladder[_position(ladder, k)]
+                if len(ladder) < _LOW and len(book) > len(ladder):
+                    self._refill()
+                    edge = -self.floor if neg else self.floor
 
     def drop_better_than(self, price: int) -> None:
         """Remove every level strictly better than `price` (a new top shows them gone)."""
@@ -498,8 +499,8 @@ class L2Book:
         bids, asks = self.bids, self.asks
         if bids.ladder and bids.ladder[-1] > bp:
             bids.drop_better_than(bp)
-        if asks.ladder and asks.ladder[-1] > -ap:
-            asks.drop_better_than(ap)
+        if asks.ladder and asks.ladder[-1] + ap > 0:  # the best ask below ap (its key is minus its price; the sum
+            asks.drop_better_than(ap)                # is a small integer near the top, where -ap is a new one)
         bids.set(bp, bq)
         asks.set(ap, aq)
         self.top_seq = seq

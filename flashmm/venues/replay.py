@@ -471,15 +471,16 @@ class _ReplayCore:
         model.out = []
         bids, asks = mirror.bids, mirror.asks
         bl, al = bids.ladder, asks.ladder
-        if bl and al and bl[-1] <= bp and al[-1] <= -ap:
+        if bl and al and bl[-1] <= bp and al[-1] + ap <= 0:  # (an ask's key is minus its price)
             # the usual update: neither side's best price gets better than the new top's, so no level is removed
             # and only the top's own two prices can change (what was there before: 0 for a new level)
             ob = bids.lots.get(bp, 0)
             oa = asks.lots.get(ap, 0)
             if mirror.set_top(seq, bp, bq, ap, aq, ts):
-                if ob:
+                # (a level that did not shrink, with no trade there to settle, changes nothing in the queue model)
+                if ob and (ob > bq or model.traded_bid):
                     model.on_level(_BUY, bp, ob, bq)
-                if oa:
+                if oa and (oa > aq or model.traded_ask):
                     model.on_level(_SELL, ap, oa, aq)
                 model.on_book_moved(ts)
             out = model.out
