@@ -178,3 +178,35 @@ def test_drawdown_stop_pauses_until_the_operator_resumes():
     run_for(engine, cfg.risk.breaker_cooldown_s + 2)
     # after the cooldown it quotes again (with a 0.01 USDC limit it may well trip again afterwards)
     assert [p for p in venue.places_since(m) if p.order_type is OrderType.LIMIT]
+
+
+def test_retune_notes_follow_the_rounded_half_spread_exactly():
+    """The re-tune note compares the half-spread rounded to 0.01 bps with the last noted one; a change well
+    inside the threshold returns before rounding. The notes and the last noted value must be those of the rule
+    applied to every rounded value — here on steps drawn around the threshold, where rounding decides."""
+    import random
+    from types import SimpleNamespace
+
+    engine, _ = make_engine()
+    rng = random.Random(5)
+    mid = 100_000.0
+    ref_last = None
+    ref_notes = []
+    half = 2.0
+    for _ in range(4000):
+        thr = max(0.25, 0.2 * (ref_last[0] if ref_last else half))
+        half = max(0.05, half + rng.choice((-1, 1)) * (thr + rng.uniform(-0.02, 0.02)) * rng.choice((0.2, 1.0, 1.0)))
+        engine.widen = rng.choice((1.0, 1.0, 1.5))
+        engine.has_edge = rng.random() > 0.05
+        proposal = SimpleNamespace(half_spread_ticks=half * mid / 1e4 * engine.widen)
+        engine._note_retune(proposal, mid)
+        half_bps = round(proposal.half_spread_ticks * 1e4 / mid / engine.widen, 2)  # the rule, every time
+        state = (engine.has_edge, engine.regime.regime)
+        if ref_last is None:
+            ref_last = (half_bps, state)
+        elif state != ref_last[1] or abs(half_bps - ref_last[0]) > max(0.25, 0.2 * ref_last[0]):
+            ref_notes.append((ref_last[0], half_bps))
+            ref_last = (half_bps, state)
+        assert engine._retune_last == ref_last
+    notes = [(f["was_bps"], f["half_spread_bps"]) for name, f in engine._logs_after_cycle if name == "retune"]
+    assert notes == ref_notes and len(notes) > 1000

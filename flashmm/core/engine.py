@@ -585,9 +585,12 @@ class Engine:
         """Tactical re-tuning, said when it happens: the measured half-spread moving to another distance, the
         edge appearing or going, the regime changing (logged and in the event log; the console shows the
         current values)."""
-        half_bps = round(proposal.half_spread_ticks * 1e4 / mid / self.widen, 2)
+        half = proposal.half_spread_ticks * 1e4 / mid / self.widen
         state = (self.has_edge, self.regime.regime)
         last = self._retune_last
+        if last is not None and state == last[1] and abs(half - last[0]) + 0.01 < max(0.25, 0.2 * last[0]):
+            return  # within the threshold whatever rounding to 0.01 does: nothing to say (round() costs ~1 µs)
+        half_bps = round(half, 2)
         if last is None:
             self._retune_last = (half_bps, state)
             return
