@@ -16,10 +16,14 @@ cdef class Levels:
     cdef public object _span
 
     cpdef best(self)
-    @cython.locals(book=dict, ladder=list, n=Py_ssize_t, depth=tuple)
+    @cython.locals(book=dict, depth=tuple)
     cpdef set(self, price, lots)
-    @cython.locals(book=dict, ladder=list, n=Py_ssize_t, neg=bint, seq=list)
+    @cython.locals(book=dict, n=Py_ssize_t, neg=bint, seq=list)
     cpdef apply(self, rows)
+    @cython.locals(ladder=list)
+    cdef bint _sort_in(self, k) except -1
+    @cython.locals(ladder=list)
+    cdef bint _sort_out(self, k) except -1
     @cython.locals(book=dict, ladder=list, neg=bint)
     cpdef drop_better_than(self, price)
     @cython.locals(ladder=list, i=Py_ssize_t, j=Py_ssize_t)

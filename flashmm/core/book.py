@@ -106,25 +106,37 @@ class Levels:
             if old is None:  # a new level
                 k = -price if self.sign < 0 else price  # (a bid's key is its price object: found by identity)
                 if k >= self.floor:
-                    ladder = self.ladder
-                    ladder.insert(_position(ladder, k), k)
-                    if len(ladder) > _HIGH:
-                        self._trim()
+                    self._sort_in(k)
         elif book.pop(price, None) is not None:
             self._depth = None
             k = -price if self.sign < 0 else price
             if k >= self.floor:
-                ladder = self.ladder
-                if ladder[-1] == k:
-                    ladder.pop()
-                else:
-                    del ladder[_position(ladder, k)]
-                if len(ladder) < _LOW and len(book) > len(ladder):
-                    self._refill()
+                self._sort_out(k)
+
+    def _sort_in(self, k: int) -> bool:
+        """Insert key `k` (at or above the floor) into the sorted part. True when that trimmed it: the floor moved."""
+        ladder = self.ladder
+        ladder.insert(_position(ladder, k), k)
+        if len(ladder) > _HIGH:
+            self._trim()
+            return True
+        return False
+
+    def _sort_out(self, k: int) -> bool:
+        """Remove key `k` from the sorted part. True when that refilled it from the deeper levels: the floor moved."""
+        ladder = self.ladder
+        if ladder[-1] == k:
+            ladder.pop()
+        else:
+            del ladder[_position(ladder, k)]
+        if len(ladder) < _LOW and len(self.lots) > len(ladder):
+            self._refill()
+            return True
+        return False
 
     def apply(self, rows: list[tuple[int, int]]) -> None:
         """`set` for each (price, lots) row of a message, in order, in one call."""
-        book, ladder = self.lots, self.ladder
+        book = self.lots
         neg = self.sign < 0  # an ask's key is minus its price; a bid's is its price object (found by identity)
         # the sorted part holds the bids at or above `edge` and the asks at or below it (minus the floor for asks:
         # a row deeper than that is told by one comparison, without computing its key)
@@ -137,19 +149,10 @@ class Levels:
                 n = len(book)
                 book[price] = lots
                 if len(book) != n and (price <= edge if neg else price >= edge):  # a new level near the top
-                    k = -price if neg else price
-                    ladder.insert(_position(ladder, k), k)
-                    if len(ladder) > _HIGH:
-                        self._trim()
+                    if self._sort_in(-price if neg else price):
                         edge = -self.floor if neg else self.floor
             elif book.pop(price, None) is not None and (price <= edge if neg else price >= edge):
-                k = -price if neg else price
-                if ladder[-1] == k:
-                    ladder.pop()
-                else:
-                    del ladder[_position(ladder, k)]
-                if len(ladder) < _LOW and len(book) > len(ladder):
-                    self._refill()
+                if self._sort_out(-price if neg else price):
                     edge = -self.floor if neg else self.floor
 
     def drop_better_than(self, price: int) -> None:
